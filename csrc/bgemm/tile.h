@@ -1,0 +1,68 @@
+// onebit/csrc/bgemm/tile.h
+// The XNOR-popcount micro-kernel shared by bgemm and bconv2d ("GEMM with implicit im2col").
+//
+// For output pixel q (raster over N*OH*OW) and output channel co (one block of 32 channels):
+//
+//   pc[q, co]  = sum_{i<kh} sum_{t<kw*KWin} popcount( X[n, oh*sh+i, ow*sw + t/KWin, t%KWin]
+//                                                      XOR Wt[blk][i*kw*KWin + t][co%32] )
+//   acc[q, co] = base[class(oh,ow), co] - 2*pc[q, co]
+//
+// X is the (already border-padded) packed NHWC input, so for a kernel row i the kw taps of
+// one pixel are kw*KWin consecutive words. base = K = kh*kw*C_in for +-1 padding; for zero
+// padding base also removes the padded taps' contribution (see bconv.cpp). Then the fused
+// epilogue (per output channel co):
+//   mode INT  : out_i32[q, co] = acc
+//   mode FLOAT: out_f32[q, co] = float(acc)*mult[co] + bias[co] (+ residual[q, co])
+//               (mul then add, no FMA contraction: bit-identical to NumPy float32)
+//   mode BITS : bit(q, co) = !(flip[co] ? acc <= thresh[co] : acc >= thresh[co])
+//               (bit 0 = +1), packed LSB-first into out_u64[q, co/64]; tail bits are 0.
+//
+// Everything in this header is plain data so that ISA-specific translation units (compiled
+// with -mavx512*/-mavx2) share no inline code with generic ones.
+#pragma once
+#include <cstdint>
+
+namespace onebit {
+
+enum : int { kModeInt = 0, kModeFloat = 1, kModeBits = 2 };
+constexpr int kBlock = 32;  // output channels per prepared weight block
+
+struct TileJob {
+  // Activations: padded packed input (N, Hp, Wp, kwin) words.
+  const uint64_t* x;
+  int64_t x_img_stride;  // Hp*Wp*kwin
+  int64_t x_row_stride;  // Wp*kwin
+  int kwin;
+  int kh, kw, sh, sw;
+  int OH, OW;
+  // Prepared weights: [nblk][kh*kw*kwin][32] words, 64-byte aligned, zero for co >= cout.
+  const uint64_t* w;
+  int64_t w_blk_stride;  // kh*kw*kwin*32
+  int cout, cout_pad, nblk;
+  // Epilogue.
+  int mode;
+  const int32_t* base;        // [classes][cout_pad]
+  const int32_t* row_off;     // [OH]: offset (in int32) of the row class into base
+  const int32_t* col_off;     // [OW]: offset (in int32) of the column class
+  const float* mult;          // [cout_pad]
+  const float* bias;          // [cout_pad]
+  const float* residual;      // [N*OH*OW, cout] or nullptr
+  const int32_t* thresh;      // [cout_pad]
+  const uint32_t* flip;       // [nblk]: bit j -> channel blk*32+j compares with <=
+  void* out;                  // int32/float [N*OH*OW, cout] or uint64 [N*OH*OW, kwout]
+  int kwout;
+};
+
+// Compute output pixels [q0, q1) of channel block blk.
+void tile_run_portable(const TileJob& J, int blk, int64_t q0, int64_t q1);
+#ifdef ONEBIT_HAVE_X86_KERNELS
+void tile_run_avx2(const TileJob& J, int blk, int64_t q0, int64_t q1);
+void tile_run_avx512(const TileJob& J, int blk, int64_t q0, int64_t q1);
+#endif
+
+// Preferred pixel-tile size of each path (thread boundaries are snapped to it).
+constexpr int kTilePixelsPortable = 1;
+constexpr int kTilePixelsAvx2 = 3;
+constexpr int kTilePixelsAvx512 = 6;
+
+}  // namespace onebit

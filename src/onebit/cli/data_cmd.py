@@ -1,0 +1,19 @@
+"""``onebit data``: known data sets and where each was found."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def data(data_root: Optional[str] = typer.Option(None, "--data-root", help="look here first")) -> None:
+    """List the data sets and where each one was found (no download)."""
+    from .. import data as onebit_data
+
+    for n in onebit_data.names():
+        try:
+            where = str(onebit_data.locate(n, root=data_root, download=False))
+        except onebit_data.DataError as e:
+            where = "not found (" + str(e).splitlines()[0][:80] + ")"
+        typer.echo(f"{n:14s} {where}")

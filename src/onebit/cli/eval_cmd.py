@@ -1,0 +1,34 @@
+"""``onebit eval CHECKPOINT``: test accuracy of a trained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="a .safetensors checkpoint written by `onebit train`"),
+    data: Optional[str] = typer.Option(None, help="data set (default: the one it was trained on)"),
+    data_root: Optional[str] = typer.Option(None, "--data-root"),
+    batch_size: int = typer.Option(500, "--batch-size"),
+    threads: Optional[int] = typer.Option(None),
+) -> None:
+    """Evaluate CHECKPOINT on the test split."""
+    import torch
+
+    from .. import data as onebit_data
+    from .. import losses
+    from ..methods import Recipe
+    from ..train import evaluate, load_for_eval
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, meta = load_for_eval(checkpoint)
+    recipe = Recipe.from_dict(meta["recipe"])
+    loaders = onebit_data.make_loaders(data or recipe.data, batch_size=batch_size, root=data_root, val_size=0,
+                                       normalize=recipe.normalize)
+    loss, acc = evaluate(model, loaders.test, losses.get(recipe.loss))
+    typer.echo(f"{checkpoint}: {recipe.model} on {data or recipe.data} test: accuracy {100 * acc:.2f}% "
+               f"(error {100 * (1 - acc):.2f}%), loss {loss:.4f}, {loaders.test.num_samples} images")

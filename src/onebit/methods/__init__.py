@@ -1,0 +1,6 @@
+"""What makes each paper a method rather than a layer: recipes (as data) and procedures."""
+
+from . import bnn  # noqa: F401  (registers the BinaryNet recipes)
+from .recipe import Recipe, get_recipe, recipe_names, register_recipe
+
+__all__ = ["Recipe", "get_recipe", "recipe_names", "register_recipe"]

@@ -1,0 +1,9 @@
+"""Model registry: ``onebit.models.create(name, num_classes=…, in_channels=…, image_size=…)``.
+
+One file per family; importing this package registers them all.
+"""
+
+from . import bnn  # noqa: F401  (registers the BNN family)
+from .registry import ModelEntry, create, entry, names, register_model
+
+__all__ = ["create", "names", "entry", "register_model", "ModelEntry"]

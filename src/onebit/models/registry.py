@@ -1,0 +1,61 @@
+"""The model registry (timm's shape): one file per family, ``create("name", **kw)``, configs as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict = field(default_factory=dict)
+    family: str = ""
+    description: str = ""
+    default_data: str = "fashion-mnist"
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, description: str,
+                   default_data: str, **defaults) -> None:
+    """Register ``name`` → ``builder(**defaults, **overrides)``."""
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    _MODELS[name] = ModelEntry(name, builder, dict(defaults), family, description, default_data)
+
+
+def names() -> list[str]:
+    """All registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def entry(name: str) -> ModelEntry:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(names())}") from None
+
+
+def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
+           image_size: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered model.
+
+    ``in_channels``/``image_size`` default to the model's own defaults (those of its default data
+    set). The returned module carries ``.onebit_config`` (name + arguments) so it can be rebuilt.
+    """
+    e = entry(name)
+    cfg = dict(e.defaults)
+    cfg.update(num_classes=num_classes)
+    if in_channels is not None:
+        cfg["in_channels"] = in_channels
+    if image_size is not None:
+        cfg["image_size"] = image_size
+    cfg.update(kwargs)
+    model = e.builder(**cfg)
+    model.onebit_config = {"name": name, **cfg}
+    return model

@@ -1,0 +1,91 @@
+"""Shift-based Batch Normalization (BNN paper §1.4 and its algorithm box; methods.md §1.5).
+
+Per channel over a mini-batch, with every multiplication replaced by a power-of-two shift::
+
+    mu   = mean(x)
+    c    = x - mu
+    var  = mean(c · AP2(c))                 # a shift instead of a square
+    xhat = c · AP2(1 / sqrt(var + eps))
+    y    = AP2(gamma) · xhat + beta
+
+The running statistic is the inverse standard deviation (Torch7 reference,
+``BatchNormalizationShiftPow2.lua``): at eval ``y = AP2(gamma)·(x - running_mean)·AP2(running_invstd) + beta``.
+Backward: AP2 is straight-through (identity), the simple choice of methods.md §1.5.
+``use_ap2=False`` gives ordinary BN (biased batch variance) for tests and ablations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..quant.pow2 import ap2_ste
+
+
+class _ShiftBatchNorm(nn.Module):
+    _dims: tuple[int, ...] = (0,)
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.125,
+                 affine: bool = True, use_ap2: bool = True, device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.use_ap2 = affine, use_ap2
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **kw))
+            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+        self.register_buffer("running_invstd", torch.ones(num_features, **kw))
+
+    def _q(self, t: torch.Tensor) -> torch.Tensor:
+        return ap2_ste(t) if self.use_ap2 else t
+
+    def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[1] = -1
+        return t.view(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {tuple(x.shape)}")
+        dims = [d for d in range(x.dim()) if d != 1]
+        xf = x.float()
+        if self.training:
+            mu = xf.mean(dims)
+            c = xf - self._view(mu, xf)
+            var = (c * self._q(c)).mean(dims)
+            invstd = 1.0 / torch.sqrt(var + self.eps)
+            with torch.no_grad():
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(mu.detach(), alpha=m)
+                self.running_invstd.mul_(1 - m).add_(invstd.detach(), alpha=m)
+        else:
+            c = xf - self._view(self.running_mean, xf)
+            invstd = self.running_invstd
+        y = c * self._view(self._q(invstd), xf)
+        if self.affine:
+            y = y * self._view(self._q(self.weight), xf) + self._view(self.bias, xf)
+        return y.to(x.dtype)
+
+    def fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode affine form ``y = a·x + b`` per channel (for export)."""
+        a = (ap2_ste(self.running_invstd) if self.use_ap2 else self.running_invstd).detach()
+        b = -self.running_mean * a
+        if self.affine:
+            g = (ap2_ste(self.weight) if self.use_ap2 else self.weight).detach()
+            a, b = a * g, b * g + self.bias.detach()
+        return a, b
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, use_ap2={self.use_ap2}"
+
+
+class ShiftBatchNorm1d(_ShiftBatchNorm):
+    """Shift-based BN over (N, C) or (N, C, L) inputs."""
+
+
+class ShiftBatchNorm2d(_ShiftBatchNorm):
+    """Shift-based BN over (N, C, H, W) inputs."""

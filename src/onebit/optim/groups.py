@@ -1,0 +1,45 @@
+"""Parameter groups: the per-layer Glorot learning-rate scale and no weight decay where it hurts.
+
+BinaryConnect/BNN multiply the *update* of each binary layer's latent weights by
+``gamma = 1/sqrt(1.5/(fan_in + fan_out))`` (methods.md §1.4, pitfall 5). With Adam that is a
+per-group learning rate, not a gradient scale. The Torch7 CIFAR model rounds it to a power of 2.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..nn.binary import BinaryConv2d, BinaryLinear, glorot_lr_scale
+from ..quant import ap2, is_binary
+import torch
+
+
+def param_groups(model: nn.Module, lr: float, *, glorot: bool = False, pow2: bool = False,
+                 weight_decay: float = 0.0) -> list[dict]:
+    """Groups for an optimizer.
+
+    Binary-weight layers get their own group when ``glorot`` (``lr · gamma``; ``gamma`` rounded
+    by AP2 when ``pow2``) and never weight decay; everything else shares one group with
+    ``weight_decay`` applied to tensors of rank > 1 only (not BN parameters or biases).
+    Each group records ``lr_scale`` for optimizers that read it.
+    """
+    groups: list[dict] = []
+    seen: set[int] = set()
+    for name, m in model.named_modules():
+        if isinstance(m, (BinaryLinear, BinaryConv2d)) and is_binary(m.weight_quantizer):
+            scale = glorot_lr_scale(m) if glorot else 1.0
+            if pow2 and glorot:
+                scale = float(ap2(torch.tensor(scale)))
+            groups.append({"params": [m.weight], "lr": lr * scale, "lr_scale": scale,
+                           "weight_decay": 0.0, "name": f"{name}.weight"})
+            seen.add(id(m.weight))
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if id(p) in seen or not p.requires_grad:
+            continue
+        (decay if p.dim() > 1 and weight_decay else no_decay).append(p)
+    if decay:
+        groups.append({"params": decay, "lr": lr, "lr_scale": 1.0, "weight_decay": weight_decay, "name": "decay"})
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr, "lr_scale": 1.0, "weight_decay": 0.0, "name": "other"})
+    return groups

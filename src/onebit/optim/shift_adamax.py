@@ -1,0 +1,61 @@
+"""Shift-based AdaMax (BNN paper §1.5 and its algorithm box; methods.md §1.6).
+
+AdaMax with every multiplication/division replaced by a power-of-two shift::
+
+    m_t = β1·m_{t-1} + (1 - β1)·g_t
+    v_t = max(β2·v_{t-1}, |g_t|)
+    θ_t = θ_{t-1} - AP2(α / (1 - β1^t)) · m_t · AP2(v_t)^{-1}
+
+Defaults are the paper's: ``α = 2^-10``, ``1 - β1 = 2^-3``, ``1 - β2 = 2^-10``. ``eps = 2^-27`` is
+added to ``AP2(v_t)`` (Torch7 reference). ``shift=False`` gives plain AdaMax with the same ε
+placement (denominator ``v_t + ε``), for tests and ablations. ``overwrite_v=True`` stores
+``AP2(v_t)`` as the state like the Torch7 code (off by default: the paper does not say so).
+A param group may carry ``lr_scale`` (e.g. the Glorot scale), which multiplies its step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..quant.pow2 import ap2
+
+
+class ShiftAdaMax(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 2.0 ** -10, betas: tuple[float, float] = (1 - 2.0 ** -3, 1 - 2.0 ** -10),
+                 eps: float = 2.0 ** -27, shift: bool = True, overwrite_v: bool = False):
+        if lr <= 0:
+            raise ValueError(f"ShiftAdaMax: lr must be > 0, got {lr}")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"ShiftAdaMax: betas must be in [0, 1), got {betas}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, shift=shift, overwrite_v=overwrite_v))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            q = ap2 if group["shift"] else (lambda t: t)
+            scale = group.get("lr_scale", 1.0)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float64)
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_inf"] = torch.zeros_like(p)
+                st["step"] += 1
+                t = int(st["step"].item())
+                m, v = st["exp_avg"], st["exp_inf"]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                torch.maximum(v.mul_(b2), g.abs(), out=v)
+                vq = q(v)
+                if group["overwrite_v"] and group["shift"]:
+                    v.copy_(vq)
+                step_size = float(q(torch.tensor(group["lr"] / (1 - b1 ** t), dtype=torch.float64)))
+                p.add_(m / (vq + group["eps"]), alpha=-step_size * scale)
+        return loss

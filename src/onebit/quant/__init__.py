@@ -1,0 +1,31 @@
+"""Binarizers (quantizers): one registry, each an autograd function plus a small module.
+
+>>> from onebit import quant
+>>> q = quant.get("ste_sign")
+>>> quant.names()  # doctest: +ELLIPSIS
+[...]
+"""
+
+from .pow2 import ap2, ap2_ste
+from .registry import Quantizer, QuantizerSpec, get, is_binary, names, register
+from .sign import (
+    HardTanh,
+    Identity,
+    IdentitySteSign,
+    ReLU,
+    SteSign,
+    StochasticSign,
+    hard_sigmoid,
+    hard_tanh,
+    identity_ste_sign,
+    sign,
+    ste_sign,
+    stochastic_sign,
+)
+
+__all__ = [
+    "Quantizer", "QuantizerSpec", "get", "is_binary", "names", "register",
+    "sign", "ste_sign", "identity_ste_sign", "stochastic_sign", "hard_tanh", "hard_sigmoid",
+    "SteSign", "IdentitySteSign", "StochasticSign", "Identity", "HardTanh", "ReLU",
+    "ap2", "ap2_ste",
+]

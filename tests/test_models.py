@@ -1,0 +1,83 @@
+"""Every registered model: forward, backward, one step — parametrized over the registry."""
+
+import pytest
+import torch
+
+from onebit import models, quant
+from onebit.nn import BinaryConv2d, BinaryLinear, constraints
+
+SHAPES = {"bnn-mlp": (1, 28), "bnn-convnet": (3, 32)}
+
+
+def _shape(name):
+    return SHAPES["bnn-mlp"] if "mlp" in name else SHAPES["bnn-convnet"]
+
+
+def _small(name):
+    """Narrow versions so the whole registry runs fast; structure is unchanged."""
+    if "mlp" in name:
+        return {"hidden": 64}
+    if "convnet" in name:
+        return {"widths": (8, 16, 24), "fc": 32}
+    return {}
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_forward_backward_step(name):
+    c, s = _shape(name)
+    model = models.create(name, num_classes=10, in_channels=c, image_size=s, **_small(name))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    constraints.attach(opt, model)
+    x, y = torch.randn(4, c, s, s), torch.randint(0, 10, (4,))
+    out = model(x)
+    assert out.shape == (4, 10)
+    torch.nn.functional.cross_entropy(out, y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    for m in model.modules():
+        if isinstance(m, (BinaryLinear, BinaryConv2d)) and m.clip_weights:
+            assert m.weight.abs().max() <= 1
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_real_layers_are_as_stated(name):
+    """The model's declared real-input / real-weight layers are exactly the non-binary ones."""
+    c, s = _shape(name)
+    model = models.create(name, in_channels=c, image_size=s, **_small(name))
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (BinaryLinear, BinaryConv2d))}
+    real_in = {n for n, m in layers.items() if not quant.is_binary(m.input_quantizer)}
+    real_w = {n for n, m in layers.items() if not quant.is_binary(m.weight_quantizer)}
+    assert real_in == set(model.real_input_layers)
+    assert real_w == set(model.real_weight_layers)
+
+
+def test_bnn_weight_counts():
+    # methods.md §1.14 check 12
+    def binary_weights(m):
+        return sum(l.weight.numel() for l in m.modules()
+                   if isinstance(l, (BinaryLinear, BinaryConv2d)) and quant.is_binary(l.weight_quantizer))
+
+    assert binary_weights(models.create("bnn-mlp")) == 36_806_656
+    assert binary_weights(models.create("bnn-convnet")) == 14_022_016
+
+
+def test_bnn_block_order_pool_before_bn_before_sign():
+    m = models.create("bnn-convnet", **_small("bnn-convnet"))
+    kinds = [type(l).__name__ for l in m]
+    assert kinds[:4] == ["BinaryConv2d", "BatchNorm2d", "BinaryConv2d", "MaxPool2d"]
+    assert kinds[4] == "BatchNorm2d" and kinds[-1] == "BatchNorm1d"  # no sign after the last BN
+
+
+def test_unknown_model_and_config_roundtrip():
+    with pytest.raises(KeyError, match="unknown model 'resnet9000'"):
+        models.create("resnet9000")
+    m = models.create("bnn-mlp", hidden=32, bn="shift")
+    cfg = dict(m.onebit_config)
+    m2 = models.create(cfg.pop("name"), **cfg)
+    assert [type(a) for a in m.modules()] == [type(b) for b in m2.modules()]
+    with pytest.raises(ValueError, match="unknown bn"):
+        models.create("bnn-mlp", hidden=8, bn="group")

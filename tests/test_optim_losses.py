@@ -1,0 +1,109 @@
+"""Shift-based AdaMax, schedules, parameter groups and losses (methods.md §1.4–1.6, §1.14)."""
+
+import pytest
+import torch
+from torch import nn
+
+from onebit import losses, quant
+from onebit.nn import BinaryLinear
+from onebit.optim import ShiftAdaMax, lr_factor, make_scheduler, param_groups
+
+
+def _adamax_reference(p, grads, lr, b1, b2, eps):
+    m = torch.zeros_like(p)
+    v = torch.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        m = b1 * m + (1 - b1) * g
+        v = torch.maximum(b2 * v, g.abs())
+        p = p - lr / (1 - b1 ** t) * m / (v + eps)
+    return p
+
+
+def _run(opt_cls, p0, grads, **kw):
+    p = nn.Parameter(p0.clone())
+    opt = opt_cls([p], **kw)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    return p.detach()
+
+
+def test_shift_adamax_without_ap2_is_adamax():
+    # methods.md §1.14 check 8
+    torch.manual_seed(0)
+    p0 = torch.randn(50, dtype=torch.float64)
+    grads = [torch.randn(50, dtype=torch.float64) for _ in range(20)]
+    got = _run(ShiftAdaMax, p0, grads, lr=0.01, shift=False)
+    want = _adamax_reference(p0, grads, 0.01, 1 - 2 ** -3, 1 - 2 ** -10, 2 ** -27)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_shift_adamax_steps_are_ap2_rounded_and_close():
+    torch.manual_seed(0)
+    p0 = torch.randn(1000, dtype=torch.float64)
+    g = torch.randn(1000, dtype=torch.float64)
+    got = _run(ShiftAdaMax, p0, [g], lr=2 ** -10)
+    # first step: m = (1-b1) g, v = |g|, step = AP2(lr/(1-b1)) * m / AP2(|g|)
+    b1 = 1 - 2 ** -3
+    lr_hat = quant.ap2(torch.tensor(2 ** -10 / (1 - b1), dtype=torch.float64))
+    want = p0 - lr_hat * (1 - b1) * g / (quant.ap2(g.abs()) + 2 ** -27)
+    assert torch.allclose(got, want)
+    exact = _run(ShiftAdaMax, p0, [g], lr=2 ** -10, shift=False)
+    ratio = (got - p0) / (exact - p0)
+    assert (ratio > 2 ** -1.01).all() and (ratio < 2 ** 1.01).all()
+
+
+def test_shift_adamax_lr_scale_and_validation():
+    p0, g = torch.ones(3), torch.ones(3)
+    a = _run(ShiftAdaMax, p0, [g], lr=2 ** -6)
+    p = nn.Parameter(p0.clone())
+    opt = ShiftAdaMax([{"params": [p], "lr_scale": 4.0}], lr=2 ** -6)
+    p.grad = g.clone()
+    opt.step()
+    assert torch.allclose(p0 - p.detach(), 4 * (p0 - a))
+    with pytest.raises(ValueError):
+        ShiftAdaMax([nn.Parameter(torch.ones(1))], lr=-1)
+
+
+def test_schedules():
+    assert lr_factor("exp", 0, epochs=1000, lr=3e-3, lr_final=3e-7) == 1.0
+    assert abs(lr_factor("exp", 1000, epochs=1000, lr=3e-3, lr_final=3e-7) - 1e-4) < 1e-12
+    assert [lr_factor("shift", e, epochs=50, lr=1, every=10) for e in (0, 9, 10, 25)] == [1, 1, 0.5, 0.25]
+    assert lr_factor("step", 30, epochs=50, lr=1, milestones=(10, 20)) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        lr_factor("poly", 0, epochs=1, lr=1)
+    p = nn.Parameter(torch.ones(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sch = make_scheduler(opt, "shift", epochs=30, lr=1.0, every=10)
+    for _ in range(10):
+        opt.step()
+        sch.step()
+    assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_param_groups_glorot_and_no_decay_on_binary():
+    model = nn.Sequential(BinaryLinear(100, 50, input_quantizer=None), nn.BatchNorm1d(50), nn.Linear(50, 3))
+    groups = param_groups(model, 1e-3, glorot=True, weight_decay=1e-4)
+    first = groups[0]
+    assert first["params"][0] is model[0].weight and first["weight_decay"] == 0
+    assert first["lr"] == pytest.approx(1e-3 / (1.5 / 150) ** 0.5)
+    decay = [g for g in groups if g["name"] == "decay"][0]
+    assert decay["params"] == [model[2].weight]
+    n = sum(len(g["params"]) for g in groups)
+    assert n == len(list(model.parameters()))
+    g2 = param_groups(model, 1.0, glorot=True, pow2=True)
+    assert g2[0]["lr_scale"] == 8.0  # AP2(12.25)
+
+
+def test_squared_hinge_matches_definition():
+    y = torch.randn(6, 4)
+    t = torch.tensor([0, 3, 1, 2, 2, 0])
+    tt = -torch.ones(6, 4)
+    tt[torch.arange(6), t] = 1
+    want = torch.clamp(1 - tt * y, min=0).pow(2).mean()
+    assert torch.allclose(losses.squared_hinge(y, t), want)
+    assert losses.get("sqhinge")(y, t) == losses.squared_hinge(y, t)
+    perfect = tt * 2
+    assert losses.squared_hinge(perfect, t) == 0
+    with pytest.raises(KeyError, match="unknown loss"):
+        losses.get("mse")

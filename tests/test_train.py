@@ -1,0 +1,153 @@
+"""The trainer, checkpoints and the CLI on a tiny data set written by the test."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from onebit.cli.main import main as cli
+from onebit.data.formats import write_idx
+from onebit.methods import Recipe, get_recipe
+from onebit.train import CheckpointError, TrainingError, load_checkpoint, load_for_eval, train
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path_factory):
+    """A learnable 10-class 'MNIST' of 300 + 60 images: class k lights up row band k."""
+    root = tmp_path_factory.mktemp("tiny-mnist")
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(y):
+            x[i, 2 * k + 4: 2 * k + 7, 4:24] = 250
+        return x, y
+
+    for prefix, n in (("train", 300), ("t10k", 60)):
+        x, y = make(n)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+def _recipe(**kw):
+    base = dict(model="bnn-mlp", data="mnist", model_kwargs={"hidden": 32}, epochs=2, batch_size=25,
+                val_size=50, lr=3e-3, lr_schedule="exp", lr_final=3e-5, glorot_lr_scale=True)
+    base.update(kw)
+    return Recipe(**base)
+
+
+def test_train_writes_checkpoints_metrics_and_learns(tiny_mnist, tmp_path):
+    res = train(_recipe(epochs=4), tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    out = tmp_path / "run"
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[-1]["test_acc"]) > 0.5  # the bands are easy; chance is 0.1
+    assert json.loads((out / "recipe.json").read_text())["model"] == "bnn-mlp"
+    tensors, meta = load_checkpoint(out / "last.safetensors")
+    assert meta["epoch"] == 3 and any(k.startswith("optim.") for k in tensors)
+    model, meta_b = load_for_eval(out / "best.safetensors")
+    assert meta_b["epoch"] == res.best_epoch
+    # latent binary weights stayed clipped
+    assert max(float(m.weight.detach().abs().max()) for m in model if hasattr(m, "clip_weights") and m.clip_weights) <= 1
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_mnist, tmp_path):
+    r = _recipe(epochs=3, model_kwargs={"hidden": 32, "input_dropout": 0.2, "dropout": 0.5})
+    train(r, tmp_path / "a", data_root=str(tiny_mnist), progress=False)
+    train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, stop_after=1)
+    train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, resume=True)
+    ta, _ = load_checkpoint(tmp_path / "a" / "last.safetensors")
+    tb, _ = load_checkpoint(tmp_path / "b" / "last.safetensors")
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    drop = {"epoch_s", "wall_s"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows_a] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in rows_b]
+
+
+def test_refuses_to_overwrite_and_checks_resume(tiny_mnist, tmp_path):
+    r = _recipe(epochs=1)
+    train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    before = (tmp_path / "run" / "last.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
+    with pytest.raises(TrainingError, match="recipe .* differs"):
+        train(r.replace(lr=1.0), tmp_path / "run", data_root=str(tiny_mnist), progress=False, resume=True)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(r, tmp_path / "empty", data_root=str(tiny_mnist), progress=False, resume=True)
+
+
+@pytest.mark.parametrize("opt", ["adamax", "shift_adamax", "sgd"])
+def test_other_optimizers_and_shift_bn_train(tiny_mnist, tmp_path, opt):
+    r = _recipe(epochs=1, optimizer=opt, model_kwargs={"hidden": 16, "bn": "shift"}, lr_schedule="shift")
+    res = train(r, tmp_path / opt, data_root=str(tiny_mnist), progress=False)
+    assert res.epochs_run == 1
+
+
+def test_bf16_autocast_trains(tiny_mnist, tmp_path):
+    res = train(_recipe(epochs=1, bf16=True), tmp_path / "bf16", data_root=str(tiny_mnist), progress=False)
+    assert 0 <= res.last_test_acc <= 1
+
+
+def test_corrupt_checkpoints_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="not an onebit checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_truncated_checkpoint(tiny_mnist, tmp_path):
+    train(_recipe(epochs=1), tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    data = (tmp_path / "run" / "last.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(cut)
+
+
+def test_recipes_are_data():
+    r = get_recipe("bnn-mlp")
+    assert r.loss == "sqhinge" and r.batch_size == 100 and r.glorot_lr_scale
+    assert Recipe.from_dict(json.loads(r.to_json())) == r
+    with pytest.raises(KeyError, match="unknown recipe field"):
+        r.replace(learning_rate=1)
+    with pytest.raises(KeyError, match="unknown model"):
+        get_recipe("nope")
+
+
+def test_cli_train_eval_models_data(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli(["train", "bnn-mlp", "--data", "mnist", "--data-root", str(tiny_mnist), "--epochs", "1",
+              "--batch-size", "50", "--val-size", "50", "--set", "model.hidden=16", "--out", str(out),
+              "--no-progress"])
+    assert rc == 0
+    assert "done:" in capsys.readouterr().out
+    rc = cli(["eval", str(out / "best.safetensors"), "--data-root", str(tiny_mnist)])
+    assert rc == 0 and "test: accuracy" in capsys.readouterr().out
+    assert cli(["models"]) == 0 and "bnn-convnet" in capsys.readouterr().out
+    assert cli(["data", "--data-root", str(tiny_mnist)]) == 0
+    assert "mnist" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli(["train", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert cli(["eval", str(tmp_path / "nope.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert cli(["train", "bnn-mlp", "--data", "no-such-data"]) == 2
+    assert "no-such-data" in capsys.readouterr().err

@@ -248,6 +248,9 @@ std::shared_ptr<ConvWeights> make_weights(const py::object& w_obj, int64_t c_in,
       << (gemm ? "K=" : "c_in=") << c_in << " needs " << kwin << " (shape " << shape_str(w) << ")";
     fail(s.str());
   }
+  if (kh * kw * c_in > kMaxK)
+    fail("kh*kw*c_in = " + std::to_string(kh * kw * c_in) + " exceeds the supported maximum " +
+         std::to_string(kMaxK));
   const uint64_t* p = static_cast<const uint64_t*>(w.data());
   return std::make_shared<ConvWeights>(p, static_cast<int>(cout), static_cast<int>(kh),
                                        static_cast<int>(kw), static_cast<int>(c_in));

@@ -4,12 +4,13 @@
 //  2. border padding of the packed input with the +1 / -1 word (zero padding uses +1 and a
 //     correction), skipped when padding is 0;
 //  3. per-position base table: base = K, minus sum of S over the padded taps (pad_value 0);
-//  4. static split of the (channel block, output pixel) work over threads, each thread
-//     calling the ISA tile kernel on contiguous pixel ranges (block-major so a thread keeps
-//     one 32-channel weight block hot in L1).
+//  4. split of the (channel block, output pixel) work into ~8 chunks per thread, handed out
+//     through an atomic counter; each chunk is a contiguous block-major pixel range, so a
+//     thread keeps one 32-channel weight block hot in L1. Results never depend on threads.
 #include "bconv/bconv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <utility>
@@ -26,6 +27,7 @@ inline uint64_t word_mask(int c, int k) {  // valid channel bits of word k for c
 }
 
 using TileFn = void (*)(const TileJob&, int, int64_t, int64_t);
+constexpr int64_t kChunksPerThread = 8;
 
 void tile_fn(TileFn* fn, int* ptile) {
   switch (current_isa()) {
@@ -113,10 +115,15 @@ Epilogue make_epilogue(const ConvWeights& W, int mode, const float* mult, const 
     }
   } else if (mode == kModeBits) {
     e.thresh.assign(W.cout_pad, 0);
+    e.thresh_s.assign(W.cout_pad, 0);
     e.flip.assign(W.nblk, 0u);
+    constexpr int64_t lim = (int64_t(1) << 30) + 1;  // |acc| <= K < 2^30: clamping is exact
     for (int c = 0; c < W.cout; ++c) {
-      if (thresh) e.thresh[c] = thresh[c];
-      if (flip && flip[c]) e.flip[c / kBlock] |= 1u << (c % kBlock);
+      const int64_t th = thresh ? std::max(-lim, std::min<int64_t>(lim, thresh[c])) : 0;
+      const bool f = flip && flip[c];
+      e.thresh[c] = static_cast<int32_t>(th);
+      e.thresh_s[c] = static_cast<int32_t>(f ? -th : th);
+      if (f) e.flip[c / kBlock] |= 1u << (c % kBlock);
     }
   }
   return e;
@@ -146,17 +153,21 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
     for (int k = 0; k < kwin; ++k) pw[k] = (g.pad_value == -1) ? word_mask(W.cin, k) : 0ULL;
     uint64_t* dst = padded.data();
     const int64_t rowlen = static_cast<int64_t>(Wd) * kwin;
+    auto fill = [&](int64_t npix) {  // npix pad pixels
+      for (int64_t c = 0; c < npix; ++c)
+        for (int k = 0; k < kwin; ++k) *dst++ = pw[k];
+    };
     for (int64_t n = 0; n < N; ++n) {
       for (int r = 0; r < Hp; ++r) {
         const int ih = r - g.ph;
         if (ih < 0 || ih >= H) {
-          for (int c = 0; c < Wp; ++c, dst += kwin) std::memcpy(dst, pw, kwin * sizeof(uint64_t));
+          fill(Wp);
           continue;
         }
-        for (int c = 0; c < g.pw; ++c, dst += kwin) std::memcpy(dst, pw, kwin * sizeof(uint64_t));
+        fill(g.pw);
         std::memcpy(dst, x + (n * H + ih) * rowlen, rowlen * sizeof(uint64_t));
         dst += rowlen;
-        for (int c = 0; c < g.pw; ++c, dst += kwin) std::memcpy(dst, pw, kwin * sizeof(uint64_t));
+        fill(g.pw);
       }
     }
     xin = padded.data();
@@ -210,6 +221,7 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
   J.bias = e.bias.empty() ? nullptr : e.bias.data();
   J.residual = residual;
   J.thresh = e.thresh.empty() ? nullptr : e.thresh.data();
+  J.thresh_s = e.thresh_s.empty() ? nullptr : e.thresh_s.data();
   J.flip = e.flip.empty() ? nullptr : e.flip.data();
   J.out = out;
   J.kwout = (W.cout + 63) / 64;
@@ -227,10 +239,10 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
   const int64_t total = cum[W.nblk];
   const int64_t tiles = W.nblk * ((Q + ptile - 1) / ptile);
   const int T = resolve_threads(threads, tiles);
-  // Thread boundary -> linear position blk*Q + q, q snapped to the tile size.
-  auto boundary = [&](int t) -> int64_t {
-    if (t >= T) return static_cast<int64_t>(W.nblk) * Q;
-    const int64_t off = total * t / T;
+  // Chunk boundary c of C -> linear position blk*Q + q, q snapped to the tile size.
+  auto boundary = [&](int64_t c, int64_t C) -> int64_t {
+    if (c >= C) return static_cast<int64_t>(W.nblk) * Q;
+    const int64_t off = total * c / C;
     int b = static_cast<int>(std::upper_bound(cum.begin(), cum.end(), off) - cum.begin()) - 1;
     b = std::min(b, W.nblk - 1);
     const int64_t nv = (cum[b + 1] - cum[b]) / Q;
@@ -238,8 +250,7 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
     q = std::min(Q, ((q + ptile / 2) / ptile) * ptile);
     return static_cast<int64_t>(b) * Q + q;
   };
-  parallel_run(T, [&](int t) {
-    const int64_t s = boundary(t), end = boundary(t + 1);
+  auto run_range = [&](int64_t s, int64_t end) {
     for (int64_t pos = s; pos < end;) {
       const int blk = static_cast<int>(pos / Q);
       const int64_t q0 = pos % Q;
@@ -247,6 +258,19 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
       fn(J, blk, q0, q1);
       pos += q1 - q0;
     }
+  };
+  if (T == 1) {
+    run_range(0, static_cast<int64_t>(W.nblk) * Q);
+    return;
+  }
+  // Dynamic chunks (a shared counter) rather than one static range per thread: on a busy
+  // machine a descheduled or late-waking worker then costs at most one chunk.
+  const int64_t C = std::min<int64_t>(tiles, static_cast<int64_t>(T) * kChunksPerThread);
+  std::atomic<int64_t> next{0};
+  parallel_run(T, [&](int) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < C;
+         c = next.fetch_add(1, std::memory_order_relaxed))
+      run_range(boundary(c, C), boundary(c + 1, C));
   });
 }
 

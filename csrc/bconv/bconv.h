@@ -41,9 +41,13 @@ struct ConvGeom {
 struct Epilogue {
   int mode = kModeInt;
   std::vector<float> mult, bias;  // [cout_pad]  (FLOAT)
-  std::vector<int32_t> thresh;    // [cout_pad]  (BITS)
+  std::vector<int32_t> thresh;    // [cout_pad]  (BITS), clamped to +-(2^30+1)
+  std::vector<int32_t> thresh_s;  // [cout_pad]  flip ? -thresh : thresh
   std::vector<uint32_t> flip;     // [nblk]      (BITS)
 };
+
+// Largest K = kh*kw*C_in the kernels accept (accumulators and thresholds stay in int32).
+constexpr int64_t kMaxK = (int64_t(1) << 30) - 1;
 
 // Sets up the epilogue arrays (padded to cout_pad); null pointers mean defaults
 // (mult 1, bias 0, flip 0). thresh is required for BITS (checked by the caller).

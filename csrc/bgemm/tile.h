@@ -47,7 +47,9 @@ struct TileJob {
   const float* mult;          // [cout_pad]
   const float* bias;          // [cout_pad]
   const float* residual;      // [N*OH*OW, cout] or nullptr
-  const int32_t* thresh;      // [cout_pad]
+  const int32_t* thresh;      // [cout_pad], clamped to +-(2^30+1) (|acc| <= K < 2^30)
+  const int32_t* thresh_s;    // [cout_pad]: flip ? -thresh : thresh, so that
+                              //   +1 <=> (flip ? -acc : acc) >= thresh_s
   const uint32_t* flip;       // [nblk]: bit j -> channel blk*32+j compares with <=
   void* out;                  // int32/float [N*OH*OW, cout] or uint64 [N*OH*OW, kwout]
   int kwout;

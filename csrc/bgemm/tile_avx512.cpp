@@ -100,16 +100,16 @@ __attribute__((always_inline)) inline void tile(const TileJob& J, int blk, const
         _mm512_mask_storeu_ps(o + 16 * h, vm, y);
       }
     } else {
-      const uint32_t flip = J.flip[blk];
-      uint32_t bits = 0;
-#pragma GCC unroll 2
-      for (int h = 0; h < H; ++h) {
-        const __m512i th = _mm512_loadu_si512(J.thresh + co0 + 16 * h);
-        const uint32_t ge = _mm512_cmpge_epi32_mask(r[h], th);
-        const uint32_t le = _mm512_cmple_epi32_mask(r[h], th);
-        const uint32_t fl = (flip >> (16 * h)) & 0xFFFFu;
-        const uint32_t pos = (ge & ~fl) | (le & fl);
-        bits |= (~pos & static_cast<uint32_t>(h ? valid1 : valid0)) << (16 * h);
+      // +1 <=> (flip ? -acc : acc) >= thresh_s; bit = !(+1), only on valid channels.
+      const __mmask16 fl0 = static_cast<__mmask16>(J.flip[blk]);
+      const __m512i a0 = _mm512_mask_sub_epi32(r[0], fl0, _mm512_setzero_si512(), r[0]);
+      uint32_t bits = _mm512_mask_cmplt_epi32_mask(valid0, a0, _mm512_loadu_si512(J.thresh_s + co0));
+      if constexpr (H == 2) {
+        const __mmask16 fl1 = static_cast<__mmask16>(J.flip[blk] >> 16);
+        const __m512i a1 = _mm512_mask_sub_epi32(r[1], fl1, _mm512_setzero_si512(), r[1]);
+        bits |= static_cast<uint32_t>(_mm512_mask_cmplt_epi32_mask(
+                    valid1, a1, _mm512_loadu_si512(J.thresh_s + co0 + 16)))
+                << 16;
       }
       unsigned char* o = static_cast<unsigned char*>(J.out) + q * J.kwout * 8 + blk * 4;
       std::memcpy(o, &bits, 4);

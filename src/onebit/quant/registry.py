@@ -27,6 +27,9 @@ class Quantizer(nn.Module):
 
     name: str = "quantizer"
     binary: bool = True
+    #: what the deploy engine runs for this quantizer in eval mode: "sign", "identity",
+    #: "htanh", "relu" — or None if it has no exact engine form (export then fails, naming it).
+    export_as: str | None = None
 
     def config(self) -> dict:
         """Name and parameters, as stored in checkpoints and ``.onebit`` graphs."""
@@ -40,6 +43,7 @@ class Lambda(Quantizer):
     """Wraps a plain callable so that it can sit in a layer like any quantizer."""
 
     binary = False
+    export_as = None
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()

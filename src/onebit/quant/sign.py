@@ -101,6 +101,8 @@ class SteSign(Quantizer):
     The BNN activation binarizer (paper §1.3). ``clip`` widens or narrows the pass-through window.
     """
 
+    export_as = "sign"
+
     def __init__(self, clip: float = 1.0):
         super().__init__()
         self.clip = float(clip)
@@ -116,6 +118,8 @@ class SteSign(Quantizer):
 class IdentitySteSign(Quantizer):
     """``q = sign(x)``, ``dq/dx = 1``: the BNN weight binarizer, used with latent-weight clipping."""
 
+    export_as = "sign"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return identity_ste_sign(x)
 
@@ -126,6 +130,8 @@ class StochasticSign(Quantizer):
 
     Backward ``dq/dx = 1[|x| <= 1]`` in both modes (paper §1.1–1.3).
     """
+
+    export_as = "sign"  # eval mode is deterministic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
@@ -138,6 +144,7 @@ class Identity(Quantizer):
     """No quantization: ``q = x`` (real-valued inputs/weights, float twins)."""
 
     binary = False
+    export_as = "identity"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -148,6 +155,7 @@ class HardTanh(Quantizer):
     """Real-valued ``htanh(x) = clip(x, -1, 1)`` activation (float twins of BNN models)."""
 
     binary = False
+    export_as = "htanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return hard_tanh(x)
@@ -158,6 +166,7 @@ class ReLU(Quantizer):
     """Real-valued ReLU activation (float baselines)."""
 
     binary = False
+    export_as = "relu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)

@@ -1,0 +1,235 @@
+"""The deploy runtime: runs a ``.onebit`` graph with NumPy and the C++ XNOR-popcount core.
+
+Imports no PyTorch. Activations flow NHWC; binary values stay bit-packed (uint64 words along
+channels) between binary layers; binary layers run on :mod:`onebit.kernels`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import format as fmt
+from .errors import DeployError
+
+
+def _im2col(x: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
+    """(N, H, W, C) already padded → (N, OH, OW, kh·kw·C) patches in (kh, kw, C) order."""
+    n, h, w, c = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s = x.strides
+    view = np.lib.stride_tricks.as_strided(
+        x, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]), writeable=False)
+    return view.reshape(n, oh, ow, kh * kw * c)
+
+
+def _maxpool(x: np.ndarray, k: tuple[int, int], s: tuple[int, int]) -> np.ndarray:
+    n, h, w, c = x.shape
+    oh, ow = (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1
+    out = None
+    for i in range(k[0]):
+        for j in range(k[1]):
+            v = x[:, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1], :]
+            out = v.copy() if out is None else np.maximum(out, v, out=out)
+    return out
+
+
+class _Op:
+    def __init__(self, op: dict, t: dict[str, np.ndarray]):
+        self.op, self.t = op, t
+
+    def __call__(self, x: np.ndarray, threads: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _FloatLinear(_Op):
+    """conv/dense on real input (first/last layers): exact float64 accumulation, then transform."""
+
+    def __init__(self, op, t):
+        super().__init__(op, t)
+        w = t["weight"]
+        if w.dtype == np.uint64:  # binary weights with a real input (BNN's first layer)
+            from ..kernels import unpack_bits
+
+            c = op["in_channels"] if op["op"] == "conv" else op["in_features"]
+            w = unpack_bits(w, c)
+        self.w = w.reshape(w.shape[0], -1).astype(np.float64).T  # (K, Cout)
+        cout = self.w.shape[1]
+        self.mult = t["mult"].astype(np.float64) if "mult" in t else np.ones(cout)
+        self.bias = t["bias"].astype(np.float64) if "bias" in t else np.zeros(cout)
+
+    def __call__(self, x, threads):
+        op = self.op
+        if op["op"] == "conv":
+            ph, pw = op["padding"]
+            xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else x
+            cols = _im2col(xp.astype(np.float64), *op["kernel"], *op["stride"])
+        else:
+            cols = x.astype(np.float64)
+        y = cols @ self.w * self.mult + self.bias
+        if op.get("out") == "bits":
+            from ..kernels import pack_bits
+
+            return pack_bits(np.where(y >= 0, np.float32(1), np.float32(-1)), threads=threads)
+        return y.astype(np.float32)
+
+
+class _BinaryLinear(_Op):
+    """bconv/bdense on packed bits, with the fused output transform, on the C++ kernels."""
+
+    def __init__(self, op, t):
+        super().__init__(op, t)
+        from .. import kernels
+
+        out = op.get("out", "float")
+        kw = {"output": out}
+        if out == "bits":
+            kw["thresh"], kw["flip"] = t["thresh"], t["flip"]
+        else:
+            kw["mult"] = t.get("mult")
+            kw["bias"] = t.get("bias")
+        if op["op"] == "bconv":
+            self.layer = kernels.BConv2d(t["weight"], op["in_channels"], tuple(op["kernel"]),
+                                         tuple(op["stride"]), tuple(op["padding"]), int(op["pad_value"]), **kw)
+        else:
+            k, words = op["in_features"], op["words"]
+            if words * 64 - k >= 64:  # flattened NHWC bits: per-pixel tails are zero in x and w
+                n_pad = words * 64 - k
+                if out == "bits":  # acc_eff = acc + n_pad (each padded position adds +1·+1)
+                    kw["thresh"] = (t["thresh"].astype(np.int64) + n_pad).clip(-2**31, 2**31 - 1).astype(np.int32)
+                else:
+                    m = kw["mult"] if kw["mult"] is not None else np.ones(t["weight"].shape[0], np.float32)
+                    b = kw["bias"] if kw["bias"] is not None else np.zeros_like(m)
+                    kw["bias"] = (b.astype(np.float64) - n_pad * m.astype(np.float64)).astype(np.float32)
+                    kw["mult"] = m
+                k = words * 64
+            self.layer = kernels.BDense(t["weight"], k, **kw)
+
+    def __call__(self, x, threads):
+        return self.layer(np.ascontiguousarray(x), threads=threads)
+
+
+class _Quantize(_Op):
+    def __call__(self, x, threads):
+        from ..kernels import pack_bits
+
+        return pack_bits(np.ascontiguousarray(x, dtype=np.float32), threads=threads)
+
+
+class _MaxPool(_Op):
+    def __call__(self, x, threads):
+        return _maxpool(x, tuple(self.op["kernel"]), tuple(self.op["stride"]))
+
+
+class _BMaxPool(_Op):
+    def __init__(self, op, t, channels: int):
+        super().__init__(op, t)
+        self.c = channels
+
+    def __call__(self, x, threads):
+        from ..kernels import bmaxpool2d
+
+        return bmaxpool2d(x, self.c, tuple(self.op["kernel"]), tuple(self.op["stride"]), 0,
+                          self.t.get("min_mask"), threads=threads)
+
+
+class _Flatten(_Op):
+    def __call__(self, x, threads):
+        return x.reshape(x.shape[0], -1)
+
+
+class _Affine(_Op):
+    def __call__(self, x, threads):
+        return (x * self.t["mult"] + self.t["bias"]).astype(np.float32)
+
+
+class _Act(_Op):
+    def __call__(self, x, threads):
+        return np.clip(x, -1, 1) if self.op["fn"] == "htanh" else np.maximum(x, 0)
+
+
+class Engine:
+    """Run a ``.onebit`` model: ``Engine(path, threads=None).run(x)``.
+
+    ``x``: float32 array shaped like the exported input, with a batch axis first — (N, C, H, W)
+    (PyTorch layout) or (N, F). Returns float32 (N, classes). ``threads``: kernel threads
+    (default: all cores). Safe to call from several Python threads (calls are serialised).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        self.graph, tensors = fmt.read(self.path)
+        self.threads = self._check_threads(threads)
+        self.input_shape = tuple(self.graph["input"]["shape"])
+        self._ops: list[tuple[str, str, _Op]] = []
+        channels: dict[str, int] = {"input": self.input_shape[0]}
+        try:
+            for op in self.graph["ops"]:
+                t = {role: tensors[key] for role, key in op.get("tensors", {}).items()}
+                kind = op["op"]
+                if kind in ("conv", "dense"):
+                    impl = _FloatLinear(op, t)
+                elif kind in ("bconv", "bdense"):
+                    impl = _BinaryLinear(op, t)
+                elif kind == "quantize":
+                    impl = _Quantize(op, t)
+                elif kind == "maxpool":
+                    impl = _MaxPool(op, t)
+                elif kind == "bmaxpool":
+                    impl = _BMaxPool(op, t, channels[op["input"]])
+                elif kind == "flatten":
+                    impl = _Flatten(op, t)
+                elif kind == "affine":
+                    impl = _Affine(op, t)
+                else:
+                    impl = _Act(op, t)
+                if kind in ("conv", "bconv", "dense", "bdense"):
+                    channels[op["output"]] = t["weight"].shape[0]
+                else:
+                    channels[op["output"]] = channels[op["input"]]
+                self._ops.append((op["input"], op["output"], impl))
+        except (ValueError, KeyError, TypeError) as e:
+            raise DeployError(f"{self.path}: cannot prepare op {op.get('op')!r}: {e}") from None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _check_threads(threads) -> int:
+        import os
+
+        if threads is None:
+            return os.cpu_count() or 1
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        return threads
+
+    def check_input(self, x) -> np.ndarray:
+        """Validate dtype, shape and values of an input batch; return it as contiguous float32."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"Engine.run expects a numpy array, got {type(x).__name__}")
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"Engine.run expects real numbers, got dtype {x.dtype}")
+        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ValueError(f"input of shape {x.shape}; this model takes (N, {', '.join(map(str, self.input_shape))})")
+        if x.shape[0] == 0:
+            raise ValueError("empty batch")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise ValueError("input holds NaN or Inf values")
+        return x
+
+    def run(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Logits for batch ``x`` (see the class docstring)."""
+        x = self.check_input(x)
+        threads = self.threads if threads is None else self._check_threads(threads)
+        if x.ndim == 4:
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW → NHWC
+        with self._lock:
+            values = {"input": x}
+            for src, dst, impl in self._ops:
+                values[dst] = impl(values[src], threads)
+            return values[self.graph["output"]]
+
+    def __repr__(self) -> str:
+        return f"Engine({str(self.path)!r}, ops={len(self._ops)}, threads={self.threads})"

@@ -1,0 +1,288 @@
+"""Export a trained onebit model to a ``.onebit`` file — the only place that reads a torch model.
+
+Lowering walks the model's layers in order (a ``Sequential``, nested ones flattened) and fuses:
+
+* ``Binary{Conv2d,Linear} → [MaxPool2d] → [BatchNorm]`` into one engine op whose output
+  transform is either a float ``y = acc·mult + bias`` or — when the next layer binarizes its
+  input — bits ``+1 iff acc ≥ τ`` (``≤`` for a negative BN scale): BN followed by sign folded
+  into an integer threshold (methods.md §1.7), so nothing float runs between binary layers.
+  A max-pool before BN becomes a max/min-pool on the bits (sign∘BN is monotone per channel).
+* binary weights are stored bit-packed (1 bit each), real weights as float32.
+* ``Flatten`` of an NCHW map: the following dense layer's columns are permuted to NHWC order.
+
+Anything the engine cannot run exactly (an unknown module, a quantizer without an engine form,
+a real-input layer fed from bits) is a :class:`DeployError` naming the layer — never a silent
+float fallback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn import BinaryConv2d, BinaryLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
+from ..quant import is_binary
+from . import format as fmt
+from .errors import DeployError
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, ShiftBatchNorm1d, ShiftBatchNorm2d)
+_SKIP = (nn.Dropout, nn.Identity)
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    out = []
+    for name, m in model.named_children():
+        if isinstance(m, nn.Sequential):
+            out += [(f"{name}.{n}", c) for n, c in _leaves(m)]
+        else:
+            out.append((name, m))
+    if not out and not isinstance(model, nn.Sequential):
+        raise DeployError(f"cannot export {type(model).__name__}: the exporter lowers Sequential models")
+    return out
+
+
+def _bn_affine(bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BN as ``y = a·x + b`` per channel, in float64."""
+    if isinstance(bn, (ShiftBatchNorm1d, ShiftBatchNorm2d)):
+        a, b = bn.fold()
+        return a.double().numpy(), b.double().numpy()
+    if bn.running_mean is None:
+        raise DeployError(f"BatchNorm without running statistics cannot be exported")
+    inv = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
+    a = inv * (bn.weight.detach().double() if bn.affine else 1.0)
+    b = -bn.running_mean.double() * a + (bn.bias.detach().double() if bn.affine else 0.0)
+    return a.numpy(), b.numpy()
+
+
+def _quantizer_form(q: nn.Module, where: str) -> str:
+    form = getattr(q, "export_as", None)
+    if form is None:
+        raise DeployError(f"{where}: quantizer {type(q).__name__} has no exact engine form")
+    return form
+
+
+def _threshold(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sign(a·acc + b)`` for integer acc as ``acc ≥ t`` (a > 0) or ``acc ≤ t`` (a < 0)."""
+    from ..kernels import fold_affine_sign
+
+    return fold_affine_sign(a, b)
+
+
+def _pack(w: np.ndarray) -> np.ndarray:
+    """±1 (or any real, binarized with sign) along the last axis → uint64 words, bit 1 = −1."""
+    from ..kernels import pack_bits
+
+    return pack_bits(np.ascontiguousarray(w, dtype=np.float32))
+
+
+class _Lowering:
+    def __init__(self, input_shape: tuple[int, ...]):
+        self.ops: list[dict] = []
+        self.tensors: dict[str, np.ndarray] = {}
+        self.cur, self.kind = "input", "float"
+        self.shape = input_shape  # PyTorch layout without batch: (C, H, W) or (F,)
+        self.flat_from: tuple[int, int, int] | None = None  # (C, H, W) before a Flatten
+
+    def add(self, op: dict, tensors: dict[str, np.ndarray] | None = None) -> None:
+        i = len(self.ops)
+        refs = {}
+        for role, t in (tensors or {}).items():
+            key = f"{i}.{role}"
+            self.tensors[key] = t
+            refs[role] = key
+        op = {**op, "input": self.cur, "output": f"v{i}", "tensors": refs}
+        self.ops.append(op)
+        self.cur = op["output"]
+
+
+def export(model: nn.Module, path: str | Path, example_input: torch.Tensor) -> dict:
+    """Write ``model`` (eval mode) to ``path`` as a ``.onebit`` file; return a short report.
+
+    ``example_input``: one batch (N, C, H, W) or (N, F) giving the input shape.
+    """
+    if not isinstance(example_input, torch.Tensor) or example_input.dim() not in (2, 4):
+        raise DeployError("example_input must be a tensor of shape (N, C, H, W) or (N, F)")
+    was_training = model.training
+    model.eval()
+    try:
+        graph, tensors = lower(model, tuple(example_input.shape[1:]))
+        size = fmt.write(path, graph, tensors)
+    finally:
+        model.train(was_training)
+    n_bits = sum(t.size * 64 for t in tensors.values() if t.dtype == np.uint64)
+    return {"path": str(path), "bytes": size, "ops": len(graph["ops"]), "packed_weight_bits": n_bits}
+
+
+def lower(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
+    """The graph and tensors of ``model`` (no file written)."""
+    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _SKIP)]
+    L = _Lowering(input_shape)
+    i = 0
+    with torch.no_grad():
+        while i < len(leaves):
+            name, m = leaves[i]
+            if isinstance(m, (BinaryConv2d, BinaryLinear, nn.Conv2d, nn.Linear)):
+                j = i + 1
+                pool = bn = None
+                if j < len(leaves) and isinstance(leaves[j][1], nn.MaxPool2d) and isinstance(m, nn.Conv2d):
+                    pool = leaves[j][1]
+                    j += 1
+                if j < len(leaves) and isinstance(leaves[j][1], _BN):
+                    bn = leaves[j][1]
+                    j += 1
+                consumer = next((mm for _, mm in leaves[j:] if not isinstance(mm, nn.Flatten)), None)
+                want_bits = consumer is not None and _wants_bits(consumer)
+                _lower_layer(L, name, m, pool, bn, want_bits)
+                i = j
+                continue
+            if isinstance(m, nn.Flatten):
+                if len(L.shape) == 3:
+                    L.flat_from = L.shape
+                    c, h, w = L.shape
+                    L.add({"op": "flatten"})
+                    L.shape = (c * h * w,)
+                i += 1
+                continue
+            if isinstance(m, nn.MaxPool2d):
+                _lower_pool(L, name, m, None)
+            elif isinstance(m, _BN):
+                if L.kind != "float":
+                    raise DeployError(f"{name}: BatchNorm on binary values is not supported")
+                a, b = _bn_affine(m)
+                L.add({"op": "affine"}, {"mult": a.astype(np.float32), "bias": b.astype(np.float32)})
+            elif isinstance(m, (nn.ReLU, nn.Hardtanh)) and L.kind == "float":
+                if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) != (-1.0, 1.0):
+                    raise DeployError(f"{name}: only Hardtanh(-1, 1) is supported")
+                L.add({"op": "act", "fn": "relu" if isinstance(m, nn.ReLU) else "htanh"})
+            else:
+                raise DeployError(f"{name}: the engine cannot run {type(m).__name__} exactly; "
+                                  "no export rule for this layer")
+            i += 1
+    if L.kind != "float":
+        raise DeployError("the model ends in binary values; the last layer must produce real outputs")
+    shape = list(input_shape)
+    graph = {"input": {"shape": shape, "layout": "NCHW" if len(shape) == 3 else "NF", "dtype": "float32"},
+             "output": L.cur, "ops": L.ops, "producer": "onebit.deploy.export"}
+    return graph, L.tensors
+
+
+def _wants_bits(m: nn.Module) -> bool:
+    q = getattr(m, "input_quantizer", None)
+    return q is not None and getattr(q, "export_as", None) == "sign"
+
+
+def _lower_pool(L: _Lowering, name: str, m: nn.MaxPool2d, min_mask: np.ndarray | None) -> None:
+    k = (m.kernel_size, m.kernel_size) if isinstance(m.kernel_size, int) else tuple(m.kernel_size)
+    s = m.stride if m.stride is not None else k
+    s = (s, s) if isinstance(s, int) else tuple(s)
+    pad = m.padding if isinstance(m.padding, int) else max(m.padding)
+    dil = m.dilation if isinstance(m.dilation, int) else max(m.dilation)
+    if pad or dil != 1 or m.ceil_mode:
+        raise DeployError(f"{name}: only MaxPool2d without padding, dilation or ceil_mode is supported")
+    op = {"op": "bmaxpool" if L.kind == "bits" else "maxpool", "kernel": list(k), "stride": list(s)}
+    L.add(op, {"min_mask": min_mask} if min_mask is not None else None)
+    c, h, w = L.shape
+    L.shape = (c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+
+
+def _lower_layer(L: _Lowering, name: str, m: nn.Module, pool, bn, want_bits: bool) -> None:
+    binary_in = isinstance(m, (BinaryConv2d, BinaryLinear)) and is_binary(m.input_quantizer)
+    if isinstance(m, (BinaryConv2d, BinaryLinear)):
+        form = _quantizer_form(m.input_quantizer, f"{name}.input_quantizer")
+        wform = _quantizer_form(m.weight_quantizer, f"{name}.weight_quantizer")
+        if wform not in ("sign", "identity"):
+            raise DeployError(f"{name}: weight quantizer {wform!r} has no engine form")
+        binary_w = wform == "sign"
+        w = m.weight.detach().double()
+        w_used = torch.where(w >= 0, 1.0, -1.0) if binary_w else w
+        alpha = None
+        if m.scale == "mean_abs":
+            alpha = w.abs().flatten(1).mean(1).numpy()
+        elif m.scale not in (None, "none"):
+            raise DeployError(f"{name}: weight scale {m.scale!r} has no engine form")
+    else:  # plain torch layers: real weights, real input
+        form, binary_w, w_used, alpha = "identity", False, m.weight.detach().double(), None
+    # activation on the input
+    if form == "sign":
+        if L.kind == "float":
+            L.add({"op": "quantize"})
+            L.kind = "bits"
+    elif L.kind == "bits":
+        raise DeployError(f"{name}: a real-input layer cannot consume binary values")
+    elif form in ("htanh", "relu"):
+        L.add({"op": "act", "fn": form})
+    elif form != "identity":
+        raise DeployError(f"{name}: input quantizer {form!r} has no engine form")
+
+    cout = w_used.shape[0]
+    # output transform: y = a * acc + b   (weight scale, layer bias, BN folded; float64)
+    a = np.ones(cout) if alpha is None else alpha.copy()
+    b = m.bias.detach().double().numpy().copy() if m.bias is not None else np.zeros(cout)
+    pool_before_affine = pool is not None and not want_bits
+    if bn is not None and not pool_before_affine:
+        ba, bb = _bn_affine(bn)
+        a, b = a * ba, b * ba + bb
+    conv = isinstance(m, nn.Conv2d)
+    bits_in = L.kind == "bits"
+    tensors: dict[str, np.ndarray] = {}
+    if conv:
+        if m.groups != 1 or tuple(m.dilation) != (1, 1):
+            raise DeployError(f"{name}: grouped or dilated convs are not supported by the engine")
+        wt = w_used.permute(0, 2, 3, 1).numpy()  # (Cout, kh, kw, Cin)
+        op = {"op": "bconv" if bits_in else "conv", "in_channels": int(wt.shape[3]),
+              "kernel": list(m.kernel_size), "stride": list(m.stride), "padding": list(m.padding)}
+        if bits_in:
+            op["pad_value"] = int(getattr(m, "pad_value", 0))
+    else:
+        wt = w_used.numpy()
+        if L.flat_from is not None:  # PyTorch flattened (C, H, W); the engine holds (H, W, C)
+            c, h, w_ = L.flat_from
+            wt = wt.reshape(cout, c, h, w_).transpose(0, 2, 3, 1)
+            if not bits_in:  # real input: one flat row; bits: packed per pixel (ceil(C/64) words each)
+                wt = wt.reshape(cout, -1)
+        op = {"op": "bdense" if bits_in else "dense", "in_features": int(np.prod(wt.shape[1:]))}
+    if binary_w:
+        packed = _pack(wt)  # packs along the last axis
+        tensors["weight"] = packed.reshape(cout, -1) if not conv else packed
+    else:
+        tensors["weight"] = np.ascontiguousarray(wt.reshape(cout, -1) if not conv else wt, dtype=np.float32)
+    if op["op"] == "bdense":
+        op["words"] = int(tensors["weight"].shape[1])
+    if bits_in and not binary_w:
+        raise DeployError(f"{name}: binary input with real weights has no engine form")
+    # output
+    min_mask = None
+    if want_bits:
+        if bits_in:
+            thresh, flip = _threshold(a, b)
+            tensors["thresh"], tensors["flip"] = thresh, flip
+        else:
+            tensors["mult"], tensors["bias"] = a.astype(np.float32), b.astype(np.float32)
+            op["exact"] = "float64"  # sign(a·acc + b) decided in float64
+        op["out"] = "bits"
+        if pool is not None:
+            neg = a < 0
+            if neg.any():
+                min_mask = _pack(np.where(neg, -1.0, 1.0)).reshape(-1)
+    else:
+        tensors["mult"], tensors["bias"] = a.astype(np.float32), b.astype(np.float32)
+        op["out"] = "float"
+    L.add(op, tensors)
+    L.kind = "bits" if want_bits else "float"
+    if conv:
+        c_, h, w_ = L.shape
+        kh, kw = m.kernel_size
+        sh, sw = m.stride
+        ph, pw = m.padding
+        L.shape = (cout, (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1)
+    else:
+        L.shape = (cout,)
+        L.flat_from = None
+    if pool is not None:
+        _lower_pool(L, name + ".pool", pool, min_mask)
+        if pool_before_affine and bn is not None:
+            ba, bb = _bn_affine(bn)
+            L.add({"op": "affine"}, {"mult": ba.astype(np.float32), "bias": bb.astype(np.float32)})

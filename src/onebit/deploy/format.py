@@ -1,0 +1,275 @@
+"""The ``.onebit`` file: a safetensors file whose header holds the JSON graph.
+
+Tensors are NumPy arrays (binary weights bit-packed into uint64 words, 1 bit per weight; BN
+folded into per-channel float multipliers/biases or integer thresholds). The graph is
+``{"format": "onebit", "version": 1, "input": {...}, "output": name, "ops": [...]}``; every op
+has ``op``, ``input`` (value name), ``output`` (value name), attributes, and ``tensors``
+(role → tensor key). :func:`validate` checks all of it before the engine runs anything:
+known ops, every referenced tensor present with the expected dtype and rank, values defined
+before use, sane sizes — so a corrupt or hostile file ends in a :class:`DeployError`, never a
+crash, a huge allocation or code execution (safetensors never runs code; no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeployError
+
+FORMAT = "onebit"
+VERSION = 1
+MAX_DIM = 1 << 24  # no sane tensor axis in a BNN is larger than this
+
+# op name -> {role: (dtype, rank)} of the tensors it needs (optional roles end with '?')
+OP_TENSORS: dict[str, dict[str, tuple[str, int]]] = {
+    # conv/dense: float input; weight float32 (real) or uint64 (binary, bit-packed)
+    "conv": {"weight": ("float32|uint64", 4), "mult?": ("float32", 1), "bias?": ("float32", 1)},
+    "dense": {"weight": ("float32|uint64", 2), "mult?": ("float32", 1), "bias?": ("float32", 1)},
+    "bconv": {"weight": ("uint64", 4), "mult?": ("float32", 1), "bias?": ("float32", 1),
+              "thresh?": ("int32", 1), "flip?": ("uint8", 1)},
+    "bdense": {"weight": ("uint64", 2), "mult?": ("float32", 1), "bias?": ("float32", 1),
+               "thresh?": ("int32", 1), "flip?": ("uint8", 1)},
+    "quantize": {},
+    "maxpool": {},
+    "bmaxpool": {"min_mask?": ("uint64", 1)},
+    "flatten": {},
+    "affine": {"mult": ("float32", 1), "bias": ("float32", 1)},
+    "act": {},
+}
+ACTS = ("htanh", "relu")
+
+
+def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
+    """Validate and write atomically (temp file + fsync + rename). Returns the file size."""
+    from safetensors.numpy import save
+
+    graph = dict(graph, format=FORMAT, version=VERSION)
+    validate(graph, tensors)
+    data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                metadata={"onebit_graph": json.dumps(graph)})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(data)
+
+
+def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and validate a ``.onebit`` file → (graph, tensors)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"model file not found: {path}")
+    try:
+        raw = path.read_bytes()
+        if len(raw) < 8:
+            raise DeployError(f"{path} is truncated ({len(raw)} bytes): not a .onebit file")
+        header_len = int.from_bytes(raw[:8], "little")
+        if header_len > len(raw) - 8 or header_len > 100_000_000:
+            raise DeployError(f"{path} is truncated or corrupt (header of {header_len} bytes declared, "
+                              f"file has {len(raw)})")
+        header = json.loads(raw[8:8 + header_len])
+        meta = header.get("__metadata__") or {}
+        tensors = load(raw)
+    except DeployError:
+        raise
+    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, AttributeError,
+            OSError) as e:
+        raise DeployError(f"{path} is not a readable .onebit file ({type(e).__name__}: {e})") from None
+    if "onebit_graph" not in meta:
+        raise DeployError(f"{path} has no onebit graph: not a .onebit file")
+    try:
+        graph = json.loads(meta["onebit_graph"])
+    except json.JSONDecodeError as e:
+        raise DeployError(f"{path}: the graph JSON is corrupt ({e})") from None
+    try:
+        validate(graph, tensors)
+    except DeployError as e:
+        raise DeployError(f"{path}: {e}") from None
+    return graph, tensors
+
+
+def _int(v, what: str, lo: int = 0, hi: int = MAX_DIM) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise DeployError(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _pair(v, what: str, lo: int = 0) -> tuple[int, int]:
+    if not isinstance(v, list) or len(v) != 2:
+        raise DeployError(f"{what} must be a list of two integers, got {v!r}")
+    return _int(v[0], what, lo), _int(v[1], what, lo)
+
+
+def validate(graph: dict, tensors: dict[str, np.ndarray]) -> None:
+    """Check the graph's structure, its tensor references and its shapes (by shape inference)."""
+    if not isinstance(graph, dict):
+        raise DeployError("graph must be a JSON object")
+    if graph.get("format") != FORMAT:
+        raise DeployError(f"format is {graph.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(graph.get("version"), int) or graph["version"] > VERSION:
+        raise DeployError(f"graph version {graph.get('version')!r} is not supported (this onebit reads ≤ {VERSION})")
+    inp = graph.get("input")
+    if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or not inp["shape"]:
+        raise DeployError("graph.input.shape must be a non-empty list")
+    shape = [_int(d, "input shape", 1) for d in inp["shape"]]
+    if len(shape) not in (1, 3):
+        raise DeployError(f"input shape must be [features] or [C, H, W], got {shape}")
+    ops = graph.get("ops")
+    if not isinstance(ops, list) or not ops:
+        raise DeployError("graph.ops must be a non-empty list")
+    # value name -> (kind, shape-without-batch); kind: float | bits; shapes NHWC-style (H, W, C) or (F,)
+    values: dict[str, tuple[str, tuple[int, ...]]] = {
+        "input": ("float", tuple(shape[1:] + shape[:1]) if len(shape) == 3 else tuple(shape))}
+    for i, op in enumerate(ops):
+        where = f"op {i}"
+        if not isinstance(op, dict) or op.get("op") not in OP_TENSORS:
+            raise DeployError(f"{where}: unknown op {op.get('op') if isinstance(op, dict) else op!r}; "
+                              f"known: {sorted(OP_TENSORS)}")
+        kind = op["op"]
+        where = f"op {i} ({kind})"
+        src = op.get("input")
+        if src not in values:
+            raise DeployError(f"{where}: input {src!r} is not defined before it is used")
+        if not isinstance(op.get("output"), str) or op["output"] in values:
+            raise DeployError(f"{where}: output name {op.get('output')!r} is missing or reused")
+        refs = op.get("tensors", {})
+        if not isinstance(refs, dict):
+            raise DeployError(f"{where}: tensors must be an object")
+        for role, (dtype, rank) in OP_TENSORS[kind].items():
+            name = role.rstrip("?")
+            if name not in refs:
+                if role.endswith("?"):
+                    continue
+                raise DeployError(f"{where}: missing tensor {name!r}")
+            key = refs[name]
+            if key not in tensors:
+                raise DeployError(f"{where}: tensor {key!r} is not in the file")
+            t = tensors[key]
+            if str(t.dtype) not in dtype.split("|") or t.ndim != rank:
+                raise DeployError(f"{where}: tensor {key!r} must be {dtype} of rank {rank}, "
+                                  f"got {t.dtype} of shape {t.shape}")
+        extra = set(refs) - {r.rstrip("?") for r in OP_TENSORS[kind]}
+        if extra:
+            raise DeployError(f"{where}: unexpected tensors {sorted(extra)}")
+        values[op["output"]] = _infer(op, values[src], tensors, where)
+    if graph.get("output") not in values:
+        raise DeployError(f"graph.output {graph.get('output')!r} is not a value of the graph")
+    if values[graph["output"]][0] != "float":
+        raise DeployError("graph.output must be a float value")
+
+
+def _vec(tensors, refs, name, n, where, dtype=None):
+    if name in refs:
+        t = tensors[refs[name]]
+        if t.shape != (n,):
+            raise DeployError(f"{where}: {name} has shape {t.shape}, expected ({n},)")
+
+
+def _infer(op: dict, src: tuple[str, tuple[int, ...]], tensors, where: str) -> tuple[str, tuple[int, ...]]:
+    kind, (vkind, shp) = op["op"], src
+    refs = op.get("tensors", {})
+    out_kind = op.get("out", "float")
+    if kind in ("conv", "bconv", "dense", "bdense") and out_kind not in ("float", "bits"):
+        raise DeployError(f"{where}: out must be 'float' or 'bits', got {out_kind!r}")
+    if kind in ("conv", "bconv"):
+        if len(shp) != 3:
+            raise DeployError(f"{where}: needs an (H, W, C) input, got {shp}")
+        if (kind == "bconv") != (vkind == "bits"):
+            raise DeployError(f"{where}: input kind {vkind!r} does not fit")
+        h, w, c = shp
+        if _int(op.get("in_channels"), f"{where}: in_channels", 1) != c:
+            raise DeployError(f"{where}: in_channels {op.get('in_channels')} != input channels {c}")
+        kh, kw = _pair(op.get("kernel"), f"{where}: kernel", 1)
+        sh, sw = _pair(op.get("stride"), f"{where}: stride", 1)
+        ph, pw = _pair(op.get("padding"), f"{where}: padding")
+        wt = tensors[refs["weight"]]
+        cout = wt.shape[0]
+        packed = wt.dtype == np.uint64
+        want = (cout, kh, kw, (c + 63) // 64) if packed else (cout, kh, kw, c)
+        if wt.shape != want:
+            raise DeployError(f"{where}: weight shape {wt.shape}, expected {want}")
+        if kind == "bconv" and op.get("pad_value") not in (0, 1, -1):
+            raise DeployError(f"{where}: pad_value must be 0, 1 or -1")
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise DeployError(f"{where}: output would be empty ({oh}×{ow})")
+        _check_transform(op, tensors, refs, cout, where)
+        return out_kind, (oh, ow, cout)
+    if kind in ("dense", "bdense"):
+        if len(shp) != 1:
+            raise DeployError(f"{where}: needs a flat input, got {shp}")
+        if (kind == "bdense") != (vkind == "bits"):
+            raise DeployError(f"{where}: input kind {vkind!r} does not fit")
+        k = _int(op.get("in_features"), f"{where}: in_features", 1)
+        wt = tensors[refs["weight"]]
+        words = op.get("words")
+        if kind == "bdense":
+            words = _int(words, f"{where}: words", 1)
+            if shp[0] != words * 64 and shp[0] != k:
+                raise DeployError(f"{where}: input has {shp[0]} features, expected {k}")
+            if wt.shape[1] != words:
+                raise DeployError(f"{where}: weight has {wt.shape[1]} words, expected {words}")
+        elif wt.shape[1] != (((k + 63) // 64) if wt.dtype == np.uint64 else k) or shp[0] != k:
+            raise DeployError(f"{where}: in_features {k} does not fit input {shp} / weight {wt.shape}")
+        _check_transform(op, tensors, refs, wt.shape[0], where)
+        return out_kind, (wt.shape[0],)
+    if kind == "quantize":
+        if vkind != "float":
+            raise DeployError(f"{where}: quantize needs a float input")
+        return "bits", shp
+    if kind in ("maxpool", "bmaxpool"):
+        if len(shp) != 3 or (kind == "bmaxpool") != (vkind == "bits"):
+            raise DeployError(f"{where}: needs an (H, W, C) {'bits' if kind == 'bmaxpool' else 'float'} input")
+        kh, kw = _pair(op.get("kernel"), f"{where}: kernel", 1)
+        sh, sw = _pair(op.get("stride"), f"{where}: stride", 1)
+        oh, ow = (shp[0] - kh) // sh + 1, (shp[1] - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise DeployError(f"{where}: output would be empty")
+        if "min_mask" in refs and tensors[refs["min_mask"]].shape != ((shp[2] + 63) // 64,):
+            raise DeployError(f"{where}: min_mask has the wrong length")
+        return vkind, (oh, ow, shp[2])
+    if kind == "flatten":
+        if vkind == "bits":
+            if len(shp) != 3:
+                raise DeployError(f"{where}: flatten of bits needs (H, W, C)")
+            return "bits", (shp[0] * shp[1] * ((shp[2] + 63) // 64) * 64,)
+        return vkind, (int(np.prod(shp)),)
+    if kind == "act":
+        if vkind != "float" or op.get("fn") not in ACTS:
+            raise DeployError(f"{where}: act needs a float input and fn in {ACTS}")
+        return "float", shp
+    if kind == "affine":
+        if vkind != "float":
+            raise DeployError(f"{where}: affine needs a float input")
+        _vec(tensors, refs, "mult", shp[-1], where)
+        _vec(tensors, refs, "bias", shp[-1], where)
+        return "float", shp
+    raise DeployError(f"{where}: unhandled op")  # pragma: no cover
+
+
+def _check_transform(op, tensors, refs, cout, where):
+    if op.get("out", "float") == "bits":
+        for name in ("thresh", "flip") if op["op"].startswith("b") else ("mult", "bias"):
+            if name not in refs:
+                raise DeployError(f"{where}: bits output needs {name!r}")
+    for name in ("mult", "bias", "thresh", "flip"):
+        _vec(tensors, refs, name, cout, where)

@@ -1,0 +1,79 @@
+"""onebit.kernels: bit-packed binary (1-bit) NN kernels for CPU deployment.
+
+A thin NumPy API over the C++ module ``onebit.kernels._core`` (built by CMake/pybind11),
+plus pure-NumPy references in :mod:`onebit.kernels.reference`. Does not import torch.
+
+Conventions (fixed; the exporter relies on them)
+-------------------------------------------------
+* ``sign(x) = +1`` for ``x >= 0`` (so ``-0.0 -> +1``), ``-1`` for ``x < 0``.
+* bit = 1 iff the value is -1; +1 is bit 0. Packed along the channel (last, NHWC) axis
+  into uint64 words, LSB first: channel c -> word c // 64, bit c % 64. Tail bits of the
+  last word are 0 for every operand (activations too: the kernels rely on it).
+* For two +-1 vectors of length K: ``dot = K - 2 * popcount(a XOR b)``.
+* Activations NHWC, packed (N, H, W, ceil(C/64)) uint64; conv weights (C_out, C_in, kh, kw)
+  packed (C_out, kh, kw, ceil(C_in/64)) uint64 (see :func:`pack_conv_weights`); prepare
+  them once with :func:`prepare_conv_weights` / :class:`BConv2d`.
+
+ISA paths: 'avx512' (VPOPCNTDQ), 'avx2' (vpshufb popcount), 'portable'; the best available
+is used unless forced with :func:`set_isa` / :func:`use_isa` (or the ONEBIT_ISA environment
+variable at import time). Threads: :func:`set_num_threads` or ``threads=`` per call.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from . import reference
+from ._api import (
+    BConv2d,
+    BDense,
+    bconv2d,
+    bgemm,
+    bmaxpool2d,
+    cpu_info,
+    fold_affine_sign,
+    get_isa,
+    get_num_threads,
+    isa_paths,
+    pack_bits,
+    pack_conv_weights,
+    pack_dense_weights,
+    peak_microbench,
+    prepare_conv_weights,
+    prepare_dense_weights,
+    set_isa,
+    set_num_threads,
+    unpack_bits,
+    use_isa,
+    _core,
+)
+
+ConvWeights = _core.ConvWeights if _core is not None else None
+
+__all__ = [
+    "BConv2d",
+    "BDense",
+    "ConvWeights",
+    "bconv2d",
+    "bgemm",
+    "bmaxpool2d",
+    "cpu_info",
+    "fold_affine_sign",
+    "get_isa",
+    "get_num_threads",
+    "isa_paths",
+    "pack_bits",
+    "pack_conv_weights",
+    "pack_dense_weights",
+    "peak_microbench",
+    "prepare_conv_weights",
+    "prepare_dense_weights",
+    "reference",
+    "set_isa",
+    "set_num_threads",
+    "unpack_bits",
+    "use_isa",
+]
+
+if _core is not None and _os.environ.get("ONEBIT_ISA"):
+    set_isa(_os.environ["ONEBIT_ISA"])

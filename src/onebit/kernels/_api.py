@@ -1,0 +1,316 @@
+"""NumPy-facing wrappers over the C++ core ``onebit.kernels._core``.
+
+All heavy argument validation (dtype, shape, contiguity, alignment) happens in the C++
+module, which raises ``ValueError`` with a message naming the offending argument; this
+layer normalises Python arguments (ints -> pairs, None -> defaults) and documents the API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import threading
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+try:  # the compiled module; reference.py stays usable without it
+    from . import _core
+    _CORE_ERROR: Optional[BaseException] = None
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    _core = None
+    _CORE_ERROR = exc
+
+IntPair = Union[int, Tuple[int, int], Sequence[int]]
+
+
+def _c():
+    if _core is None:
+        raise ImportError(
+            "onebit.kernels._core is not built; install the package "
+            "(pip install -e .) or build it with CMake"
+        ) from _CORE_ERROR
+    return _core
+
+
+def _pair(v: IntPair, name: str) -> Tuple[int, int]:
+    if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
+        return int(v), int(v)
+    try:
+        a, b = v  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+    for e in (a, b):
+        if not isinstance(e, (numbers.Integral, np.integer)) or isinstance(e, bool):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return int(a), int(b)
+
+
+def _threads(threads: Optional[int]) -> int:
+    if threads is None:
+        return 0
+    if not isinstance(threads, (numbers.Integral, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return int(threads)
+
+
+# --------------------------------------------------------------------------- ISA / threads
+
+def isa_paths() -> list:
+    """ISA paths usable on this CPU, best last (subset of ['portable', 'avx2', 'avx512'])."""
+    return list(_c().isa_paths())
+
+
+def get_isa() -> str:
+    """The ISA path the kernels currently dispatch to."""
+    return _c().get_isa()
+
+
+def set_isa(name: str) -> None:
+    """Force an ISA path (ValueError if unknown or unavailable on this CPU).
+    Process-global; mostly for tests and benchmarks."""
+    _c().set_isa(str(name))
+
+
+_isa_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def use_isa(name: str) -> Iterator[str]:
+    """Context manager forcing an ISA path, restoring the previous one on exit."""
+    with _isa_lock:
+        prev = get_isa()
+        set_isa(name)
+        try:
+            yield name
+        finally:
+            set_isa(prev)
+
+
+def set_num_threads(n: int) -> None:
+    """Default number of threads of every kernel (a per-call ``threads=`` overrides it)."""
+    _c().set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return int(_c().get_num_threads())
+
+
+def cpu_info() -> dict:
+    """CPU features relevant to the kernels (cpuid + OS support)."""
+    return dict(_c().cpu_info())
+
+
+def peak_microbench(threads: Optional[int] = None, seconds: float = 0.3) -> float:
+    """Binary MAC/s of a tight xor+popcount+add loop on L1-resident data on the current
+    ISA path, summed over ``threads`` threads (best of 3): the popcount peak."""
+    return float(_c().peak_microbench(_threads(threads), float(seconds)))
+
+
+# --------------------------------------------------------------------------- packing
+
+def pack_bits(x: np.ndarray, *, threads: Optional[int] = None) -> np.ndarray:
+    """float32 (..., C) -> uint64 (..., ceil(C/64)); bit = 1 iff x < 0 (a comparison, so
+    +0.0 and -0.0 both pack as +1, NaN packs as +1); LSB-first; tail bits 0."""
+    return _c().pack_bits(x, _threads(threads))
+
+
+def unpack_bits(p: np.ndarray, C: int, *, threads: Optional[int] = None) -> np.ndarray:
+    """uint64 (..., ceil(C/64)) -> float32 (..., C) of +-1 (bit 1 -> -1.0)."""
+    return _c().unpack_bits(p, int(C), _threads(threads))
+
+
+def pack_conv_weights(w: np.ndarray) -> np.ndarray:
+    """PyTorch-layout conv weights (C_out, C_in, kh, kw) (any real values, binarised with
+    sign) -> packed (C_out, kh, kw, ceil(C_in/64)) uint64."""
+    w = np.asarray(w)
+    if w.ndim != 4:
+        raise ValueError(f"w must be (C_out, C_in, kh, kw), got shape {w.shape}")
+    return pack_bits(np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=np.float32))
+
+
+def pack_dense_weights(w: np.ndarray) -> np.ndarray:
+    """Dense weights (N_out, K) -> packed (N_out, ceil(K/64)) uint64."""
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"w must be (N_out, K), got shape {w.shape}")
+    return pack_bits(np.ascontiguousarray(w, dtype=np.float32))
+
+
+def prepare_conv_weights(w_packed: np.ndarray, c_in: int):
+    """Re-lay packed conv weights (C_out, kh, kw, ceil(c_in/64)) once for the kernels.
+    Returns a ``ConvWeights`` that bconv2d / BConv2d accept in place of the raw array."""
+    w = np.asarray(w_packed) if not isinstance(w_packed, np.ndarray) else w_packed
+    if isinstance(w, np.ndarray) and w.ndim != 4:
+        raise ValueError(f"w_packed must be 4-D (C_out, kh, kw, words), got shape {w.shape}")
+    return _c().ConvWeights(w, int(c_in))
+
+
+def prepare_dense_weights(b_packed: np.ndarray, K: int):
+    """Re-lay packed dense weights (N_out, ceil(K/64)) once (a 1x1 ``ConvWeights``)."""
+    if isinstance(b_packed, np.ndarray) and b_packed.ndim != 2:
+        raise ValueError(f"b_packed must be 2-D (N_out, words), got shape {b_packed.shape}")
+    return _c().ConvWeights(b_packed, int(K))
+
+
+# --------------------------------------------------------------------------- conv / gemm
+
+_OUTPUTS = ("int", "float", "bits")
+
+
+def _prepared(w, c_in, kernel, dense: bool):
+    core = _c()
+    if isinstance(w, core.ConvWeights):
+        if c_in is not None and int(c_in) != w.c_in:
+            raise ValueError(f"c_in={c_in} does not match the prepared weights' c_in={w.c_in}")
+        W = w
+    else:
+        if c_in is None:
+            raise ValueError("c_in (K for bgemm) is required with raw packed weights")
+        W = prepare_dense_weights(w, c_in) if dense else prepare_conv_weights(w, c_in)
+    if kernel is not None and _pair(kernel, "kernel") != tuple(W.kernel):
+        raise ValueError(f"kernel={kernel!r} does not match the weights' kernel {tuple(W.kernel)}")
+    if dense and tuple(W.kernel) != (1, 1):
+        raise ValueError("dense weights must be 1x1")
+    return W
+
+
+class BConv2d:
+    """A prepared binary conv layer (weights re-laid once, transform arrays padded once).
+
+    ``layer(x_packed, residual=None, out=None, threads=None)`` runs it on packed NHWC input
+    (N, H, W, ceil(c_in/64)) uint64. See :func:`bconv2d` for the parameters.
+    """
+
+    def __init__(self, w, c_in: Optional[int] = None, kernel: Optional[IntPair] = None,
+                 stride: IntPair = 1, padding: IntPair = 0, pad_value: int = 1, *,
+                 output: str = "int", mult=None, bias=None, thresh=None, flip=None):
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        self.weights = _prepared(w, c_in, kernel, dense=False)
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.pad_value = int(pad_value)
+        self.output = output
+        self._plan = _c().ConvPlan(self.weights, self.stride, self.padding, self.pad_value,
+                                   output, mult, bias, thresh, flip, False)
+
+    def __call__(self, x, residual=None, out=None, threads: Optional[int] = None):
+        return self._plan(x, residual, out, _threads(threads))
+
+    def output_shape(self, x_shape) -> tuple:
+        return tuple(self._plan.output_shape(list(x_shape)))
+
+
+class BDense:
+    """A prepared binary dense layer: ``layer(a_packed (M, ceil(K/64)), ...)``; see bgemm."""
+
+    def __init__(self, b, K: Optional[int] = None, *, output: str = "int",
+                 mult=None, bias=None, thresh=None, flip=None):
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        self.weights = _prepared(b, K, None, dense=True)
+        self.output = output
+        self._plan = _c().ConvPlan(self.weights, (1, 1), (0, 0), 1, output, mult, bias,
+                                   thresh, flip, True)
+
+    def __call__(self, a, residual=None, out=None, threads: Optional[int] = None):
+        return self._plan(a, residual, out, _threads(threads))
+
+
+def bconv2d(x: np.ndarray, w, c_in: Optional[int] = None, kernel: Optional[IntPair] = None,
+            stride: IntPair = 1, padding: IntPair = 0, pad_value: int = 1, *,
+            output: str = "int", mult=None, bias=None, residual=None, thresh=None, flip=None,
+            out=None, threads: Optional[int] = None) -> np.ndarray:
+    """Binary 2-D convolution on bit-packed NHWC activations.
+
+    x: (N, H, W, ceil(c_in/64)) uint64; w: packed (C_out, kh, kw, ceil(c_in/64)) uint64 or a
+    ``ConvWeights`` from :func:`prepare_conv_weights` (preferred when called repeatedly).
+    acc[n,oh,ow,co] = sum_{i,j,c} xpad[n, oh*sh+i, ow*sw+j, c] * w[co,c,i,j] (exact int).
+    pad_value: +1 / -1 pad with that binary value; 0 = exact zero padding (LCE correction).
+    output:
+      "int"   -> int32 (N, OH, OW, C_out) accumulators;
+      "float" -> float32 y = float32(acc)*mult + bias (+ residual (N,OH,OW,C_out) float32);
+                 mult/bias float32 (C_out,), default 1 / 0;
+      "bits"  -> packed uint64 (N, OH, OW, ceil(C_out/64)): +1 iff
+                 (flip[co] ? acc <= thresh[co] : acc >= thresh[co]); thresh int32 (C_out,),
+                 flip uint8/bool (C_out,) (default 0).
+    out: optional preallocated C-contiguous output of the right dtype and shape.
+    """
+    layer = BConv2d(w, c_in, kernel, stride, padding, pad_value, output=output, mult=mult,
+                    bias=bias, thresh=thresh, flip=flip)
+    return layer(x, residual=residual, out=out, threads=threads)
+
+
+def bgemm(a: np.ndarray, b, K: Optional[int] = None, *, output: str = "int", mult=None,
+          bias=None, residual=None, thresh=None, flip=None, out=None,
+          threads: Optional[int] = None) -> np.ndarray:
+    """Binary GEMM: a (M, ceil(K/64)) uint64, b (N, ceil(K/64)) uint64 (or prepared
+    ``ConvWeights`` from :func:`prepare_dense_weights`) -> acc (M, N) = K - 2*popcount(a^b),
+    with the same "int" / "float" / "bits" output transforms as :func:`bconv2d` (per output
+    column n; residual (M, N) float32; "bits" gives (M, ceil(N/64)) uint64)."""
+    layer = BDense(b, K, output=output, mult=mult, bias=bias, thresh=thresh, flip=flip)
+    return layer(a, residual=residual, out=out, threads=threads)
+
+
+# --------------------------------------------------------------------------- pooling
+
+def bmaxpool2d(x: np.ndarray, C: int, kernel: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0, min_mask=None, *, out=None,
+               threads: Optional[int] = None) -> np.ndarray:
+    """Max-pool of packed +-1 NHWC maps (N, H, W, ceil(C/64)) uint64, PyTorch semantics
+    (floor mode, padded positions ignored, padding <= kernel/2). Max over +-1 is the AND of
+    the bits (+1 = bit 0); channels flagged in ``min_mask`` are min-pooled (OR) instead,
+    which is what max-pooling real values before a negative-gamma BN + sign amounts to.
+    min_mask: None, uint64 (ceil(C/64),) word mask, or a bool array (C,) of flagged channels.
+    (Pooling of int32 accumulators is not provided: pool after binarising.)"""
+    kernel_p = _pair(kernel, "kernel")
+    stride_p = kernel_p if stride is None else _pair(stride, "stride")
+    if min_mask is not None:
+        mm = np.asarray(min_mask) if not isinstance(min_mask, np.ndarray) else min_mask
+        if mm.dtype == np.bool_:
+            if mm.shape != (int(C),):
+                raise ValueError(f"a bool min_mask must have shape ({int(C)},), got {mm.shape}")
+            min_mask = pack_bits(np.where(mm, np.float32(-1), np.float32(1)))
+    return _c().bmaxpool2d(x, int(C), kernel_p, stride_p, _pair(padding, "padding"), min_mask,
+                           out, _threads(threads))
+
+
+# --------------------------------------------------------------------------- folding helper
+
+def fold_affine_sign(scale, shift) -> Tuple[np.ndarray, np.ndarray]:
+    """Integer threshold form of ``sign(scale[co] * acc + shift[co])`` (sign(0) = +1) for
+    integer accumulators, e.g. BN(acc) with scale = gamma/sqrt(var+eps),
+    shift = beta - mean*scale.  Returns (thresh int32, flip uint8) for output="bits":
+    scale > 0: +1 iff acc >= ceil(-shift/scale)          (flip 0)
+    scale < 0: +1 iff acc <= floor(-shift/scale)         (flip 1)
+    scale = 0: constant sign(shift).
+    The boundary is checked exactly in float64 (scale*t + shift >= 0)."""
+    scale = np.asarray(scale, np.float64).ravel()
+    shift = np.asarray(shift, np.float64).ravel()
+    if scale.shape != shift.shape:
+        raise ValueError("scale and shift must have the same length")
+    lim = np.float64(2**31 - 1)
+    thresh = np.empty(scale.shape, np.int64)
+    flip = np.zeros(scale.shape, np.uint8)
+    for i, (s, b) in enumerate(zip(scale, shift)):
+        if s == 0 or not np.isfinite(s):
+            thresh[i] = -(2**31) if b >= 0 else 2**31 - 1  # always +1 / always -1
+            continue
+        t = -b / s
+        if s > 0:
+            c = np.clip(np.ceil(t), -lim, lim)
+            while c - 1 >= -lim and s * (c - 1) + b >= 0:
+                c -= 1
+            while c < lim and s * c + b < 0:
+                c += 1
+            thresh[i] = int(c)
+        else:
+            flip[i] = 1
+            f = np.clip(np.floor(t), -lim, lim)
+            while f + 1 <= lim and s * (f + 1) + b >= 0:
+                f += 1
+            while f > -lim and s * f + b < 0:
+                f -= 1
+            thresh[i] = int(f)
+    return thresh.astype(np.int32), flip

@@ -1,0 +1,60 @@
+"""ISA control, threads, peak microbenchmark, folding helper and the reference itself."""
+
+import numpy as np
+import pytest
+
+import onebit.kernels as K
+from onebit.kernels import reference as R
+
+
+def test_isa_paths_and_control():
+    paths = K.isa_paths()
+    assert paths[0] == "portable" and set(paths) <= {"portable", "avx2", "avx512"}
+    best = K.get_isa()
+    for p in paths:
+        with K.use_isa(p):
+            assert K.get_isa() == p
+    assert K.get_isa() == best
+    with pytest.raises(ValueError, match="unknown"):
+        K.set_isa("sse9")
+    for p in {"avx2", "avx512"} - set(paths):
+        with pytest.raises(ValueError, match="not available"):
+            K.set_isa(p)
+
+
+def test_threads_setting():
+    n = K.get_num_threads()
+    try:
+        K.set_num_threads(1)
+        assert K.get_num_threads() == 1
+    finally:
+        K.set_num_threads(n)
+    with pytest.raises(ValueError):
+        K.set_num_threads(0)
+
+
+def test_peak_microbench(isa):
+    assert K.peak_microbench(1, seconds=0.02) > 1e8
+
+
+def test_reference_conv_matches_direct_sum():
+    rng = np.random.default_rng(0)
+    x = R.random_pm1((1, 2, 4, 5), rng)  # NCHW
+    w = R.random_pm1((3, 2, 3, 3), rng)
+    for pv in (1, -1, 0):
+        got = R.conv2d_pm1(x, w, 2, 1, pv)
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=pv)
+        for co in range(3):
+            for oh in range(got.shape[2]):
+                for ow in range(got.shape[3]):
+                    patch = xp[0, :, 2 * oh : 2 * oh + 3, 2 * ow : 2 * ow + 3]
+                    assert got[0, co, oh, ow] == int((patch * w[co]).sum())
+
+
+def test_fold_affine_sign():
+    acc = np.arange(-20, 21)[:, None]
+    scale = np.array([1.5, -0.75, 0.0, 0.0, 2.0])
+    shift = np.array([3.0, 1.5, 0.0, -1.0, -8.0])  # last: tie at acc = 4
+    th, fl = K.fold_affine_sign(scale, shift)
+    assert th.dtype == np.int32 and fl.dtype == np.uint8
+    np.testing.assert_array_equal(R.threshold_pm1(acc, th, fl), R.sign(acc * scale + shift))

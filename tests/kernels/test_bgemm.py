@@ -1,0 +1,71 @@
+"""bgemm on every ISA path against the NumPy reference, plus validation."""
+
+import numpy as np
+import pytest
+
+import onebit.kernels as K
+from onebit.kernels import reference as R
+
+SHAPES = [(1, 1, 1), (1, 70, 64), (3, 7, 65), (8, 64, 130), (5, 33, 1000), (17, 100, 63),
+          (2, 1, 4096), (13, 129, 200)]
+
+
+@pytest.mark.parametrize("M,N,Kd", SHAPES, ids=[f"M{m}-N{n}-K{k}" for m, n, k in SHAPES])
+def test_bgemm(isa, M, N, Kd):
+    rng = np.random.default_rng(M * 1000 + N * 7 + Kd)
+    a = R.random_pm1((M, Kd), rng)
+    b = R.random_pm1((N, Kd), rng)
+    acc = R.gemm_pm1(a, b)
+    ap, bp = K.pack_bits(a), K.pack_dense_weights(b)
+    got = K.bgemm(ap, bp, Kd, threads=1)
+    assert got.dtype == np.int32 and got.shape == (M, N)
+    np.testing.assert_array_equal(got, acc)
+    Wt = K.prepare_dense_weights(bp, Kd)
+    np.testing.assert_array_equal(K.bgemm(ap, Wt, threads=2), acc)
+
+    mult = rng.uniform(-1, 1, N).astype(np.float32)
+    bias = rng.uniform(-3, 3, N).astype(np.float32)
+    res = rng.standard_normal((M, N)).astype(np.float32)
+    y = K.bgemm(ap, Wt, output="float", mult=mult, bias=bias, residual=res)
+    np.testing.assert_allclose(y, R.affine(acc, mult, bias, res), rtol=1e-6, atol=1e-6)
+
+    th = acc[rng.integers(0, M, N), np.arange(N)].astype(np.int32)  # ties occur
+    flip = (rng.random(N) < 0.4).astype(np.uint8)
+    bits = K.bgemm(ap, Wt, output="bits", thresh=th, flip=flip)
+    assert bits.shape == (M, (N + 63) // 64)
+    np.testing.assert_array_equal(bits, R.pack_bits(R.threshold_pm1(acc, th, flip)))
+    np.testing.assert_array_equal(bits, K.BDense(Wt, output="bits", thresh=th, flip=flip)(ap, threads=2))
+
+
+def test_bgemm_residual_in_place(isa):
+    rng = np.random.default_rng(5)
+    a, b = R.random_pm1((4, 100), rng), R.random_pm1((50, 100), rng)
+    res = rng.standard_normal((4, 50)).astype(np.float32)
+    want = R.affine(R.gemm_pm1(a, b), None, None, res)
+    got = K.bgemm(K.pack_bits(a), K.pack_bits(b), 100, output="float", residual=res, out=res)
+    np.testing.assert_allclose(res, want, rtol=1e-6)
+    assert np.shares_memory(got, res)
+
+
+def test_bgemm_bad_inputs():
+    a = np.zeros((3, 2), np.uint64)
+    b = np.zeros((5, 2), np.uint64)
+    K.bgemm(a, b, 100)
+    with pytest.raises(ValueError, match="words"):
+        K.bgemm(a, b, 200)
+    with pytest.raises(ValueError, match="words"):
+        K.bgemm(np.zeros((3, 3), np.uint64), b, 100)
+    with pytest.raises(ValueError, match="required"):
+        K.bgemm(a, b)
+    with pytest.raises(ValueError, match="2-D"):
+        K.bgemm(a.reshape(1, 3, 2), b, 100)
+    with pytest.raises(ValueError, match="uint64"):
+        K.bgemm(a.astype(np.int32), b, 100)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        K.bgemm(np.zeros((3, 4), np.uint64)[:, ::2], b, 100)
+    with pytest.raises(ValueError, match="K must be"):
+        K.bgemm(a, b, -3)
+    with pytest.raises(ValueError, match="1x1"):
+        K.bgemm(a, K.prepare_conv_weights(np.zeros((5, 3, 3, 2), np.uint64), 100))
+    with pytest.raises(ValueError, match="residual"):
+        K.bgemm(a, b, 100, output="float", residual=np.zeros((3, 4), np.float32))

@@ -122,7 +122,10 @@ __attribute__((always_inline)) inline void tile(const TileJob& J, int blk, const
 }
 
 template <int V>
-void run_v(const TileJob& J, int blk, int64_t q0, int64_t q1, int nvalid) {
+void run_v(const TileJob& Jin, int blk, int64_t q0, int64_t q1, int nvalid) {
+  // Local copy: output stores (int32 / char) can then not alias the job's fields, so the
+  // compiler keeps them in registers instead of reloading them after every store.
+  const TileJob J = Jin;
   constexpr int PMAX = kTilePixelsAvx512;
   const uint64_t* wblk = J.w + blk * J.w_blk_stride;
   const int64_t hw = static_cast<int64_t>(J.OH) * J.OW;

@@ -15,6 +15,10 @@ def __getattr__(name):  # lazy: `import onebit` stays light, and the deploy runt
     if name in {"quant", "nn", "optim", "losses", "models", "methods", "data", "train", "deploy",
                 "kernels", "analysis", "cli"}:
         return importlib.import_module(f"onebit.{name}")
+    if name == "summary":
+        from .analysis import summary
+
+        return summary
     if name == "sign":
         from .quant import sign
 

@@ -7,12 +7,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .data import DataError
     from .train import CheckpointError, TrainingError
 
-    errs: list[type[BaseException]] = [DataError, CheckpointError, TrainingError, KeyError, ValueError,
-                                       FileNotFoundError]
-    try:
-        from .deploy import DeployError  # type: ignore[attr-defined]
+    from .deploy import DeployError
 
-        errs.append(DeployError)
-    except ImportError:
-        pass
+    errs: list[type[BaseException]] = [DataError, CheckpointError, TrainingError, DeployError, KeyError,
+                                       ValueError, TypeError, FileNotFoundError, FileExistsError]
     return tuple(errs)

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from . import data_cmd, eval_cmd, models_cmd, train_cmd
+from . import data_cmd, deploy_cmd, eval_cmd, models_cmd, summary_cmd, train_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="onebit: train, measure and deploy 1-bit (binary) neural networks.")
@@ -15,6 +15,9 @@ app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_)
 app.command("models")(models_cmd.models)
 app.command("data")(data_cmd.data)
+app.command("export")(deploy_cmd.export_)
+app.command("run")(deploy_cmd.run)
+app.command("summary")(summary_cmd.summary)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except user_errors() as e:
-        typer.secho(f"onebit: error: {e}", err=True, fg="red")
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        typer.secho(f"onebit: error: {msg}", err=True, fg="red")
         return 2
     except typer.Exit as e:
         return e.exit_code

@@ -26,8 +26,16 @@ from __future__ import annotations
 
 from .arrays import load_arrays
 from .errors import CorruptDataError, DataError, DataNotFoundError
-from .loaders import BatchLoader, ImageFolderLoader, Loaders, make_loaders
 from .registry import DatasetInfo, info, locate, names
+
+
+def __getattr__(name: str):
+    # the loaders use torch; keep `onebit.data` importable without it (the deploy runtime reads arrays)
+    if name in ("BatchLoader", "ImageFolderLoader", "Loaders", "make_loaders"):
+        from . import loaders
+
+        return getattr(loaders, name)
+    raise AttributeError(f"module 'onebit.data' has no attribute {name!r}")
 
 __all__ = [
     "DataError",

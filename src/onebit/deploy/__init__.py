@@ -12,7 +12,7 @@ __all__ = ["Engine", "DeployError", "export", "lower"]
 
 def __getattr__(name):
     if name in ("export", "lower"):
-        from . import export as _export_mod
+        from . import exporter
 
-        return getattr(_export_mod, name)
+        return getattr(exporter, name)
     raise AttributeError(f"module 'onebit.deploy' has no attribute {name!r}")

@@ -98,10 +98,12 @@ class _Lowering:
         self.cur = op["output"]
 
 
-def export(model: nn.Module, path: str | Path, example_input: torch.Tensor) -> dict:
+def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
+           preprocess: dict | None = None) -> dict:
     """Write ``model`` (eval mode) to ``path`` as a ``.onebit`` file; return a short report.
 
     ``example_input``: one batch (N, C, H, W) or (N, F) giving the input shape.
+    ``preprocess``: stored in the graph for users of the file (e.g. ``{"normalize": "pm1"}``).
     """
     if not isinstance(example_input, torch.Tensor) or example_input.dim() not in (2, 4):
         raise DeployError("example_input must be a tensor of shape (N, C, H, W) or (N, F)")
@@ -109,6 +111,8 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor) -> d
     model.eval()
     try:
         graph, tensors = lower(model, tuple(example_input.shape[1:]))
+        if preprocess:
+            graph["preprocess"] = preprocess
         size = fmt.write(path, graph, tensors)
     finally:
         model.train(was_training)

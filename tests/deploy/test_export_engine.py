@@ -1,0 +1,205 @@
+"""Export → engine equivalence on every registered model; the runtime is torch-free; bad files fail clearly."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from onebit import models
+from onebit.deploy import DeployError, Engine, export
+from onebit.nn import BinaryConv2d, BinaryLinear
+
+kernels = pytest.importorskip("onebit.kernels")
+
+
+def _small(name):
+    if "mlp" in name:
+        return {"hidden": 100}, (1, 28, 28)
+    return {"widths": (8, 16, 24), "fc": 40}, (3, 32, 32)
+
+
+def _randomize_bn(model, seed=0):
+    """Random running statistics and affine parameters, including negative gammas."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 10 - 5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 20 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 2 - 1)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 2 - 1)
+
+
+def _reference(model, x):
+    """The PyTorch model in eval mode, in float64 (so float rounding cannot flip a sign)."""
+    import copy
+
+    with torch.no_grad():
+        return copy.deepcopy(model).double()(x.double()).numpy()
+
+
+def _check(model, x, path, threads=2):
+    model.eval()
+    export(model, path, x)
+    y = Engine(path, threads=threads).run(x.numpy())
+    ref = _reference(model, x)
+    scale = np.abs(ref).max()
+    assert np.abs(y - ref).max() <= 1e-4 * scale + 1e-6
+    assert (y.argmax(1) == ref.argmax(1)).all()
+    return y
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_engine_equals_pytorch_random_weights(name, tmp_path):
+    kw, shape = _small(name)
+    torch.manual_seed(1)
+    model = models.create(name, in_channels=shape[0], image_size=shape[1], **kw)
+    _randomize_bn(model)
+    _check(model, torch.randn(5, *shape), tmp_path / "m.onebit")
+
+
+@pytest.mark.parametrize("pad_value", [0, 1, -1])
+def test_convnet_padding_values_and_channel_tails(pad_value, tmp_path):
+    torch.manual_seed(2)
+    model = models.create("bnn-convnet", widths=(70, 64, 130), fc=65, pad_value=pad_value)
+    _randomize_bn(model, seed=pad_value + 5)
+    _check(model, torch.randn(2, 3, 32, 32), tmp_path / "m.onebit")
+
+
+def test_shift_bn_and_trained_weights(tmp_path):
+    torch.manual_seed(3)
+    model = models.create("bnn-mlp", hidden=96, bn="shift")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(5):  # a few real training steps so weights and running stats are "trained"
+        x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    _check(model, torch.randn(4, 1, 28, 28), tmp_path / "m.onebit")
+
+
+def test_hidden_binary_layers_are_integer_exact(tmp_path):
+    """A binary layer's accumulators from the kernels equal the float products exactly."""
+    torch.manual_seed(4)
+    layer = BinaryConv2d(37, 19, 3, stride=2, padding=1, pad_value=0)
+    x = torch.randn(2, 37, 9, 11)
+    want = layer(x).detach().numpy().transpose(0, 2, 3, 1)
+    xb = kernels.pack_bits(np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1)))
+    w = kernels.pack_conv_weights(layer.weight.detach().numpy())
+    acc = kernels.bconv2d(xb, w, 37, (3, 3), 2, 1, 0, output="int")
+    assert np.array_equal(acc, want.astype(np.int32))
+
+
+def test_same_output_with_one_and_two_threads(tmp_path):
+    torch.manual_seed(5)
+    model = models.create("bnn-convnet", widths=(16, 32, 64), fc=64)
+    _randomize_bn(model)
+    x = torch.randn(3, 3, 32, 32)
+    export(model.eval(), tmp_path / "m.onebit", x)
+    e = Engine(tmp_path / "m.onebit")
+    assert np.array_equal(e.run(x.numpy(), threads=1), e.run(x.numpy(), threads=2))
+
+
+def test_file_is_small(tmp_path):
+    model = models.create("bnn-mlp", hidden=1024)
+    rep = export(model.eval(), tmp_path / "m.onebit", torch.randn(1, 1, 28, 28))
+    fp32 = sum(t.numel() * 4 for t in model.state_dict().values())
+    assert rep["bytes"] < fp32 / 25
+
+
+def test_runtime_imports_no_torch(tmp_path):
+    model = models.create("bnn-mlp", hidden=64).eval()
+    export(model, tmp_path / "m.onebit", torch.randn(1, 1, 28, 28))
+    code = ("import sys, numpy as np; from onebit.deploy import Engine; "
+            f"e = Engine({str(tmp_path / 'm.onebit')!r}); e.run(np.zeros((2, 1, 28, 28), np.float32)); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_unexportable_layers_are_named(tmp_path):
+    model = nn.Sequential(nn.Flatten(), BinaryLinear(784, 10, input_quantizer=None), nn.GELU())
+    with pytest.raises(DeployError, match="2: the engine cannot run GELU"):
+        export(model, tmp_path / "m.onebit", torch.randn(1, 1, 28, 28))
+    model = nn.Sequential(nn.Flatten(), BinaryLinear(784, 10, input_quantizer=torch.tanh))
+    with pytest.raises(DeployError, match="input_quantizer.*no exact engine form"):
+        export(model, tmp_path / "m.onebit", torch.randn(1, 1, 28, 28))
+    assert not (tmp_path / "m.onebit").exists()
+
+
+def test_engine_input_validation(tmp_path):
+    model = models.create("bnn-mlp", hidden=64).eval()
+    export(model, tmp_path / "m.onebit", torch.randn(1, 1, 28, 28))
+    e = Engine(tmp_path / "m.onebit")
+    with pytest.raises(ValueError, match="this model takes \\(N, 1, 28, 28\\)"):
+        e.run(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        e.run(np.full((1, 1, 28, 28), np.nan, np.float32))
+    with pytest.raises(TypeError):
+        e.run([[0.0]])
+    with pytest.raises(ValueError, match="threads"):
+        Engine(tmp_path / "m.onebit", threads=0)
+
+
+@pytest.fixture
+def good_file(tmp_path):
+    model = models.create("bnn-convnet", widths=(8, 16, 24), fc=32).eval()
+    export(model, tmp_path / "m.onebit", torch.randn(1, 3, 32, 32))
+    return tmp_path / "m.onebit"
+
+
+def test_truncated_and_corrupt_files(good_file, tmp_path):
+    data = good_file.read_bytes()
+    for cut in (0, 5, 8, 100, len(data) // 2, len(data) - 1):
+        p = tmp_path / f"cut{cut}.onebit"
+        p.write_bytes(data[:cut])
+        with pytest.raises(DeployError):
+            Engine(p)
+    with pytest.raises(DeployError, match="not found"):
+        Engine(tmp_path / "missing.onebit")
+    rng = np.random.default_rng(0)
+    for i in range(30):  # flipped bytes anywhere: a DeployError or a valid model, never a crash
+        b = bytearray(data)
+        for pos in rng.integers(0, len(b), 3):
+            b[pos] ^= 0xFF
+        p = tmp_path / f"flip{i}.onebit"
+        p.write_bytes(bytes(b))
+        try:
+            Engine(p).run(np.zeros((1, 3, 32, 32), np.float32))
+        except DeployError:
+            pass
+
+
+def _rewrite_graph(src, dst, edit):
+    from safetensors.numpy import load, save
+
+    from safetensors import safe_open
+
+    with safe_open(str(src), framework="numpy") as f:
+        graph = json.loads(f.metadata()["onebit_graph"])
+    tensors = load(src.read_bytes())
+    edit(graph, tensors)
+    dst.write_bytes(save(tensors, metadata={"onebit_graph": json.dumps(graph)}))
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (lambda g, t: g["ops"][0].update(op="softmax"), "unknown op"),
+    (lambda g, t: g["ops"][1].update(input="nowhere"), "not defined"),
+    (lambda g, t: g["ops"][0].update(kernel=[3]), "kernel"),
+    (lambda g, t: g["ops"][0].update(in_channels=4), "in_channels"),
+    (lambda g, t: g["input"].update(shape=[3, 10 ** 9, 32]), "input shape"),
+    (lambda g, t: g.update(version=99), "version"),
+    (lambda g, t: t.pop(g["ops"][0]["tensors"]["weight"]), "not in the file"),
+    (lambda g, t: t.update({g["ops"][0]["tensors"]["weight"]: np.zeros((2, 2), np.float32)}), "must be"),
+    (lambda g, t: g.update(output="v999"), "graph.output"),
+])
+def test_inconsistent_graphs_are_refused(good_file, tmp_path, edit, msg):
+    bad = tmp_path / "bad.onebit"
+    _rewrite_graph(good_file, bad, edit)
+    with pytest.raises(DeployError, match=msg):
+        Engine(bad)

@@ -151,3 +151,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert cli(["train", "bnn-mlp", "--data", "no-such-data"]) == 2
     assert "no-such-data" in capsys.readouterr().err
+
+
+def test_cli_export_then_run_reproduces_accuracy(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["train", "bnn-mlp", "--data", "mnist", "--data-root", str(tiny_mnist), "--epochs", "2",
+                "--batch-size", "25", "--val-size", "50", "--set", "model.hidden=48", "--out", str(out),
+                "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli(["eval", str(out / "best.safetensors"), "--data-root", str(tiny_mnist)]) == 0
+    torch_line = capsys.readouterr().out
+    assert cli(["export", str(out / "best.safetensors"), "-o", str(tmp_path / "m.onebit")]) == 0
+    assert cli(["export", str(out / "best.safetensors"), "-o", str(tmp_path / "m.onebit")]) == 2  # no overwrite
+    capsys.readouterr()
+    assert cli(["run", str(tmp_path / "m.onebit"), "--data-root", str(tiny_mnist)]) == 0
+    engine_line = capsys.readouterr().out
+    acc = lambda s: s.split("accuracy ")[1].split("%")[0]
+    assert acc(engine_line) == acc(torch_line)

@@ -18,16 +18,25 @@ def summary(
     from .. import models
     from ..analysis import summary as account
 
+    from .. import data
+
     if Path(target).is_file():
         from ..train import load_for_eval
 
         model, meta = load_for_eval(target)
-        cfg = model.onebit_config
+        d = meta.get("data_info") or {}
+        c, s = d.get("in_channels"), d.get("image_size")
     else:
         model = models.create(target, num_classes=num_classes)
-        cfg = model.onebit_config
+        d = data.info(models.entry(target).default_data)
+        c, s = d.in_channels, d.image_size
+    cfg = model.onebit_config
+    c, s = cfg.get("in_channels", c), cfg.get("image_size", s)
     if input_shape:
-        shape = tuple(int(v) for v in input_shape.split(","))
+        try:
+            shape = tuple(int(v) for v in input_shape.split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape must look like 3,32,32, got {input_shape!r}") from None
     else:
-        shape = (cfg.get("in_channels", 3), cfg.get("image_size", 32), cfg.get("image_size", 32))
+        shape = (c, s, s)
     typer.echo(str(account(model, shape)))

@@ -1,0 +1,40 @@
+"""Accounting (methods.md §0.6 conventions) and the summary / export / run commands."""
+
+import pytest
+import torch
+
+import onebit
+from onebit import models
+from onebit.cli.main import main as cli
+from onebit.nn import BinaryConv2d, BinaryLinear
+
+
+def test_bnn_convnet_accounting():
+    s = onebit.summary(models.create("bnn-convnet"), (3, 32, 32))
+    # binary weights 1 bit (all but the first conv's MACs are binary), BN weight+bias real
+    assert s.params == sum(p.numel() for p in models.create("bnn-convnet").parameters())
+    bin_w = 14_022_016
+    assert s.memory_bits == bin_w + 32 * (s.params - bin_w)
+    first = s.rows[0]
+    assert first.input == "real" and first.weight == "binary" and first.float_macs == 128 * 32 * 32 * 27
+    assert s.binary_macs == sum(r.binary_macs for r in s.rows) > 0
+    assert s.ops == pytest.approx(s.float_macs + s.binary_macs / 64)
+    assert s.compression == pytest.approx(32 * s.params / s.memory_bits)
+
+
+def test_scales_count_32_bits_and_real_layers_count_float_macs():
+    net = torch.nn.Sequential(BinaryConv2d(3, 8, 3, input_quantizer=None, weight_quantizer="identity"),
+                              BinaryConv2d(8, 16, 3, scale="mean_abs"), torch.nn.Flatten(),
+                              BinaryLinear(16 * 4 * 4, 10))
+    s = onebit.summary(net, (3, 8, 8))
+    r0, r1, r3 = s.rows
+    assert r0.memory_bits == 32 * 8 * 27 and r0.float_macs == 8 * 36 * 27 and r0.binary_macs == 0
+    assert r1.memory_bits == 16 * 72 + 32 * 16 and r1.binary_macs == 16 * 16 * 72
+    assert r3.binary_macs == 256 * 10
+    assert "compression" in str(s)
+
+
+def test_cli_summary(capsys):
+    assert cli(["summary", "bnn-mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "36,831,252" in out and "compression" in out

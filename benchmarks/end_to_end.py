@@ -47,7 +47,7 @@ def main() -> None:
                                     ("bnn-convnet", "bnn-convnet-float", (3, 32, 32))]:
         torch.manual_seed(0)
         model = models.create(name).eval()
-        export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape))
+        export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape), preprocess={"normalize": "pm1"})
         engine = Engine(tmp / f"{name}.onebit", threads=a.threads)
         fmodel = models.create(float_name).eval()
         fmodel_bf16 = models.create(float_name).eval()
@@ -55,8 +55,9 @@ def main() -> None:
         if conv:
             fmodel_bf16 = fmodel_bf16.to(memory_format=torch.channels_last)
         for bs in [int(b) for b in a.batches.split(",")]:
-            x = torch.randn(bs, *shape)
-            xn = x.numpy()
+            x8 = torch.randint(0, 256, (bs, *shape), dtype=torch.uint8)
+            x = x8.float() / 127.5 - 1
+            xn = x8.numpy()  # the engine takes the raw 8-bit pixels (bit-plane first layer, exact)
             xcl = x.contiguous(memory_format=torch.channels_last) if conv else x
             inner = 20 if bs == 1 else 5
             with torch.inference_mode():

@@ -155,7 +155,7 @@ Epilogue build_epilogue(const ConvWeights& W, int mode, const EpilogueArgs& ea) 
 // Runs the conv on a validated 4-D packed input; returns the output array.
 py::array run_conv(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const py::array& x,
                    const py::object& residual_obj, const py::object& out_obj, int threads,
-                   bool gemm) {
+                   bool gemm, ConvTableCache* cache) {
   // x: (N, H, W, kwin) for conv, (M, kwin) for gemm (viewed as N=1, H=1, W=M)
   int64_t N, H, Wd;
   if (gemm) {
@@ -214,7 +214,8 @@ py::array run_conv(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, c
   void* op = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    bconv_run(W, g, e, xp, N, static_cast<int>(H), static_cast<int>(Wd), residual, op, threads);
+    bconv_run(W, g, e, xp, N, static_cast<int>(H), static_cast<int>(Wd), residual, op, threads,
+              cache);
   }
   return out;
 }
@@ -262,6 +263,7 @@ struct ConvPlan {
   ConvGeom g;
   Epilogue e;
   bool gemm = false;
+  std::unique_ptr<ConvTableCache> cache = std::make_unique<ConvTableCache>();
 };
 
 }  // namespace
@@ -393,7 +395,8 @@ PYBIND11_MODULE(_core, m) {
              if (!residual.is_none() && p.e.mode != kModeFloat)
                fail("residual is only used with output='float'");
              py::array x = as_array<uint64_t>(x_obj, p.gemm ? "a" : "x", p.gemm ? 2 : 4);
-             return run_conv(*p.W, p.g, p.e, x, residual, out, static_cast<int>(threads), p.gemm);
+             return run_conv(*p.W, p.g, p.e, x, residual, out, static_cast<int>(threads), p.gemm,
+                             p.cache.get());
            },
            py::arg("x"), py::arg("residual") = py::none(), py::arg("out") = py::none(),
            py::arg("threads") = 0)

@@ -10,7 +10,6 @@
 #include "bconv/bconv.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <map>
 #include <utility>
@@ -26,7 +25,7 @@ inline uint64_t word_mask(int c, int k) {  // valid channel bits of word k for c
   return n >= 64 ? ~0ULL : ((1ULL << n) - 1);
 }
 
-using TileFn = void (*)(const TileJob&, int, int64_t, int64_t);
+using TileFn = void (*)(const TileJob&, int, int, int64_t, int, int);
 constexpr int64_t kChunksPerThread = 8;
 
 void tile_fn(TileFn* fn, int* ptile) {
@@ -117,6 +116,7 @@ Epilogue make_epilogue(const ConvWeights& W, int mode, const float* mult, const 
     e.thresh.assign(W.cout_pad, 0);
     e.thresh_s.assign(W.cout_pad, 0);
     e.flip.assign(W.nblk, 0u);
+    e.fmask.assign(W.cout_pad, 0);
     constexpr int64_t lim = (int64_t(1) << 30) + 1;  // |acc| <= K < 2^30: clamping is exact
     for (int c = 0; c < W.cout; ++c) {
       const int64_t th = thresh ? std::max(-lim, std::min<int64_t>(lim, thresh[c])) : 0;
@@ -124,21 +124,98 @@ Epilogue make_epilogue(const ConvWeights& W, int mode, const float* mult, const 
       e.thresh[c] = static_cast<int32_t>(th);
       e.thresh_s[c] = static_cast<int32_t>(f ? -th : th);
       if (f) e.flip[c / kBlock] |= 1u << (c % kBlock);
+      if (f) e.fmask[c] = -1;
     }
   }
   return e;
 }
 
-void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const uint64_t* x,
-               int64_t N, int H, int Wd, const float* residual, void* out, int threads) {
-  const int OH = conv_out_size(H, W.kh, g.sh, g.ph);
-  const int OW = conv_out_size(Wd, W.kw, g.sw, g.pw);
-  const int64_t Q = N * OH * OW;
-  if (Q <= 0 || W.cout <= 0) return;
-  const int kwin = W.kwin;
+std::shared_ptr<const ConvTables> make_conv_tables(const ConvWeights& W, const ConvGeom& g,
+                                                   const Epilogue& e, int H, int Wd) {
+  auto t = std::make_shared<ConvTables>();
+  t->H = H;
+  t->W = Wd;
+  t->OH = conv_out_size(H, W.kh, g.sh, g.ph);
+  t->OW = conv_out_size(Wd, W.kw, g.sw, g.pw);
+  t->Hp = H + 2 * g.ph;
+  t->Wp = Wd + 2 * g.pw;
+  const int OH = t->OH, OW = t->OW;
+  const bool zero_pad = (g.pad_value == 0) && (g.ph > 0 || g.pw > 0);
+  const AxisClasses rc = axis_classes(OH, H, W.kh, g.sh, g.ph, zero_pad);
+  const AxisClasses cc = axis_classes(OW, Wd, W.kw, g.sw, g.pw, zero_pad);
+  const int nrc = static_cast<int>(rc.windows.size()), ncc = static_cast<int>(cc.windows.size());
+  const int K = W.kh * W.kw * W.cin;
+  const int taps = W.kh * W.kw;
+  t->base.assign(static_cast<size_t>(nrc) * ncc * W.cout_pad, 0);
+  for (int a = 0; a < nrc; ++a) {
+    for (int b = 0; b < ncc; ++b) {
+      int32_t* bp = t->base.data() + (static_cast<size_t>(a) * ncc + b) * W.cout_pad;
+      const auto [ilo, ihi] = rc.windows[a];
+      const auto [jlo, jhi] = cc.windows[b];
+      for (int co = 0; co < W.cout; ++co) {
+        int32_t v = K;
+        if (zero_pad) {  // remove the +1-padded taps: base = K - sum_{padded taps} S
+          const int32_t* S = W.tapsum.data() + static_cast<size_t>(co) * taps;
+          for (int i = 0; i < W.kh; ++i)
+            for (int j = 0; j < W.kw; ++j)
+              if (i < ilo || i >= ihi || j < jlo || j >= jhi) v -= S[i * W.kw + j];
+        }
+        bp[co] = v;
+      }
+    }
+  }
+  if (e.mode == kModeBits) {
+    // Threshold on the popcount sum pc (acc = base - 2*pc), per position class:
+    //   not flipped: +1 <=> acc >= th <=> pc <= floor((base - th) / 2) =: A; bit <=> pc > A
+    //   flipped:     +1 <=> acc <= th <=> pc >= ceil((base - th) / 2) =: B; bit <=> pc < B
+    //                <=> ~pc > ~B (two's complement NOT reverses the order), sth = ~B.
+    // 0 <= pc < 2^31, so clamping A, B to [-2, 2^31 - 2] keeps every comparison exact.
+    t->sth.assign(t->base.size(), 0);
+    const int64_t lo = -2, hi = (int64_t(1) << 31) - 2;
+    for (size_t k = 0; k < t->base.size(); ++k) {
+      const int co = static_cast<int>(k % W.cout_pad);
+      const int64_t d = static_cast<int64_t>(t->base[k]) - e.thresh[co];
+      if (e.fmask[co]) {
+        const int64_t B = std::max(lo, std::min(hi, d >= 0 ? (d + 1) / 2 : -((-d) / 2)));  // ceil(d/2)
+        t->sth[k] = ~static_cast<int32_t>(B);
+      } else {
+        const int64_t A = std::max(lo, std::min(hi, d >= 0 ? d / 2 : -((-d + 1) / 2)));  // floor(d/2)
+        t->sth[k] = static_cast<int32_t>(A);
+      }
+    }
+  }
+  t->pix_x.resize(static_cast<size_t>(OH) * OW);
+  t->pix_base.resize(static_cast<size_t>(OH) * OW);
+  for (int oh = 0; oh < OH; ++oh)
+    for (int ow = 0; ow < OW; ++ow) {
+      const size_t r = static_cast<size_t>(oh) * OW + ow;
+      t->pix_x[r] = (static_cast<int64_t>(oh) * g.sh * t->Wp + static_cast<int64_t>(ow) * g.sw) * W.kwin;
+      t->pix_base[r] = (rc.cls[oh] * ncc + cc.cls[ow]) * W.cout_pad;
+    }
+  return t;
+}
 
-  // ---- 2. padded input ----
-  const int Hp = H + 2 * g.ph, Wp = Wd + 2 * g.pw;
+void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const uint64_t* x,
+               int64_t N, int H, int Wd, const float* residual, void* out, int threads,
+               ConvTableCache* cache) {
+  std::shared_ptr<const ConvTables> tab;
+  if (cache) {
+    std::lock_guard<std::mutex> lk(cache->m);
+    if (cache->last && cache->last->H == H && cache->last->W == Wd) tab = cache->last;
+  }
+  if (!tab) {
+    tab = make_conv_tables(W, g, e, H, Wd);
+    if (cache) {
+      std::lock_guard<std::mutex> lk(cache->m);
+      cache->last = tab;
+    }
+  }
+  const int HW = tab->OH * tab->OW;
+  if (N <= 0 || HW <= 0 || W.cout <= 0) return;
+  const int kwin = W.kwin;
+  const int Hp = tab->Hp, Wp = tab->Wp;
+
+  // ---- padded input (skipped without padding) ----
   AlignedBuffer<uint64_t> padded;
   const uint64_t* xin = x;
   if (g.ph > 0 || g.pw > 0) {
@@ -173,104 +250,69 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
     xin = padded.data();
   }
 
-  // ---- 3. base table ----
-  const bool zero_pad = (g.pad_value == 0) && (g.ph > 0 || g.pw > 0);
-  const AxisClasses rc = axis_classes(OH, H, W.kh, g.sh, g.ph, zero_pad);
-  const AxisClasses cc = axis_classes(OW, Wd, W.kw, g.sw, g.pw, zero_pad);
-  const int nrc = static_cast<int>(rc.windows.size()), ncc = static_cast<int>(cc.windows.size());
-  const int K = W.kh * W.kw * W.cin;
-  const int taps = W.kh * W.kw;
-  std::vector<int32_t> base(static_cast<size_t>(nrc) * ncc * W.cout_pad, 0);
-  for (int a = 0; a < nrc; ++a) {
-    for (int b = 0; b < ncc; ++b) {
-      int32_t* bp = base.data() + (static_cast<size_t>(a) * ncc + b) * W.cout_pad;
-      const auto [ilo, ihi] = rc.windows[a];
-      const auto [jlo, jhi] = cc.windows[b];
-      for (int co = 0; co < W.cout; ++co) {
-        int32_t v = K;
-        if (zero_pad) {
-          const int32_t* S = W.tapsum.data() + static_cast<size_t>(co) * taps;
-          for (int i = 0; i < W.kh; ++i)
-            for (int j = 0; j < W.kw; ++j)
-              if (i < ilo || i >= ihi || j < jlo || j >= jhi) v -= S[i * W.kw + j];
-        }
-        bp[co] = v;
-      }
-    }
-  }
-  std::vector<int32_t> row_off(OH), col_off(OW);
-  for (int o = 0; o < OH; ++o) row_off[o] = rc.cls[o] * ncc * W.cout_pad;
-  for (int o = 0; o < OW; ++o) col_off[o] = cc.cls[o] * W.cout_pad;
-
   // ---- job ----
   TileJob J;
   J.x = xin;
   J.x_img_stride = static_cast<int64_t>(Hp) * Wp * kwin;
   J.x_row_stride = static_cast<int64_t>(Wp) * kwin;
   J.kwin = kwin;
-  J.kh = W.kh; J.kw = W.kw; J.sh = g.sh; J.sw = g.sw;
-  J.OH = OH; J.OW = OW;
+  J.kh = W.kh;
+  J.kw = W.kw;
+  J.HW = HW;
+  J.pix_x = tab->pix_x.data();
+  J.pix_base = tab->pix_base.data();
   J.w = W.w.data();
-  J.w_blk_stride = static_cast<int64_t>(taps) * kwin * kBlock;
-  J.cout = W.cout; J.cout_pad = W.cout_pad; J.nblk = W.nblk;
+  J.w_blk_stride = static_cast<int64_t>(W.kh) * W.kw * kwin * kBlock;
+  J.cout = W.cout;
+  J.cout_pad = W.cout_pad;
+  J.nblk = W.nblk;
   J.mode = e.mode;
-  J.base = base.data();
-  J.row_off = row_off.data();
-  J.col_off = col_off.data();
+  J.base = tab->base.data();
   J.mult = e.mult.empty() ? nullptr : e.mult.data();
   J.bias = e.bias.empty() ? nullptr : e.bias.data();
   J.residual = residual;
   J.thresh = e.thresh.empty() ? nullptr : e.thresh.data();
   J.thresh_s = e.thresh_s.empty() ? nullptr : e.thresh_s.data();
   J.flip = e.flip.empty() ? nullptr : e.flip.data();
+  J.sth = tab->sth.empty() ? nullptr : tab->sth.data();
+  J.fmask = e.fmask.empty() ? nullptr : e.fmask.data();
   J.out = out;
   J.kwout = (W.cout + 63) / 64;
 
   TileFn fn;
-  int ptile;
-  tile_fn(&fn, &ptile);
+  int P;
+  tile_fn(&fn, &P);
 
-  // ---- 4. work split: weight each block by its number of 8-channel vectors ----
-  std::vector<int64_t> cum(W.nblk + 1, 0);  // cumulative work before block b
-  for (int b = 0; b < W.nblk; ++b) {
-    const int nv = (std::min(kBlock, W.cout - b * kBlock) + 7) / 8;
-    cum[b + 1] = cum[b] + nv * Q;
-  }
-  const int64_t total = cum[W.nblk];
-  const int64_t tiles = W.nblk * ((Q + ptile - 1) / ptile);
-  const int T = resolve_threads(threads, tiles);
-  // Chunk boundary c of C -> linear position blk*Q + q, q snapped to the tile size.
-  auto boundary = [&](int64_t c, int64_t C) -> int64_t {
-    if (c >= C) return static_cast<int64_t>(W.nblk) * Q;
-    const int64_t off = total * c / C;
-    int b = static_cast<int>(std::upper_bound(cum.begin(), cum.end(), off) - cum.begin()) - 1;
-    b = std::min(b, W.nblk - 1);
-    const int64_t nv = (cum[b + 1] - cum[b]) / Q;
-    int64_t q = (off - cum[b]) / nv;
-    q = std::min(Q, ((q + ptile / 2) / ptile) * ptile);
-    return static_cast<int64_t>(b) * Q + q;
-  };
-  auto run_range = [&](int64_t s, int64_t end) {
-    for (int64_t pos = s; pos < end;) {
-      const int blk = static_cast<int>(pos / Q);
-      const int64_t q0 = pos % Q;
-      const int64_t q1 = std::min<int64_t>(Q, q0 + (end - pos));
-      fn(J, blk, q0, q1);
-      pos += q1 - q0;
+  // ---- work split ----
+  // Work = (channel-block group) x (range of pixel tiles); tiles never span images.
+  const int64_t tpi = (HW + P - 1) / P;  // tiles per image
+  const int64_t ntiles = N * tpi;
+  const int T = resolve_threads(threads, ntiles * W.nblk);
+  auto run_tiles = [&](int blk0, int blk1, int64_t ta, int64_t tb) {
+    while (ta < tb) {
+      const int64_t n = ta / tpi;
+      const int64_t te = std::min(tb, (n + 1) * tpi);
+      const int r0 = static_cast<int>((ta - n * tpi) * P);
+      const int r1 = static_cast<int>(std::min<int64_t>(HW, (te - n * tpi) * P));
+      fn(J, blk0, blk1, n, r0, r1);
+      ta = te;
     }
   };
   if (T == 1) {
-    run_range(0, static_cast<int64_t>(W.nblk) * Q);
+    run_tiles(0, W.nblk, 0, ntiles);
     return;
   }
-  // Dynamic chunks (a shared counter) rather than one static range per thread: on a busy
-  // machine a descheduled or late-waking worker then costs at most one chunk.
-  const int64_t C = std::min<int64_t>(tiles, static_cast<int64_t>(T) * kChunksPerThread);
-  std::atomic<int64_t> next{0};
-  parallel_run(T, [&](int) {
-    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < C;
-         c = next.fetch_add(1, std::memory_order_relaxed))
-      run_range(boundary(c, C), boundary(c + 1, C));
+  // ~kChunksPerThread chunks per thread, claimed dynamically (a late or descheduled worker
+  // then costs at most the chunk it is computing). Split channel blocks only when there
+  // are too few pixel tiles (small maps, dense layers at small batch).
+  const int64_t want = static_cast<int64_t>(T) * kChunksPerThread;
+  const int G = static_cast<int>(std::min<int64_t>(W.nblk, std::max<int64_t>(1, (want + ntiles - 1) / ntiles)));
+  const int64_t Cp = std::max<int64_t>(1, std::min<int64_t>(ntiles, want / G));
+  const int64_t C = G * Cp;
+  parallel_for(T, C, [&](int64_t c) {
+    const int64_t gi = c / Cp, pi = c % Cp;
+    const int blk0 = static_cast<int>(W.nblk * gi / G), blk1 = static_cast<int>(W.nblk * (gi + 1) / G);
+    run_tiles(blk0, blk1, ntiles * pi / Cp, ntiles * (pi + 1) / Cp);
   });
 }
 

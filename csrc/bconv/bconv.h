@@ -13,6 +13,8 @@
 // Output transforms (INT / FLOAT / BITS) are described in bgemm/tile.h.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "bgemm/tile.h"
@@ -44,6 +46,7 @@ struct Epilogue {
   std::vector<int32_t> thresh;    // [cout_pad]  (BITS), clamped to +-(2^30+1)
   std::vector<int32_t> thresh_s;  // [cout_pad]  flip ? -thresh : thresh
   std::vector<uint32_t> flip;     // [nblk]      (BITS)
+  std::vector<int32_t> fmask;     // [cout_pad]  (BITS) -1 where flipped
 };
 
 // Largest K = kh*kw*C_in the kernels accept (accumulators and thresholds stay in int32).
@@ -56,9 +59,27 @@ Epilogue make_epilogue(const ConvWeights& W, int mode, const float* mult, const 
 
 inline int conv_out_size(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
 
+// Per-input-size tables (depend on H, W, the geometry and the weights, not on the data).
+struct ConvTables {
+  int H = 0, W = 0, OH = 0, OW = 0, Hp = 0, Wp = 0;
+  std::vector<int32_t> base;      // [row class * col classes][cout_pad]
+  std::vector<int64_t> pix_x;     // [OH*OW] word offset of tap (0,0) in the padded image
+  std::vector<int32_t> pix_base;  // [OH*OW] offset of the pixel's base row
+  std::vector<int32_t> sth;       // BITS only: popcount thresholds, layout of base
+};
+std::shared_ptr<const ConvTables> make_conv_tables(const ConvWeights& W, const ConvGeom& g,
+                                                   const Epilogue& e, int H, int Wd);
+
+// A plan keeps the tables of the last input size it saw (thread-safe).
+struct ConvTableCache {
+  std::mutex m;
+  std::shared_ptr<const ConvTables> last;
+};
+
 // x: (N, H, W, kwin) packed; out: (N, OH, OW, cout) int32/float32 or (N, OH, OW, kwout)
-// uint64; residual: (N, OH, OW, cout) float32 or null (FLOAT only).
+// uint64; residual: (N, OH, OW, cout) float32 or null (FLOAT only). cache may be null.
 void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const uint64_t* x,
-               int64_t N, int H, int Wd, const float* residual, void* out, int threads);
+               int64_t N, int H, int Wd, const float* residual, void* out, int threads,
+               ConvTableCache* cache = nullptr);
 
 }  // namespace onebit

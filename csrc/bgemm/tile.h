@@ -1,10 +1,11 @@
 // onebit/csrc/bgemm/tile.h
 // The XNOR-popcount micro-kernel shared by bgemm and bconv2d ("GEMM with implicit im2col").
 //
-// For output pixel q (raster over N*OH*OW) and output channel co (one block of 32 channels):
+// For output pixel q = n*OH*OW + r, r = oh*OW + ow, and output channel co (in a block of 32):
 //
 //   pc[q, co]  = sum_{i<kh} sum_{t<kw*KWin} popcount( X[n, oh*sh+i, ow*sw + t/KWin, t%KWin]
 //                                                      XOR Wt[blk][i*kw*KWin + t][co%32] )
+//              (X[n, oh*sh, ow*sw, 0] is at x + n*x_img_stride + pix_x[r])
 //   acc[q, co] = base[class(oh,ow), co] - 2*pc[q, co]
 //
 // X is the (already border-padded) packed NHWC input, so for a kernel row i the kw taps of
@@ -33,8 +34,10 @@ struct TileJob {
   int64_t x_img_stride;  // Hp*Wp*kwin
   int64_t x_row_stride;  // Wp*kwin
   int kwin;
-  int kh, kw, sh, sw;
-  int OH, OW;
+  int kh, kw;
+  int HW;                     // OH*OW output pixels per image
+  const int64_t* pix_x;       // [HW]: word offset of output pixel r's tap (0,0) in its image
+  const int32_t* pix_base;    // [HW]: offset (in int32) of pixel r's base row into base
   // Prepared weights: [nblk][kh*kw*kwin][32] words, 64-byte aligned, zero for co >= cout.
   const uint64_t* w;
   int64_t w_blk_stride;  // kh*kw*kwin*32
@@ -42,29 +45,31 @@ struct TileJob {
   // Epilogue.
   int mode;
   const int32_t* base;        // [classes][cout_pad]
-  const int32_t* row_off;     // [OH]: offset (in int32) of the row class into base
-  const int32_t* col_off;     // [OW]: offset (in int32) of the column class
   const float* mult;          // [cout_pad]
   const float* bias;          // [cout_pad]
-  const float* residual;      // [N*OH*OW, cout] or nullptr
+  const float* residual;      // [N*HW, cout] or nullptr
   const int32_t* thresh;      // [cout_pad], clamped to +-(2^30+1) (|acc| <= K < 2^30)
   const int32_t* thresh_s;    // [cout_pad]: flip ? -thresh : thresh, so that
                               //   +1 <=> (flip ? -acc : acc) >= thresh_s
   const uint32_t* flip;       // [nblk]: bit j -> channel blk*32+j compares with <=
-  void* out;                  // int32/float [N*OH*OW, cout] or uint64 [N*OH*OW, kwout]
+  const int32_t* sth;         // BITS, same layout as base: threshold on the popcount sum pc,
+                              //   bit = 1 (-1) <=> flip ? ~pc > sth : pc > sth  (see bconv.cpp)
+  const int32_t* fmask;       // [cout_pad]: -1 on flipped channels, 0 elsewhere
+  void* out;                  // int32/float [N*HW, cout] or uint64 [N*HW, kwout]
   int kwout;
 };
 
-// Compute output pixels [q0, q1) of channel block blk.
-void tile_run_portable(const TileJob& J, int blk, int64_t q0, int64_t q1);
+// Compute output pixels r in [r0, r1) of image n (q = n*HW + r), channel blocks
+// [blk0, blk1). Loop order: block outer, pixel tiles inner (one weight block stays in L1).
+void tile_run_portable(const TileJob& J, int blk0, int blk1, int64_t n, int r0, int r1);
 #ifdef ONEBIT_HAVE_X86_KERNELS
-void tile_run_avx2(const TileJob& J, int blk, int64_t q0, int64_t q1);
-void tile_run_avx512(const TileJob& J, int blk, int64_t q0, int64_t q1);
+void tile_run_avx2(const TileJob& J, int blk0, int blk1, int64_t n, int r0, int r1);
+void tile_run_avx512(const TileJob& J, int blk0, int blk1, int64_t n, int r0, int r1);
 #endif
 
 // Preferred pixel-tile size of each path (thread boundaries are snapped to it).
 constexpr int kTilePixelsPortable = 1;
 constexpr int kTilePixelsAvx2 = 3;
-constexpr int kTilePixelsAvx512 = 6;
+constexpr int kTilePixelsAvx512 = 5;
 
 }  // namespace onebit

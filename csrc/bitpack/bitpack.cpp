@@ -1,6 +1,8 @@
 // onebit/csrc/bitpack/bitpack.cpp
-// Driver of bit packing: picks the ISA path and splits rows over threads.
+// Driver of bit packing: picks the ISA path and splits rows into chunks over threads.
 #include "bitpack/bitpack.h"
+
+#include <algorithm>
 
 #include "common/isa.h"
 #include "common/thread_pool.h"
@@ -35,12 +37,12 @@ constexpr int64_t kMinElemsPerThread = 1 << 16;
 void pack_bits(const float* x, int64_t rows, int64_t C, uint64_t* out, int threads) {
   const int64_t KW = (C + 63) / 64;
   PackFn fn = pack_fn();
-  const int T = resolve_threads(threads, (rows * C) / kMinElemsPerThread);
-  const int64_t rT = rows < T ? rows : T;
-  if (rT <= 1) return fn(x, rows, C, out);
-  parallel_run(static_cast<int>(rT), [&](int t) {
+  const int T = resolve_threads(threads, std::min(rows, (rows * C) / kMinElemsPerThread));
+  if (T <= 1) return fn(x, rows, C, out);
+  const int64_t nch = std::min<int64_t>(rows, 4 * T);
+  parallel_for(T, nch, [&](int64_t c) {
     int64_t b, e;
-    split_range(rows, static_cast<int>(rT), t, &b, &e);
+    split_range(rows, nch, c, &b, &e);
     if (e > b) fn(x + b * C, e - b, C, out + b * KW);
   });
 }
@@ -48,12 +50,12 @@ void pack_bits(const float* x, int64_t rows, int64_t C, uint64_t* out, int threa
 void unpack_bits(const uint64_t* p, int64_t rows, int64_t C, float* out, int threads) {
   const int64_t KW = (C + 63) / 64;
   UnpackFn fn = unpack_fn();
-  const int T = resolve_threads(threads, (rows * C) / kMinElemsPerThread);
-  const int64_t rT = rows < T ? rows : T;
-  if (rT <= 1) return fn(p, rows, C, out);
-  parallel_run(static_cast<int>(rT), [&](int t) {
+  const int T = resolve_threads(threads, std::min(rows, (rows * C) / kMinElemsPerThread));
+  if (T <= 1) return fn(p, rows, C, out);
+  const int64_t nch = std::min<int64_t>(rows, 4 * T);
+  parallel_for(T, nch, [&](int64_t c) {
     int64_t b, e;
-    split_range(rows, static_cast<int>(rT), t, &b, &e);
+    split_range(rows, nch, c, &b, &e);
     if (e > b) fn(p + b * KW, e - b, C, out + b * C);
   });
 }

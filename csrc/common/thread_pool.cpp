@@ -1,9 +1,12 @@
 // onebit/csrc/common/thread_pool.cpp
-// Persistent worker threads woken by a generation counter. Workers spin briefly (so
-// back-to-back layer calls do not pay a futex wake-up) and then sleep on a condition
-// variable (so idle workers do not steal the cores from other work). Every worker
-// acknowledges every generation, which makes reuse of the job slot race-free.
-// One parallel region runs at a time (call_mutex); a fork() child gets a fresh pool.
+// Persistent workers claiming chunks from a single 64-bit atomic state word
+//   [gen:16][threads:8][n:20][next:20]
+// so that a claim is valid for exactly one job (generation) and one chunk: a stale worker's
+// compare-exchange fails once the generation moved on. The job (fn, done counter) lives in
+// one of two slots (gen & 1); a slot is reused two generations later, i.e. only after every
+// chunk of its job has completed. Workers spin briefly after a job (back-to-back layer calls
+// do not pay a futex wake-up), then sleep on a condition variable. A fork() child gets a
+// fresh pool.
 #include "common/thread_pool.h"
 
 #include <pthread.h>
@@ -25,66 +28,93 @@ static inline void cpu_relax() { std::this_thread::yield(); }
 namespace onebit {
 namespace {
 
-constexpr int kSpinIters = 4000;  // ~ a few tens of microseconds of pause instructions
+constexpr int kSpinIters = 2000;  // ~ tens of microseconds of pause instructions
+constexpr uint64_t kM20 = (1u << 20) - 1;
+
+inline uint64_t st_gen(uint64_t s) { return s >> 48; }
+inline int st_threads(uint64_t s) { return static_cast<int>((s >> 40) & 0xFF); }
+inline uint64_t st_n(uint64_t s) { return (s >> 20) & kM20; }
+inline uint64_t st_next(uint64_t s) { return s & kM20; }
 
 class Pool {
  public:
-  void run(int n, const std::function<void(int)>& fn) {
+  void run(int nthreads, int64_t n, const std::function<void(int64_t)>& fn) {
     std::lock_guard<std::mutex> call_lock(call_mutex_);
-    ensure_workers(n - 1);
-    job_ = &fn;
-    job_n_ = n;
-    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    ensure_workers(nthreads - 1);
+    const uint64_t g = (gen_ + 1) & 0xFFFF;
+    gen_ = g;
+    Slot& sl = slots_[g & 1];
+    sl.fn = &fn;
+    sl.done.store(0, std::memory_order_relaxed);
+    const uint64_t s = (g << 48) | (static_cast<uint64_t>(nthreads) << 40) |
+                       (static_cast<uint64_t>(n) << 20);
     {
       std::lock_guard<std::mutex> lk(m_);
-      gen_.fetch_add(1, std::memory_order_release);
+      state_.store(s, std::memory_order_release);
     }
     cv_.notify_all();
-    fn(0);
+    while (try_run_one(0)) {
+    }
     int spins = 0;
-    while (pending_.load(std::memory_order_acquire) != 0) {
+    while (sl.done.load(std::memory_order_acquire) != n) {
       if (++spins < kSpinIters) cpu_relax();
       else std::this_thread::yield();
     }
-    job_ = nullptr;
   }
 
  private:
+  struct Slot {
+    const std::function<void(int64_t)>* fn = nullptr;
+    std::atomic<int64_t> done{0};
+  };
+
+  bool try_run_one(int id) {
+    uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (id >= st_threads(s) || st_next(s) >= st_n(s)) return false;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        Slot& sl = slots_[st_gen(s) & 1];
+        (*sl.fn)(static_cast<int64_t>(st_next(s)));
+        sl.done.fetch_add(1, std::memory_order_release);
+        return true;
+      }
+    }
+  }
+
   void ensure_workers(int n) {
     while (static_cast<int>(workers_.size()) < n) {
       const int id = static_cast<int>(workers_.size()) + 1;
-      // A new worker starts at the current generation, so it waits for the next one.
-      const uint64_t start_gen = gen_.load(std::memory_order_acquire);
-      workers_.emplace_back([this, id, start_gen] { loop(id, start_gen); });
+      workers_.emplace_back([this, id] { loop(id); });
       workers_.back().detach();
     }
   }
 
-  void loop(int id, uint64_t seen) {
+  void loop(int id) {
+    uint64_t seen = st_gen(state_.load(std::memory_order_acquire));
     for (;;) {
-      uint64_t g = gen_.load(std::memory_order_acquire);
+      while (try_run_one(id)) {
+      }
+      uint64_t g = st_gen(state_.load(std::memory_order_acquire));
       for (int s = 0; g == seen && s < kSpinIters; ++s) {
         cpu_relax();
-        g = gen_.load(std::memory_order_acquire);
+        g = st_gen(state_.load(std::memory_order_acquire));
       }
       if (g == seen) {
         std::unique_lock<std::mutex> lk(m_);
-        cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
-        g = gen_.load(std::memory_order_acquire);
+        cv_.wait(lk, [&] { return st_gen(state_.load(std::memory_order_acquire)) != seen; });
+        g = st_gen(state_.load(std::memory_order_acquire));
       }
       seen = g;
-      if (id < job_n_) (*job_)(id);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 
   std::mutex call_mutex_;
   std::mutex m_;
   std::condition_variable cv_;
-  std::atomic<uint64_t> gen_{0};
-  std::atomic<int> pending_{0};
-  const std::function<void(int)>* job_ = nullptr;
-  int job_n_ = 0;
+  std::atomic<uint64_t> state_{0};
+  uint64_t gen_ = 0;  // guarded by call_mutex_
+  Slot slots_[2];
   std::vector<std::thread> workers_;
 };
 
@@ -131,16 +161,27 @@ void set_num_threads(int n) { g_num_threads.store(n, std::memory_order_relaxed);
 int resolve_threads(int requested, int64_t max_units) {
   int64_t t = requested > 0 ? requested : get_num_threads();
   t = std::min<int64_t>(t, std::max<int64_t>(max_units, 1));
-  t = std::min<int64_t>(t, 256);
+  t = std::min<int64_t>(t, 255);
   return static_cast<int>(std::max<int64_t>(t, 1));
 }
 
-void parallel_run(int nthreads, const std::function<void(int)>& fn) {
-  if (nthreads <= 1) {
-    fn(0);
+void parallel_for(int nthreads, int64_t nchunks, const std::function<void(int64_t)>& fn) {
+  if (nchunks <= 0) return;
+  if (nthreads <= 1 || nchunks == 1) {
+    for (int64_t c = 0; c < nchunks; ++c) fn(c);
     return;
   }
-  pool()->run(nthreads, fn);
+  // More chunks than the state word can count: group them.
+  if (nchunks > kMaxChunks) {
+    const int64_t groups = kMaxChunks;
+    pool()->run(nthreads, groups, [&](int64_t gidx) {
+      int64_t b, e;
+      split_range(nchunks, groups, gidx, &b, &e);
+      for (int64_t c = b; c < e; ++c) fn(c);
+    });
+    return;
+  }
+  pool()->run(nthreads, nchunks, fn);
 }
 
 }  // namespace onebit

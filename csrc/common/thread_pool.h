@@ -1,8 +1,11 @@
 // onebit/csrc/common/thread_pool.h
-// A small persistent thread pool with a static "parallel run" primitive (no OpenMP, so the
-// module can share a process with torch's libgomp). parallel_run(T, fn) calls fn(tid) for
-// tid = 0..T-1, tid 0 on the calling thread, and returns when all are done. Kernels split
-// their work statically by tid, so results never depend on scheduling.
+// A small persistent thread pool (no OpenMP, so the module can share a process with torch's
+// libgomp). parallel_for(T, C, fn) calls fn(c) exactly once for every chunk c in [0, C) on
+// up to T threads: the caller and up to T-1 workers claim chunks from one atomic counter.
+// A worker that wakes late (or is descheduled on a busy machine) simply finds no chunk
+// left, so the caller never waits for a thread that has not started; it only waits for
+// chunks that are being computed. Results never depend on which thread ran a chunk.
+// Not re-entrant: fn must not call parallel_for.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -15,12 +18,13 @@ void set_num_threads(int n);
 // requested <= 0 means "use the global default"; the result is clamped to [1, max_units].
 int resolve_threads(int requested, int64_t max_units);
 
-void parallel_run(int nthreads, const std::function<void(int)>& fn);
+constexpr int64_t kMaxChunks = (int64_t(1) << 20) - 1;
+void parallel_for(int nthreads, int64_t nchunks, const std::function<void(int64_t)>& fn);
 
-// Static split of [0, n) into T near-equal contiguous ranges: range of part t.
-inline void split_range(int64_t n, int T, int t, int64_t* b, int64_t* e) {
-  *b = n * t / T;
-  *e = n * (t + 1) / T;
+// Static split of [0, n) into C near-equal contiguous ranges: range of part c.
+inline void split_range(int64_t n, int64_t C, int64_t c, int64_t* b, int64_t* e) {
+  *b = n * c / C;
+  *e = n * (c + 1) / C;
 }
 
 }  // namespace onebit

@@ -203,3 +203,24 @@ def test_inconsistent_graphs_are_refused(good_file, tmp_path, edit, msg):
     _rewrite_graph(good_file, bad, edit)
     with pytest.raises(DeployError, match=msg):
         Engine(bad)
+
+
+@pytest.mark.parametrize("name, shape, kw", [("bnn-mlp", (1, 28, 28), {"hidden": 70}),
+                                             ("bnn-convnet", (3, 32, 32), {"widths": (8, 16, 24), "fc": 40}),
+                                             ("bnn-convnet-float", (3, 32, 32), {"widths": (8, 16, 24), "fc": 40})])
+def test_uint8_input_bitplane_first_layer_is_exact(name, shape, kw, tmp_path):
+    """uint8 pixels through the bit-plane path give what PyTorch gives on x/127.5 - 1."""
+    torch.manual_seed(6)
+    model = models.create(name, **kw)
+    _randomize_bn(model, seed=3)
+    x8 = torch.randint(0, 256, (4, *shape), dtype=torch.uint8)
+    xf = x8.double() / 127.5 - 1
+    export(model.eval(), tmp_path / "m.onebit", xf.float(), preprocess={"normalize": "pm1"})
+    e = Engine(tmp_path / "m.onebit", threads=2)
+    y8 = e.run(x8.numpy())
+    yf = e.run(xf.float().numpy())
+    ref = _reference(model, xf.float())
+    scale = np.abs(ref).max()
+    assert np.abs(y8 - ref).max() <= 1e-4 * scale + 1e-6
+    assert np.abs(y8 - yf).max() <= 1e-4 * scale + 1e-6
+    assert (y8.argmax(1) == ref.argmax(1)).all()

@@ -58,3 +58,45 @@ def test_fold_affine_sign():
     th, fl = K.fold_affine_sign(scale, shift)
     assert th.dtype == np.int32 and fl.dtype == np.uint8
     np.testing.assert_array_equal(R.threshold_pm1(acc, th, fl), R.sign(acc * scale + shift))
+
+
+def _conv_case(seed):
+    rng = np.random.default_rng(seed)
+    x = R.random_pm1((2, 9, 8, 100), rng)
+    w = R.random_pm1((70, 100, 3, 3), rng)
+    return K.pack_bits(x), K.pack_conv_weights(w), R.conv2d_pm1(x, w, 1, 1, 0, layout="NHWC")
+
+
+def test_concurrent_calls_from_python_threads():
+    import threading
+
+    cases = [_conv_case(s) for s in range(4)]
+    errors = []
+
+    def work(i):
+        xp, wp, want = cases[i]
+        layer = K.BConv2d(wp, 100, 3, 1, 1, 0)
+        for _ in range(15):
+            if not np.array_equal(layer(xp, threads=2), want):
+                errors.append(i)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_kernels_work_after_fork():
+    import os
+
+    xp, wp, want = _conv_case(9)
+    np.testing.assert_array_equal(K.bconv2d(xp, wp, 100, 3, 1, 1, 0, threads=2), want)  # pool up
+    pid = os.fork()
+    if pid == 0:  # child: the pool must be recreated, not deadlock
+        ok = np.array_equal(K.bconv2d(xp, wp, 100, 3, 1, 1, 0, threads=2), want)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -41,8 +41,6 @@ def run(
     limit: Optional[int] = typer.Option(None, help="score only the first N test images"),
 ) -> None:
     """Test accuracy of a .onebit model on the engine (no PyTorch)."""
-    import numpy as np
-
     from ..data import load_arrays
     from ..deploy import Engine
 
@@ -59,7 +57,7 @@ def run(
         raise ValueError(f"`onebit run` supports the 'pm1' preprocessing; this model used {norm!r}")
     correct, t0 = 0, time.perf_counter()
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].astype(np.float32) / np.float32(127.5) - np.float32(1)
+        xb = x[i:i + batch_size]  # raw uint8: the engine applies x/127.5 - 1 (bit-plane first layer)
         correct += int((engine.run(xb).argmax(1) == y[i:i + batch_size]).sum())
     dt = time.perf_counter() - t0
     typer.echo(f"{model_file} on {name} test: accuracy {100 * correct / len(x):.2f}% "

@@ -45,35 +45,95 @@ class _Op:
 
 
 class _FloatLinear(_Op):
-    """conv/dense on real input (first/last layers): exact float64 accumulation, then transform."""
+    """conv/dense on real input (first/last layers): exact float64 accumulation, then transform.
+
+    With binary weights and a uint8 input (``x_pm1 = x/127.5 - 1``, the BNN preprocessing) it uses
+    the paper's bit-plane decomposition (§1.6) on the XNOR-popcount kernels, exactly::
+
+        w·x8 = Σ_n 2^n · (Σw − b_n·w) / 2,   b_n = 1 − 2·bit_n(x8) ∈ {±1}
+        w·x_pm1 = w·x8 / 127.5 − Σ_valid w     (valid: taps inside the image; zero padding)
+    """
 
     def __init__(self, op, t):
         super().__init__(op, t)
         w = t["weight"]
-        if w.dtype == np.uint64:  # binary weights with a real input (BNN's first layer)
+        self.packed = w if w.dtype == np.uint64 else None
+        if self.packed is not None:  # binary weights with a real input (BNN's first layer)
             from ..kernels import unpack_bits
 
             c = op["in_channels"] if op["op"] == "conv" else op["in_features"]
             w = unpack_bits(w, c)
+        self.w4 = w  # (Cout, kh, kw, Cin) or (Cout, K), float
         self.w = w.reshape(w.shape[0], -1).astype(np.float64).T  # (K, Cout)
         cout = self.w.shape[1]
         self.mult = t["mult"].astype(np.float64) if "mult" in t else np.ones(cout)
         self.bias = t["bias"].astype(np.float64) if "bias" in t else np.zeros(cout)
+        self._bitplane = None
+        self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
+
+    def _cols(self, x: np.ndarray, dtype) -> np.ndarray:
+        op = self.op
+        if op["op"] != "conv":
+            return x.astype(dtype)
+        ph, pw = op["padding"]
+        xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else x
+        return _im2col(xp.astype(dtype), *op["kernel"], *op["stride"])
+
+    def _bitplane_acc(self, x8: np.ndarray, threads: int) -> np.ndarray:
+        """Exact ``w·x8`` (int64) from 8 binary products on the kernels."""
+        from .. import kernels
+
+        op = self.op
+        if self._bitplane is None:
+            sum_w = self.w.sum(0).round().astype(np.int64)  # Σ over all taps, per output channel
+            if op["op"] == "conv":
+                layer = kernels.BConv2d(self.packed, op["in_channels"], tuple(op["kernel"]), tuple(op["stride"]),
+                                        tuple(op["padding"]), 1, output="int")
+            else:
+                layer = kernels.BDense(self.packed, op["in_features"], output="int")
+            self._bitplane = (layer, sum_w)
+        layer, sum_w = self._bitplane
+        n = x8.shape[0]
+        bits = np.unpackbits(x8[..., None], axis=-1, bitorder="little")  # (..., C, 8)
+        planes = np.moveaxis(bits, -1, 0).reshape(8 * n, *x8.shape[1:])  # plane-major
+        b = kernels.pack_bits(1.0 - 2.0 * planes.astype(np.float32), threads=threads)  # bit = x's bit
+        acc = layer(b, threads=threads).astype(np.int64).reshape(8, n, *layer_out_shape(x8, self))
+        weights = (1 << np.arange(8, dtype=np.int64)).reshape(8, *([1] * (acc.ndim - 1)))
+        return ((sum_w - acc) * weights).sum(0) // 2
+
+    def _valid_sums(self, h: int, w: int) -> np.ndarray:
+        """Σ of the weights over the taps that fall inside an (h, w) image, per output position."""
+        if (h, w) not in self._valid_sum:
+            ones = np.ones((1, h, w, self.op["in_channels"]))
+            self._valid_sum[(h, w)] = (self._cols(ones, np.float64) @ self.w)[0]
+        return self._valid_sum[(h, w)]
 
     def __call__(self, x, threads):
         op = self.op
-        if op["op"] == "conv":
-            ph, pw = op["padding"]
-            xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else x
-            cols = _im2col(xp.astype(np.float64), *op["kernel"], *op["stride"])
+        if x.dtype == np.uint8:
+            if self.packed is not None:
+                s8 = self._bitplane_acc(x, threads).astype(np.float64)
+                valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self.w.sum(0)
+                y = (s8 / 127.5 - valid) * self.mult + self.bias
+            else:
+                y = self._cols(x.astype(np.float64) / 127.5 - 1.0, np.float64) @ self.w * self.mult + self.bias
         else:
-            cols = x.astype(np.float64)
-        y = cols @ self.w * self.mult + self.bias
+            y = self._cols(x, np.float64) @ self.w * self.mult + self.bias
         if op.get("out") == "bits":
             from ..kernels import pack_bits
 
             return pack_bits(np.where(y >= 0, np.float32(1), np.float32(-1)), threads=threads)
         return y.astype(np.float32)
+
+
+def layer_out_shape(x: np.ndarray, fl: "_FloatLinear") -> tuple[int, ...]:
+    """Output shape (without batch) of a real-input conv/dense op for input ``x``."""
+    op = fl.op
+    cout = fl.w.shape[1]
+    if op["op"] != "conv":
+        return (cout,)
+    (kh, kw), (sh, sw), (ph, pw) = op["kernel"], op["stride"], op["padding"]
+    return ((x.shape[1] + 2 * ph - kh) // sh + 1, (x.shape[2] + 2 * pw - kw) // sw + 1, cout)
 
 
 class _BinaryLinear(_Op):
@@ -115,12 +175,12 @@ class _Quantize(_Op):
     def __call__(self, x, threads):
         from ..kernels import pack_bits
 
-        return pack_bits(np.ascontiguousarray(x, dtype=np.float32), threads=threads)
+        return pack_bits(np.ascontiguousarray(as_float(x), dtype=np.float32), threads=threads)
 
 
 class _MaxPool(_Op):
     def __call__(self, x, threads):
-        return _maxpool(x, tuple(self.op["kernel"]), tuple(self.op["stride"]))
+        return _maxpool(as_float(x), tuple(self.op["kernel"]), tuple(self.op["stride"]))
 
 
 class _BMaxPool(_Op):
@@ -135,6 +195,11 @@ class _BMaxPool(_Op):
                           self.t.get("min_mask"), threads=threads)
 
 
+def as_float(x: np.ndarray) -> np.ndarray:
+    """uint8 input (pm1 preprocessing) → float32 ``x/127.5 - 1``; float passes through."""
+    return x.astype(np.float32) / np.float32(127.5) - np.float32(1) if x.dtype == np.uint8 else x
+
+
 class _Flatten(_Op):
     def __call__(self, x, threads):
         return x.reshape(x.shape[0], -1)
@@ -142,11 +207,12 @@ class _Flatten(_Op):
 
 class _Affine(_Op):
     def __call__(self, x, threads):
-        return (x * self.t["mult"] + self.t["bias"]).astype(np.float32)
+        return (as_float(x) * self.t["mult"] + self.t["bias"]).astype(np.float32)
 
 
 class _Act(_Op):
     def __call__(self, x, threads):
+        x = as_float(x)
         return np.clip(x, -1, 1) if self.op["fn"] == "htanh" else np.maximum(x, 0)
 
 
@@ -154,7 +220,9 @@ class Engine:
     """Run a ``.onebit`` model: ``Engine(path, threads=None).run(x)``.
 
     ``x``: float32 array shaped like the exported input, with a batch axis first — (N, C, H, W)
-    (PyTorch layout) or (N, F). Returns float32 (N, classes). ``threads``: kernel threads
+    (PyTorch layout) or (N, F) — or the raw uint8 pixels of a model trained with the ``pm1``
+    preprocessing (``x/127.5 - 1``): then a first layer with binary weights runs exactly on the
+    XNOR-popcount kernels by bit-planes (BNN paper §1.6). Returns float32 (N, classes). ``threads``: kernel threads
     (default: all cores). Safe to call from several Python threads (calls are serialised).
     """
 
@@ -214,6 +282,12 @@ class Engine:
             raise ValueError(f"input of shape {x.shape}; this model takes (N, {', '.join(map(str, self.input_shape))})")
         if x.shape[0] == 0:
             raise ValueError("empty batch")
+        if x.dtype == np.uint8:
+            norm = (self.graph.get("preprocess") or {}).get("normalize", "pm1")
+            if norm != "pm1":
+                raise ValueError(f"uint8 input needs the 'pm1' preprocessing; this model uses {norm!r}: "
+                                 "pass the normalised float32 input instead")
+            return np.ascontiguousarray(x)
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not np.isfinite(x).all():
             raise ValueError("input holds NaN or Inf values")

@@ -97,7 +97,8 @@ int check_int(int64_t v, const char* name, int64_t lo, int64_t hi = (1LL << 30))
 }
 
 std::pair<int, int> check_pair(const std::pair<int64_t, int64_t>& p, const char* name, int64_t lo) {
-  return {check_int(p.first, name, lo), check_int(p.second, name, lo)};
+  constexpr int64_t hi = int64_t(1) << 16;  // strides / paddings / pool windows
+  return {check_int(p.first, name, lo, hi), check_int(p.second, name, lo, hi)};
 }
 
 int parse_mode(const std::string& s) {
@@ -171,9 +172,9 @@ py::array run_conv(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, c
     fail(s.str());
   }
   check_int(H, "input height", 0, (1LL << 24));
-  check_int(Wd, gemm ? "M" : "input width", 0, (1LL << 30));
+  check_int(Wd, gemm ? "M" : "input width", 0, gemm ? (1LL << 30) : (1LL << 24));
   const int64_t Hp = H + 2 * g.ph, Wp = Wd + 2 * g.pw;
-  if (Hp < W.kh || Wp < W.kw) {
+  if (!gemm && (Hp < W.kh || Wp < W.kw)) {  // (gemm weights are 1x1: any M >= 0 is fine)
     std::ostringstream s;
     s << "input " << H << "x" << Wd << " (padded " << Hp << "x" << Wp << ") is smaller than the kernel "
       << W.kh << "x" << W.kw;

@@ -3,10 +3,13 @@
 //  1. weight re-layout + per-tap sums S (ConvWeights, paid once at prepare time);
 //  2. border padding of the packed input with the +1 / -1 word (zero padding uses +1 and a
 //     correction), skipped when padding is 0;
-//  3. per-position base table: base = K, minus sum of S over the padded taps (pad_value 0);
-//  4. split of the (channel block, output pixel) work into ~8 chunks per thread, handed out
-//     through an atomic counter; each chunk is a contiguous block-major pixel range, so a
-//     thread keeps one 32-channel weight block hot in L1. Results never depend on threads.
+//  3. per-input-size tables (cached by a plan): base = K minus the sum of S over the padded
+//     taps (pad_value 0) per position class, the BITS popcount thresholds sth, and the
+//     per-pixel input offsets / class offsets used by the tile kernels;
+//  4. the work, (channel-block group) x (range of pixel tiles), is cut into ~8 chunks per
+//     thread that threads claim dynamically; inside a chunk the kernel loops block-outer,
+//     pixel-tile-inner, so one 32-channel weight block stays hot in L1. Results never
+//     depend on the number of threads.
 #include "bconv/bconv.h"
 
 #include <algorithm>
@@ -114,7 +117,6 @@ Epilogue make_epilogue(const ConvWeights& W, int mode, const float* mult, const 
     }
   } else if (mode == kModeBits) {
     e.thresh.assign(W.cout_pad, 0);
-    e.thresh_s.assign(W.cout_pad, 0);
     e.flip.assign(W.nblk, 0u);
     e.fmask.assign(W.cout_pad, 0);
     constexpr int64_t lim = (int64_t(1) << 30) + 1;  // |acc| <= K < 2^30: clamping is exact
@@ -122,7 +124,6 @@ Epilogue make_epilogue(const ConvWeights& W, int mode, const float* mult, const 
       const int64_t th = thresh ? std::max(-lim, std::min<int64_t>(lim, thresh[c])) : 0;
       const bool f = flip && flip[c];
       e.thresh[c] = static_cast<int32_t>(th);
-      e.thresh_s[c] = static_cast<int32_t>(f ? -th : th);
       if (f) e.flip[c / kBlock] |= 1u << (c % kBlock);
       if (f) e.fmask[c] = -1;
     }
@@ -272,7 +273,6 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
   J.bias = e.bias.empty() ? nullptr : e.bias.data();
   J.residual = residual;
   J.thresh = e.thresh.empty() ? nullptr : e.thresh.data();
-  J.thresh_s = e.thresh_s.empty() ? nullptr : e.thresh_s.data();
   J.flip = e.flip.empty() ? nullptr : e.flip.data();
   J.sth = tab->sth.empty() ? nullptr : tab->sth.data();
   J.fmask = e.fmask.empty() ? nullptr : e.fmask.data();

@@ -44,7 +44,6 @@ struct Epilogue {
   int mode = kModeInt;
   std::vector<float> mult, bias;  // [cout_pad]  (FLOAT)
   std::vector<int32_t> thresh;    // [cout_pad]  (BITS), clamped to +-(2^30+1)
-  std::vector<int32_t> thresh_s;  // [cout_pad]  flip ? -thresh : thresh
   std::vector<uint32_t> flip;     // [nblk]      (BITS)
   std::vector<int32_t> fmask;     // [cout_pad]  (BITS) -1 where flipped
 };

@@ -17,6 +17,9 @@
 //               (mul then add, no FMA contraction: bit-identical to NumPy float32)
 //   mode BITS : bit(q, co) = !(flip[co] ? acc <= thresh[co] : acc >= thresh[co])
 //               (bit 0 = +1), packed LSB-first into out_u64[q, co/64]; tail bits are 0.
+//               The vector paths test the popcount sum directly against a per-position
+//               table: bit <=> (pc XOR fmask[co]) > sth[class, co]  (derivation in bconv.cpp);
+//               the portable path evaluates the definition above (an independent check).
 //
 // Everything in this header is plain data so that ISA-specific translation units (compiled
 // with -mavx512*/-mavx2) share no inline code with generic ones.
@@ -49,8 +52,6 @@ struct TileJob {
   const float* bias;          // [cout_pad]
   const float* residual;      // [N*HW, cout] or nullptr
   const int32_t* thresh;      // [cout_pad], clamped to +-(2^30+1) (|acc| <= K < 2^30)
-  const int32_t* thresh_s;    // [cout_pad]: flip ? -thresh : thresh, so that
-                              //   +1 <=> (flip ? -acc : acc) >= thresh_s
   const uint32_t* flip;       // [nblk]: bit j -> channel blk*32+j compares with <=
   const int32_t* sth;         // BITS, same layout as base: threshold on the popcount sum pc,
                               //   bit = 1 (-1) <=> flip ? ~pc > sth : pc > sth  (see bconv.cpp)

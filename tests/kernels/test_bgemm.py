@@ -69,3 +69,10 @@ def test_bgemm_bad_inputs():
         K.bgemm(a, K.prepare_conv_weights(np.zeros((5, 3, 3, 2), np.uint64), 100))
     with pytest.raises(ValueError, match="residual"):
         K.bgemm(a, b, 100, output="float", residual=np.zeros((3, 4), np.float32))
+
+
+def test_bgemm_empty_batch(isa):
+    b = np.zeros((5, 2), np.uint64)
+    assert K.bgemm(np.zeros((0, 2), np.uint64), b, 100).shape == (0, 5)
+    assert K.bgemm(np.zeros((0, 2), np.uint64), b, 100, output="bits",
+                   thresh=np.zeros(5, np.int32)).shape == (0, 1)

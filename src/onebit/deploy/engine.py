@@ -70,6 +70,7 @@ class _FloatLinear(_Op):
         self.bias = t["bias"].astype(np.float64) if "bias" in t else np.zeros(cout)
         self._bitplane = None
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
+        self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
 
     def _cols(self, x: np.ndarray, dtype) -> np.ndarray:
         op = self.op
@@ -85,7 +86,7 @@ class _FloatLinear(_Op):
 
         op = self.op
         if self._bitplane is None:
-            sum_w = self.w.sum(0).round().astype(np.int64)  # Σ over all taps, per output channel
+            sum_w = self.w.sum(0).round().astype(np.int64)  # Σ over all taps, per output channel (cached)
             if op["op"] == "conv":
                 layer = kernels.BConv2d(self.packed, op["in_channels"], tuple(op["kernel"]), tuple(op["stride"]),
                                         tuple(op["padding"]), 1, output="int")
@@ -96,7 +97,7 @@ class _FloatLinear(_Op):
         n = x8.shape[0]
         bits = np.unpackbits(x8[..., None], axis=-1, bitorder="little")  # (..., C, 8)
         planes = np.moveaxis(bits, -1, 0).reshape(8 * n, *x8.shape[1:])  # plane-major
-        b = kernels.pack_bits(1.0 - 2.0 * planes.astype(np.float32), threads=threads)  # bit = x's bit
+        b = kernels.pack_bits(np.ascontiguousarray(1.0 - 2.0 * planes, dtype=np.float32), threads=threads)
         acc = layer(b, threads=threads).astype(np.int64).reshape(8, n, *layer_out_shape(x8, self))
         weights = (1 << np.arange(8, dtype=np.int64)).reshape(8, *([1] * (acc.ndim - 1)))
         return ((sum_w - acc) * weights).sum(0) // 2
@@ -113,7 +114,7 @@ class _FloatLinear(_Op):
         if x.dtype == np.uint8:
             if self.packed is not None:
                 s8 = self._bitplane_acc(x, threads).astype(np.float64)
-                valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self.w.sum(0)
+                valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self._dense_sum
                 y = (s8 / 127.5 - valid) * self.mult + self.bias
             else:
                 y = self._cols(x.astype(np.float64) / 127.5 - 1.0, np.float64) @ self.w * self.mult + self.bias

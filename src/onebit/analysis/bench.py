@@ -1,0 +1,68 @@
+"""End-to-end inference benchmark: the onebit engine vs PyTorch fp32 and bf16 on the same network.
+
+For each model (BNN MLP 3×4096, BNN ConvNet) and batch size, the engine runs the bit-packed
+export of the model while PyTorch runs the float twin of the same shape (fp32; and bf16 with
+channels_last for convs) — in the same process, interleaved, best of ``--repeats``.
+
+``onebit bench`` and ``benchmarks/end_to_end.py`` run it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def best_time(fn, repeats: int, inner: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return best
+
+
+def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1, 8),
+               names: tuple[str, ...] = ("bnn-mlp", "bnn-convnet"), echo=print) -> dict:
+    """Engine latency vs PyTorch fp32/bf16 for each model and batch size; returns a JSON-able dict."""
+    from .. import models
+    from ..deploy import Engine, export
+
+    torch.set_num_threads(threads)
+    results = []
+    tmp = Path(tempfile.mkdtemp())
+    table = {"bnn-mlp": ("bnn-mlp-float", (1, 28, 28)), "bnn-convnet": ("bnn-convnet-float", (3, 32, 32))}
+    for name in names:
+        float_name, shape = table[name]
+        torch.manual_seed(0)
+        model = models.create(name).eval()
+        export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape), preprocess={"normalize": "pm1"})
+        engine = Engine(tmp / f"{name}.onebit", threads=threads)
+        fmodel = models.create(float_name).eval()
+        fmodel_bf16 = models.create(float_name).eval()
+        conv = "convnet" in name
+        if conv:
+            fmodel_bf16 = fmodel_bf16.to(memory_format=torch.channels_last)
+        for bs in batches:
+            x8 = torch.randint(0, 256, (bs, *shape), dtype=torch.uint8)
+            x = x8.float() / 127.5 - 1
+            xn = x8.numpy()  # the engine takes the raw 8-bit pixels (bit-plane first layer, exact)
+            xcl = x.contiguous(memory_format=torch.channels_last) if conv else x
+            inner = 20 if bs == 1 else 5
+            with torch.inference_mode():
+                t_fp32 = best_time(lambda: fmodel(x), repeats, inner)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    t_bf16 = best_time(lambda: fmodel_bf16(xcl), repeats, inner)
+            t_eng = best_time(lambda: engine.run(xn), repeats, inner)
+            row = {"model": name, "batch": bs, "engine_ms": 1e3 * t_eng, "torch_fp32_ms": 1e3 * t_fp32,
+                   "torch_bf16_ms": 1e3 * t_bf16, "vs_fp32": t_fp32 / t_eng, "vs_bf16": t_bf16 / t_eng}
+            results.append(row)
+            echo(f"{name:12s} batch {bs:3d}: engine {row['engine_ms']:8.3f} ms | torch fp32 {row['torch_fp32_ms']:8.3f} ms "
+                  f"({row['vs_fp32']:5.1f}×) | torch bf16 {row['torch_bf16_ms']:8.3f} ms ({row['vs_bf16']:5.1f}×)")
+    return {"threads": threads, "results": results}

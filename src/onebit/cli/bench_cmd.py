@@ -1,0 +1,24 @@
+"""``onebit bench``: engine vs PyTorch fp32/bf16 on the BNN networks, measured side by side."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def bench(
+    threads: int = typer.Option(2, help="threads for the engine and for PyTorch"),
+    batches: str = typer.Option("1,8", help="comma-separated batch sizes"),
+    repeats: int = typer.Option(5, help="best of this many timing rounds"),
+    model: list[str] = typer.Option(["bnn-mlp", "bnn-convnet"], "--model", help="networks to time"),
+) -> None:
+    """Time the bit-packed engine against PyTorch on the same shapes (prints a table and a JSON line)."""
+    from ..analysis.bench import end_to_end
+
+    try:
+        bs = tuple(int(b) for b in batches.split(","))
+    except ValueError:
+        raise ValueError(f"--batches must look like 1,8 — got {batches!r}") from None
+    res = end_to_end(threads, repeats, bs, tuple(model), echo=typer.echo)
+    typer.echo(json.dumps(res))

@@ -76,4 +76,9 @@ __all__ = [
 ]
 
 if _core is not None and _os.environ.get("ONEBIT_ISA"):
-    set_isa(_os.environ["ONEBIT_ISA"])
+    try:
+        set_isa(_os.environ["ONEBIT_ISA"])
+    except ValueError as _exc:  # do not break the import over an env var
+        import warnings as _warnings
+
+        _warnings.warn(f"ignoring ONEBIT_ISA: {_exc}", RuntimeWarning, stacklevel=2)

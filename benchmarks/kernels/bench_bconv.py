@@ -6,7 +6,7 @@ Measures, in one run (per thread count):
   * onebit bconv2d (3x3, stride 1, pad 1, batch 1) at 64->64 @56x56, 128->128 @28x28,
     256->256 @14x14, and bgemm 4096x4096 at batch 1 and 8, with the "bits" (deploy: BN+sign
     folded into thresholds) and "float" output transforms;
-  * PyTorch fp32 / bf16 conv2d (channels_last) and linear on the same shapes.
+  * PyTorch fp32 / bf16 conv2d (best of channels_last / NCHW) and linear on the same shapes.
 Prints latency, G binary-MAC/s, % of the measured peak and speed ratios vs PyTorch.
 
 Timings are min and median over repeated batches; on a shared machine they are noisy.
@@ -62,10 +62,14 @@ def torch_times(threads, shape_kind, args):
         if shape_kind == "conv":
             ci, co, hw, k, n = args
             for dt_name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                x = torch.randn(n, ci, hw, hw, dtype=dt).to(memory_format=torch.channels_last)
-                w = torch.randn(co, ci, k, k, dtype=dt).to(memory_format=torch.channels_last)
-                f = lambda: torch.nn.functional.conv2d(x, w, padding=k // 2)  # noqa: E731
-                res[dt_name] = timeit(f)
+                best = None
+                for fmt in (torch.channels_last, torch.contiguous_format):  # torch's best layout
+                    x = torch.randn(n, ci, hw, hw, dtype=dt).to(memory_format=fmt)
+                    w = torch.randn(co, ci, k, k, dtype=dt).to(memory_format=fmt)
+                    f = lambda: torch.nn.functional.conv2d(x, w, padding=k // 2)  # noqa: E731
+                    t = timeit(f)
+                    best = t if best is None or t[0] < best[0] else best
+                res[dt_name] = best
         else:
             m, kd, nd = args
             for dt_name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -98,6 +102,7 @@ def main():
     except ImportError:
         have_torch = False
 
+    summary = []
     for T in threads_list:
         peak = K.peak_microbench(T, seconds=0.3)
         print(f"\n=== threads={T}   popcount peak (measured): {peak / 1e9:.0f} G binary-MAC/s ===")
@@ -117,6 +122,8 @@ def main():
                 out = layer(x)
                 tmin, tmed = timeit(lambda: layer(x, out=out, threads=T))
                 _row(name, mode, tmin, tmed, macs, peak, tt)
+                if mode == "bits":
+                    summary.append((T, name, macs / tmin / peak, tt.get("bf16", (float("nan"),))[0] / tmin))
         for name, m, kd, nd in DENSE:
             macs = m * kd * nd
             a = K.pack_bits(R.random_pm1((m, kd), rng))
@@ -128,7 +135,11 @@ def main():
                 out = layer(a)
                 tmin, tmed = timeit(lambda: layer(a, out=out, threads=T))
                 _row(name, mode, tmin, tmed, macs, peak, tt)
-    print("\n(provisional: shared machine, timings noisy; 'x fp32'/'x bf16' = torch time / onebit time)")
+    print("\nacceptance (bits output): 64->64 and 128->128 >= 60% of the measured peak; "
+          "256->256 >= 1.5x faster than torch bf16")
+    for T, name, frac, xbf16 in summary:
+        print(f"  threads={T}  {name:24s} {100 * frac:5.0f}% of peak   {xbf16:5.2f}x vs bf16")
+    print("(provisional: shared machine, timings noisy; 'x fp32'/'x bf16' = torch time / onebit time)")
 
 
 def _row(name, mode, tmin, tmed, macs, peak, tt):

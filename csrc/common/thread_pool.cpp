@@ -1,10 +1,10 @@
 // onebit/csrc/common/thread_pool.cpp
-// Persistent workers claiming chunks from a single 64-bit atomic state word
-//   [gen:16][threads:8][n:20][next:20]
-// so that a claim is valid for exactly one job (generation) and one chunk: a stale worker's
-// compare-exchange fails once the generation moved on. The job (fn, done counter) lives in
-// one of two slots (gen & 1); a slot is reused two generations later, i.e. only after every
-// chunk of its job has completed. Workers spin briefly after a job (back-to-back layer calls
+// Persistent workers. Each participant t of a job owns a static home range of chunks, held
+// in a 64-bit atomic word [gen:16][end:24][next:24]; it claims its own chunks first, then
+// steals from the other ranges. A claim (compare-exchange) is valid for exactly one job
+// (generation): a stale worker's claim fails once the generation moved on. The job (fn,
+// done counter) lives in one of two slots (gen & 1); a slot is reused two generations
+// later, i.e. only after every chunk of its job has completed. Workers spin briefly after a job (back-to-back layer calls
 // do not pay a futex wake-up), then sleep on a condition variable. A fork() child gets a
 // fresh pool.
 #include "common/thread_pool.h"
@@ -29,12 +29,14 @@ namespace onebit {
 namespace {
 
 constexpr int kSpinIters = 2000;  // ~ tens of microseconds of pause instructions
-constexpr uint64_t kM20 = (1u << 20) - 1;
+constexpr int kMaxThreads = 255;
+constexpr uint64_t kM24 = (uint64_t(1) << 24) - 1;
 
+// state_: [gen:16][threads:8][unused:16][n:24]; range r: [gen:16][end:24][next:24]
 inline uint64_t st_gen(uint64_t s) { return s >> 48; }
 inline int st_threads(uint64_t s) { return static_cast<int>((s >> 40) & 0xFF); }
-inline uint64_t st_n(uint64_t s) { return (s >> 20) & kM20; }
-inline uint64_t st_next(uint64_t s) { return s & kM20; }
+inline uint64_t rg_end(uint64_t v) { return (v >> 24) & kM24; }
+inline uint64_t rg_next(uint64_t v) { return v & kM24; }
 
 class Pool {
  public:
@@ -46,15 +48,18 @@ class Pool {
     Slot& sl = slots_[g & 1];
     sl.fn = &fn;
     sl.done.store(0, std::memory_order_relaxed);
-    const uint64_t s = (g << 48) | (static_cast<uint64_t>(nthreads) << 40) |
-                       (static_cast<uint64_t>(n) << 20);
+    for (int r = 0; r < nthreads; ++r) {  // static home range of each participant
+      const uint64_t b = static_cast<uint64_t>(n * r / nthreads);
+      const uint64_t e = static_cast<uint64_t>(n * (r + 1) / nthreads);
+      ranges_[r].store((g << 48) | (e << 24) | b, std::memory_order_relaxed);
+    }
+    const uint64_t s = (g << 48) | (static_cast<uint64_t>(nthreads) << 40) | static_cast<uint64_t>(n);
     {
       std::lock_guard<std::mutex> lk(m_);
       state_.store(s, std::memory_order_release);
     }
     cv_.notify_all();
-    while (try_run_one(0)) {
-    }
+    participate(0, s);
     int spins = 0;
     while (sl.done.load(std::memory_order_acquire) != n) {
       if (++spins < kSpinIters) cpu_relax();
@@ -68,16 +73,32 @@ class Pool {
     std::atomic<int64_t> done{0};
   };
 
-  bool try_run_one(int id) {
-    uint64_t s = state_.load(std::memory_order_acquire);
+  // Claims the next chunk of range r if it still belongs to generation g.
+  bool claim(int r, uint64_t g, uint64_t* c) {
+    uint64_t v = ranges_[r].load(std::memory_order_acquire);
     for (;;) {
-      if (id >= st_threads(s) || st_next(s) >= st_n(s)) return false;
-      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
-                                       std::memory_order_acquire)) {
-        Slot& sl = slots_[st_gen(s) & 1];
-        (*sl.fn)(static_cast<int64_t>(st_next(s)));
-        sl.done.fetch_add(1, std::memory_order_release);
+      if ((v >> 48) != g || rg_next(v) >= rg_end(v)) return false;
+      if (ranges_[r].compare_exchange_weak(v, v + 1, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+        *c = rg_next(v);
         return true;
+      }
+    }
+  }
+
+  // Runs the chunks of the home range first (same chunks -> same thread on every call when
+  // nobody is late: cache affinity), then steals from the other ranges.
+  void participate(int id, uint64_t s) {
+    const uint64_t g = st_gen(s);
+    const int T = st_threads(s);
+    if (id >= T) return;
+    Slot& sl = slots_[g & 1];
+    uint64_t c;
+    for (int k = 0; k < T; ++k) {
+      const int r = (id + k) % T;
+      while (claim(r, g, &c)) {
+        (*sl.fn)(static_cast<int64_t>(c));
+        sl.done.fetch_add(1, std::memory_order_release);
       }
     }
   }
@@ -93,19 +114,18 @@ class Pool {
   void loop(int id) {
     uint64_t seen = st_gen(state_.load(std::memory_order_acquire));
     for (;;) {
-      while (try_run_one(id)) {
-      }
-      uint64_t g = st_gen(state_.load(std::memory_order_acquire));
-      for (int s = 0; g == seen && s < kSpinIters; ++s) {
+      uint64_t s = state_.load(std::memory_order_acquire);
+      for (int k = 0; st_gen(s) == seen && k < kSpinIters; ++k) {
         cpu_relax();
-        g = st_gen(state_.load(std::memory_order_acquire));
+        s = state_.load(std::memory_order_acquire);
       }
-      if (g == seen) {
+      if (st_gen(s) == seen) {
         std::unique_lock<std::mutex> lk(m_);
         cv_.wait(lk, [&] { return st_gen(state_.load(std::memory_order_acquire)) != seen; });
-        g = st_gen(state_.load(std::memory_order_acquire));
+        s = state_.load(std::memory_order_acquire);
       }
-      seen = g;
+      seen = st_gen(s);
+      participate(id, s);
     }
   }
 
@@ -113,6 +133,7 @@ class Pool {
   std::mutex m_;
   std::condition_variable cv_;
   std::atomic<uint64_t> state_{0};
+  std::atomic<uint64_t> ranges_[kMaxThreads];
   uint64_t gen_ = 0;  // guarded by call_mutex_
   Slot slots_[2];
   std::vector<std::thread> workers_;
@@ -161,7 +182,7 @@ void set_num_threads(int n) { g_num_threads.store(n, std::memory_order_relaxed);
 int resolve_threads(int requested, int64_t max_units) {
   int64_t t = requested > 0 ? requested : get_num_threads();
   t = std::min<int64_t>(t, std::max<int64_t>(max_units, 1));
-  t = std::min<int64_t>(t, 255);
+  t = std::min<int64_t>(t, kMaxThreads);
   return static_cast<int>(std::max<int64_t>(t, 1));
 }
 

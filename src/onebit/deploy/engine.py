@@ -25,14 +25,32 @@ def _im2col(x: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
     return view.reshape(n, oh, ow, kh * kw * c)
 
 
-def _maxpool(x: np.ndarray, k: tuple[int, int], s: tuple[int, int]) -> np.ndarray:
+def _pool(x: np.ndarray, kind: str, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int] = (0, 0),
+          ceil: bool = False) -> np.ndarray:
+    """Max or average pooling of NHWC floats with PyTorch's semantics (padding ignored by both:
+    max pads with -inf, average divides by the number of in-image elements of each window)."""
+    from .format import pool_out
+
     n, h, w, c = x.shape
-    oh, ow = (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1
+    oh, ow = pool_out(h, k[0], s[0], p[0], ceil), pool_out(w, k[1], s[1], p[1], ceil)
+    eh, ew = max((oh - 1) * s[0] + k[0] - h - p[0], 0), max((ow - 1) * s[1] + k[1] - w - p[1], 0)
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (p[0], eh), (p[1], ew), (0, 0)), constant_values=fill) if (p[0] or p[1] or eh or ew) else x
     out = None
     for i in range(k[0]):
         for j in range(k[1]):
-            v = x[:, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1], :]
-            out = v.copy() if out is None else np.maximum(out, v, out=out)
+            v = xp[:, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1], :]
+            if out is None:
+                out = v.astype(np.float32 if kind == "max" else np.float64, copy=True)
+            elif kind == "max":
+                np.maximum(out, v, out=out)
+            else:
+                out += v
+    if kind == "avg":
+        ones = np.pad(np.ones((1, h, w, 1)), ((0, 0), (p[0], eh), (p[1], ew), (0, 0)))
+        cnt = sum(ones[:, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1], :]
+                  for i in range(k[0]) for j in range(k[1]))
+        out = (out / cnt).astype(np.float32)
     return out
 
 
@@ -109,7 +127,7 @@ class _FloatLinear(_Op):
             self._valid_sum[(h, w)] = (self._cols(ones, np.float64) @ self.w)[0]
         return self._valid_sum[(h, w)]
 
-    def __call__(self, x, threads):
+    def __call__(self, x, threads, residual=None):
         op = self.op
         if x.dtype == np.uint8:
             if self.packed is not None:
@@ -120,6 +138,8 @@ class _FloatLinear(_Op):
                 y = self._cols(x.astype(np.float64) / 127.5 - 1.0, np.float64) @ self.w * self.mult + self.bias
         else:
             y = self._cols(x, np.float64) @ self.w * self.mult + self.bias
+        if residual is not None:
+            y = y + residual
         if op.get("out") == "bits":
             from ..kernels import pack_bits
 
@@ -168,8 +188,10 @@ class _BinaryLinear(_Op):
                 k = words * 64
             self.layer = kernels.BDense(t["weight"], k, **kw)
 
-    def __call__(self, x, threads):
-        return self.layer(np.ascontiguousarray(x), threads=threads)
+    def __call__(self, x, threads, residual=None):
+        if residual is not None:
+            residual = np.ascontiguousarray(residual, dtype=np.float32)
+        return self.layer(np.ascontiguousarray(x), residual=residual, threads=threads)
 
 
 class _Quantize(_Op):
@@ -179,9 +201,16 @@ class _Quantize(_Op):
         return pack_bits(np.ascontiguousarray(as_float(x), dtype=np.float32), threads=threads)
 
 
-class _MaxPool(_Op):
+class _Pool(_Op):
     def __call__(self, x, threads):
-        return _maxpool(as_float(x), tuple(self.op["kernel"]), tuple(self.op["stride"]))
+        op = self.op
+        return _pool(as_float(x), "max" if op["op"] == "maxpool" else "avg", tuple(op["kernel"]),
+                     tuple(op["stride"]), tuple(op.get("padding", (0, 0))), bool(op.get("ceil_mode", False)))
+
+
+class _GlobalAvgPool(_Op):
+    def __call__(self, x, threads):
+        return as_float(x).mean((1, 2), dtype=np.float64).astype(np.float32)
 
 
 class _BMaxPool(_Op):
@@ -244,8 +273,10 @@ class Engine:
                     impl = _BinaryLinear(op, t)
                 elif kind == "quantize":
                     impl = _Quantize(op, t)
-                elif kind == "maxpool":
-                    impl = _MaxPool(op, t)
+                elif kind in ("maxpool", "avgpool"):
+                    impl = _Pool(op, t)
+                elif kind == "gavgpool":
+                    impl = _GlobalAvgPool(op, t)
                 elif kind == "bmaxpool":
                     impl = _BMaxPool(op, t, channels[op["input"]])
                 elif kind == "flatten":
@@ -258,7 +289,7 @@ class Engine:
                     channels[op["output"]] = t["weight"].shape[0]
                 else:
                     channels[op["output"]] = channels[op["input"]]
-                self._ops.append((op["input"], op["output"], impl))
+                self._ops.append((op["input"], op["output"], impl, op.get("residual")))
         except (ValueError, KeyError, TypeError) as e:
             raise DeployError(f"{self.path}: cannot prepare op {op.get('op')!r}: {e}") from None
         self._lock = threading.Lock()
@@ -302,8 +333,11 @@ class Engine:
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW → NHWC
         with self._lock:
             values = {"input": x}
-            for src, dst, impl in self._ops:
-                values[dst] = impl(values[src], threads)
+            for src, dst, impl, res in self._ops:
+                if res is None:
+                    values[dst] = impl(values[src], threads)
+                else:
+                    values[dst] = impl(values[src], threads, residual=values[res])
             return values[self.graph["output"]]
 
     def __repr__(self) -> str:

@@ -122,55 +122,113 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
 
 def lower(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
     """The graph and tensors of ``model`` (no file written)."""
-    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _SKIP)]
     L = _Lowering(input_shape)
-    i = 0
     with torch.no_grad():
-        while i < len(leaves):
-            name, m = leaves[i]
-            if isinstance(m, (BinaryConv2d, BinaryLinear, nn.Conv2d, nn.Linear)):
-                j = i + 1
-                pool = bn = None
-                if j < len(leaves) and isinstance(leaves[j][1], nn.MaxPool2d) and isinstance(m, nn.Conv2d):
-                    pool = leaves[j][1]
-                    j += 1
-                if j < len(leaves) and isinstance(leaves[j][1], _BN):
-                    bn = leaves[j][1]
-                    j += 1
-                consumer = next((mm for _, mm in leaves[j:] if not isinstance(mm, nn.Flatten)), None)
-                want_bits = consumer is not None and _wants_bits(consumer)
-                _lower_layer(L, name, m, pool, bn, want_bits)
-                i = j
-                continue
-            if isinstance(m, nn.Flatten):
-                if len(L.shape) == 3:
-                    L.flat_from = L.shape
-                    c, h, w = L.shape
-                    L.add({"op": "flatten"})
-                    L.shape = (c * h * w,)
-                i += 1
-                continue
-            if isinstance(m, nn.MaxPool2d):
-                _lower_pool(L, name, m, None)
-            elif isinstance(m, _BN):
-                if L.kind != "float":
-                    raise DeployError(f"{name}: BatchNorm on binary values is not supported")
-                a, b = _bn_affine(m)
-                L.add({"op": "affine"}, {"mult": a.astype(np.float32), "bias": b.astype(np.float32)})
-            elif isinstance(m, (nn.ReLU, nn.Hardtanh)) and L.kind == "float":
-                if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) != (-1.0, 1.0):
-                    raise DeployError(f"{name}: only Hardtanh(-1, 1) is supported")
-                L.add({"op": "act", "fn": "relu" if isinstance(m, nn.ReLU) else "htanh"})
-            else:
-                raise DeployError(f"{name}: the engine cannot run {type(m).__name__} exactly; "
-                                  "no export rule for this layer")
-            i += 1
+        _lower_seq(L, _leaves(model))
     if L.kind != "float":
         raise DeployError("the model ends in binary values; the last layer must produce real outputs")
     shape = list(input_shape)
     graph = {"input": {"shape": shape, "layout": "NCHW" if len(shape) == 3 else "NF", "dtype": "float32"},
              "output": L.cur, "ops": L.ops, "producer": "onebit.deploy.export"}
     return graph, L.tensors
+
+
+def _lower_seq(L: _Lowering, leaves: list[tuple[str, nn.Module]]) -> None:
+    """Lower a chain of modules, fusing each weight layer with its pool/BN and output sign."""
+    leaves = [(n, m) for n, m in leaves if not isinstance(m, _SKIP)]
+    i = 0
+    while i < len(leaves):
+        name, m = leaves[i]
+        if isinstance(m, (BinaryConv2d, BinaryLinear, nn.Conv2d, nn.Linear)):
+            j = i + 1
+            pool = bn = None
+            if j < len(leaves) and isinstance(leaves[j][1], nn.MaxPool2d) and isinstance(m, nn.Conv2d):
+                pool = leaves[j][1]
+                j += 1
+            if j < len(leaves) and isinstance(leaves[j][1], _BN):
+                bn = leaves[j][1]
+                j += 1
+            consumer = next((mm for _, mm in leaves[j:] if not isinstance(mm, nn.Flatten)), None)
+            _lower_layer(L, name, m, pool, bn, consumer is not None and _wants_bits(consumer))
+            i = j
+            continue
+        if hasattr(m, "conv_bn_pairs") and hasattr(m, "shortcut"):
+            _lower_block(L, name, m)
+        elif isinstance(m, nn.Flatten):
+            if len(L.shape) == 3:
+                L.flat_from = L.shape
+                c, h, w = L.shape
+                L.add({"op": "flatten"})
+                L.shape = (c * h * w,)
+        elif isinstance(m, nn.MaxPool2d):
+            _lower_pool(L, name, m, None)
+        elif isinstance(m, nn.AvgPool2d):
+            _lower_avgpool(L, name, m)
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            if m.output_size not in (1, (1, 1)) or len(L.shape) != 3 or L.kind != "float":
+                raise DeployError(f"{name}: only a global AdaptiveAvgPool2d(1) on real values is supported")
+            L.add({"op": "gavgpool"})
+            L.shape = (L.shape[0], 1, 1)
+        elif isinstance(m, _BN):
+            if L.kind != "float":
+                raise DeployError(f"{name}: BatchNorm on binary values is not supported")
+            a, b = _bn_affine(m)
+            L.add({"op": "affine"}, {"mult": a.astype(np.float32), "bias": b.astype(np.float32)})
+        elif isinstance(m, (nn.ReLU, nn.Hardtanh)) and L.kind == "float":
+            if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) != (-1.0, 1.0):
+                raise DeployError(f"{name}: only Hardtanh(-1, 1) is supported")
+            L.add({"op": "act", "fn": "relu" if isinstance(m, nn.ReLU) else "htanh"})
+        else:
+            raise DeployError(f"{name}: the engine cannot run {type(m).__name__} exactly; "
+                              "no export rule for this layer")
+        i += 1
+
+
+def _lower_block(L: _Lowering, name: str, block: nn.Module) -> None:
+    """A residual block ``chain(x) + shortcut(x)`` (Bi-Real: one binary conv; plain: two).
+
+    The shortcut is lowered first from the block input; the chain's last conv adds it in its
+    fused output transform (``y = acc·mult + bias + residual``).
+    """
+    if L.kind != "float" or len(L.shape) != 3:
+        raise DeployError(f"{name}: a residual block needs a real-valued (C, H, W) input")
+    v_in, shape_in = L.cur, L.shape
+    sc = block.shortcut
+    if isinstance(sc, nn.Identity):
+        res = v_in
+    else:
+        _lower_seq(L, [(f"{name}.shortcut.{n}", c) for n, c in _leaves(sc)] if isinstance(sc, nn.Sequential)
+                   else [(f"{name}.shortcut", sc)])
+        if L.kind != "float":
+            raise DeployError(f"{name}.shortcut must produce real values")
+        res = L.cur
+    res_shape = L.shape
+    L.cur, L.kind, L.shape = v_in, "float", shape_in
+    pairs = block.conv_bn_pairs()
+    for k, (conv, bn) in enumerate(pairs):
+        last = k == len(pairs) - 1
+        want_bits = not last and _wants_bits(pairs[k + 1][0])
+        _lower_layer(L, f"{name}.conv{k + 1}", conv, None, bn, want_bits, residual=res if last else None)
+    if L.shape != res_shape:
+        raise DeployError(f"{name}: the shortcut shape {res_shape} does not match the block output {L.shape}")
+
+
+def _lower_avgpool(L: _Lowering, name: str, m: nn.AvgPool2d) -> None:
+    k = (m.kernel_size, m.kernel_size) if isinstance(m.kernel_size, int) else tuple(m.kernel_size)
+    s = m.stride if m.stride is not None else k
+    s = (s, s) if isinstance(s, int) else tuple(s)
+    p = (m.padding, m.padding) if isinstance(m.padding, int) else tuple(m.padding)
+    if L.kind != "float" or len(L.shape) != 3:
+        raise DeployError(f"{name}: AvgPool2d needs real-valued (C, H, W) input")
+    if (p[0] or p[1]) and m.count_include_pad:
+        raise DeployError(f"{name}: AvgPool2d with padding must use count_include_pad=False")
+    if m.divisor_override:
+        raise DeployError(f"{name}: AvgPool2d divisor_override is not supported")
+    L.add({"op": "avgpool", "kernel": list(k), "stride": list(s), "padding": list(p), "ceil_mode": bool(m.ceil_mode)})
+    from .format import pool_out
+
+    c, h, w = L.shape
+    L.shape = (c, pool_out(h, k[0], s[0], p[0], m.ceil_mode), pool_out(w, k[1], s[1], p[1], m.ceil_mode))
 
 
 def _wants_bits(m: nn.Module) -> bool:
@@ -182,17 +240,22 @@ def _lower_pool(L: _Lowering, name: str, m: nn.MaxPool2d, min_mask: np.ndarray |
     k = (m.kernel_size, m.kernel_size) if isinstance(m.kernel_size, int) else tuple(m.kernel_size)
     s = m.stride if m.stride is not None else k
     s = (s, s) if isinstance(s, int) else tuple(s)
-    pad = m.padding if isinstance(m.padding, int) else max(m.padding)
+    p = (m.padding, m.padding) if isinstance(m.padding, int) else tuple(m.padding)
     dil = m.dilation if isinstance(m.dilation, int) else max(m.dilation)
-    if pad or dil != 1 or m.ceil_mode:
-        raise DeployError(f"{name}: only MaxPool2d without padding, dilation or ceil_mode is supported")
+    if dil != 1 or (L.kind == "bits" and (p[0] or p[1] or m.ceil_mode)):
+        raise DeployError(f"{name}: MaxPool2d with dilation (or padding/ceil_mode on binary values) is not supported")
     op = {"op": "bmaxpool" if L.kind == "bits" else "maxpool", "kernel": list(k), "stride": list(s)}
+    if L.kind == "float":
+        op.update(padding=list(p), ceil_mode=bool(m.ceil_mode))
     L.add(op, {"min_mask": min_mask} if min_mask is not None else None)
+    from .format import pool_out
+
     c, h, w = L.shape
-    L.shape = (c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+    L.shape = (c, pool_out(h, k[0], s[0], p[0], m.ceil_mode), pool_out(w, k[1], s[1], p[1], m.ceil_mode))
 
 
-def _lower_layer(L: _Lowering, name: str, m: nn.Module, pool, bn, want_bits: bool) -> None:
+def _lower_layer(L: _Lowering, name: str, m: nn.Module, pool, bn, want_bits: bool,
+                 residual: str | None = None) -> None:
     binary_in = isinstance(m, (BinaryConv2d, BinaryLinear)) and is_binary(m.input_quantizer)
     if isinstance(m, (BinaryConv2d, BinaryLinear)):
         form = _quantizer_form(m.input_quantizer, f"{name}.input_quantizer")
@@ -203,10 +266,15 @@ def _lower_layer(L: _Lowering, name: str, m: nn.Module, pool, bn, want_bits: boo
         w = m.weight.detach().double()
         w_used = torch.where(w >= 0, 1.0, -1.0) if binary_w else w
         alpha = None
+        if getattr(m.weight_quantizer, "scaled", False):  # e.g. magnitude-aware sign: α·sign(W)
+            alpha = m.weight_quantizer.scale(m.weight.detach()).double().reshape(-1).numpy()
         if m.scale == "mean_abs":
-            alpha = w.abs().flatten(1).mean(1).numpy()
+            a2 = w.abs().flatten(1).mean(1).numpy()
+            alpha = a2 if alpha is None else alpha * a2
         elif m.scale not in (None, "none"):
             raise DeployError(f"{name}: weight scale {m.scale!r} has no engine form")
+        if alpha is not None and (alpha < 0).any():
+            raise DeployError(f"{name}: negative weight scales are not supported")
     else:  # plain torch layers: real weights, real input
         form, binary_w, w_used, alpha = "identity", False, m.weight.detach().double(), None
     # activation on the input
@@ -274,6 +342,10 @@ def _lower_layer(L: _Lowering, name: str, m: nn.Module, pool, bn, want_bits: boo
     else:
         tensors["mult"], tensors["bias"] = a.astype(np.float32), b.astype(np.float32)
         op["out"] = "float"
+    if residual is not None:
+        if want_bits or pool is not None:
+            raise DeployError(f"{name}: a residual add must follow a float-output layer without pooling")
+        op["residual"] = residual
     L.add(op, tensors)
     L.kind = "bits" if want_bits else "float"
     if conv:

@@ -40,6 +40,8 @@ OP_TENSORS: dict[str, dict[str, tuple[str, int]]] = {
     "flatten": {},
     "affine": {"mult": ("float32", 1), "bias": ("float32", 1)},
     "act": {},
+    "avgpool": {},       # kernel/stride, ceil_mode; mean over the window's valid elements
+    "gavgpool": {},      # global average pool (H, W, C) -> (C,)
 }
 ACTS = ("htanh", "relu")
 
@@ -107,6 +109,16 @@ def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     return graph, tensors
 
 
+def pool_out(n: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """PyTorch's pooled size: floor or ceil mode (a last window must start inside the input)."""
+    if not ceil:
+        return (n + 2 * p - k) // s + 1
+    out = -(-(n + 2 * p - k) // s) + 1
+    if (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
 def _int(v, what: str, lo: int = 0, hi: int = MAX_DIM) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise DeployError(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
@@ -170,7 +182,14 @@ def validate(graph: dict, tensors: dict[str, np.ndarray]) -> None:
         extra = set(refs) - {r.rstrip("?") for r in OP_TENSORS[kind]}
         if extra:
             raise DeployError(f"{where}: unexpected tensors {sorted(extra)}")
-        values[op["output"]] = _infer(op, values[src], tensors, where)
+        out = _infer(op, values[src], tensors, where)
+        if "residual" in op:  # y += residual (a float value of the output's shape), fused in the op
+            r = op["residual"]
+            if kind not in ("conv", "bconv", "dense", "bdense") or op.get("out", "float") != "float":
+                raise DeployError(f"{where}: a residual needs a conv/dense op with float output")
+            if r not in values or values[r] != out:
+                raise DeployError(f"{where}: residual {r!r} is undefined or does not match the output {out}")
+        values[op["output"]] = out
     if graph.get("output") not in values:
         raise DeployError(f"graph.output {graph.get('output')!r} is not a value of the graph")
     if values[graph["output"]][0] != "float":
@@ -236,12 +255,24 @@ def _infer(op: dict, src: tuple[str, tuple[int, ...]], tensors, where: str) -> t
         if vkind != "float":
             raise DeployError(f"{where}: quantize needs a float input")
         return "bits", shp
-    if kind in ("maxpool", "bmaxpool"):
+    if kind == "gavgpool":
+        if len(shp) != 3 or vkind != "float":
+            raise DeployError(f"{where}: needs a float (H, W, C) input")
+        return "float", (shp[2],)
+    if kind in ("maxpool", "bmaxpool", "avgpool"):
         if len(shp) != 3 or (kind == "bmaxpool") != (vkind == "bits"):
             raise DeployError(f"{where}: needs an (H, W, C) {'bits' if kind == 'bmaxpool' else 'float'} input")
         kh, kw = _pair(op.get("kernel"), f"{where}: kernel", 1)
         sh, sw = _pair(op.get("stride"), f"{where}: stride", 1)
-        oh, ow = (shp[0] - kh) // sh + 1, (shp[1] - kw) // sw + 1
+        ph, pw = _pair(op.get("padding", [0, 0]), f"{where}: padding")
+        if kind == "bmaxpool" and (ph or pw):
+            raise DeployError(f"{where}: bmaxpool has no padding")
+        if 2 * ph > kh or 2 * pw > kw:
+            raise DeployError(f"{where}: padding must be at most half the kernel")
+        if op.get("ceil_mode", False):
+            oh, ow = pool_out(shp[0], kh, sh, ph, True), pool_out(shp[1], kw, sw, pw, True)
+        else:
+            oh, ow = (shp[0] + 2 * ph - kh) // sh + 1, (shp[1] + 2 * pw - kw) // sw + 1
         if oh < 1 or ow < 1:
             raise DeployError(f"{where}: output would be empty")
         if "min_mask" in refs and tensors[refs["min_mask"]].shape != ((shp[2] + 63) // 64,):

@@ -4,6 +4,7 @@ One file per family; importing this package registers them all.
 """
 
 from . import bnn  # noqa: F401  (registers the BNN family)
+from . import resnet  # noqa: F401
 from .registry import ModelEntry, create, entry, names, register_model
 
 __all__ = ["create", "names", "entry", "register_model", "ModelEntry"]

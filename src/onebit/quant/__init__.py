@@ -6,6 +6,7 @@
 [...]
 """
 
+from . import approx_sign, scaled  # noqa: F401  (register the Bi-Real / XNOR quantizers)
 from .pow2 import ap2, ap2_ste
 from .registry import Quantizer, QuantizerSpec, get, is_binary, names, register
 from .sign import (

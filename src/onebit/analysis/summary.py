@@ -132,8 +132,9 @@ def _row(name: str, m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> LayerRo
         bin_in = isinstance(m, (BinaryConv2d, BinaryLinear)) and is_binary(m.input_quantizer)
         wn = m.weight.numel()
         mem = (wn if bin_w else 32 * wn) + 32 * (params - wn)
-        if bin_w and getattr(m, "scale", "none") not in (None, "none"):
-            mem += 32 * m.weight.shape[0]
+        if bin_w and (getattr(m, "scale", "none") not in (None, "none")
+                      or getattr(m.weight_quantizer, "scaled", False)):
+            mem += 32 * m.weight.shape[0]  # one fp32 scale per output channel (α of α·sign(W))
         kind = type(m).__name__
         return LayerRow(name, kind, "binary" if bin_in else "real", "binary" if bin_w else "real", params, mem,
                         macs if (bin_in and bin_w) else 0, 0 if (bin_in and bin_w) else macs)

@@ -86,6 +86,8 @@ class _FloatLinear(_Op):
         cout = self.w.shape[1]
         self.mult = t["mult"].astype(np.float64) if "mult" in t else np.ones(cout)
         self.bias = t["bias"].astype(np.float64) if "bias" in t else np.zeros(cout)
+        self.w32, self.mult32, self.bias32 = (self.w.astype(np.float32), self.mult.astype(np.float32),
+                                              self.bias.astype(np.float32))
         self._bitplane = None
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
         self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
@@ -137,7 +139,12 @@ class _FloatLinear(_Op):
             else:
                 y = self._cols(x.astype(np.float64) / 127.5 - 1.0, np.float64) @ self.w * self.mult + self.bias
         else:
-            y = self._cols(x, np.float64) @ self.w * self.mult + self.bias
+            # float64 where the output is a sign decision (exact vs. PyTorch), float32 BLAS otherwise
+            exact = op.get("out") == "bits"
+            cols = self._cols(x, np.float64 if exact else np.float32)
+            w = self.w if exact else self.w32
+            y = (cols.reshape(-1, cols.shape[-1]) @ w).reshape(*cols.shape[:-1], w.shape[1])
+            y = y * (self.mult if exact else self.mult32) + (self.bias if exact else self.bias32)
         if residual is not None:
             y = y + residual
         if op.get("out") == "bits":

@@ -5,3 +5,5 @@ from . import bireal  # noqa: F401
 from .recipe import Recipe, get_recipe, recipe_names, register_recipe
 
 __all__ = ["Recipe", "get_recipe", "recipe_names", "register_recipe"]
+from . import bwnh  # noqa: F401
+from . import bonn  # noqa: F401  (registers the BONN recipes)

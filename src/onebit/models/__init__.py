@@ -8,3 +8,5 @@ from . import resnet  # noqa: F401
 from .registry import ModelEntry, create, entry, names, register_model
 
 __all__ = ["create", "names", "entry", "register_model", "ModelEntry"]
+from . import vgg  # noqa: F401
+from . import wrn  # noqa: F401  (registers the BONN family: bonn-wrn22, bonn-wrn40, bonn-resnet18)

@@ -30,3 +30,4 @@ __all__ = [
     "SteSign", "IdentitySteSign", "StochasticSign", "Identity", "HardTanh", "ReLU",
     "ap2", "ap2_ste",
 ]
+from . import bonn  # noqa: F401  (registers the BONN kernel binarizer "bonn_sign")

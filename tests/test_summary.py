@@ -38,3 +38,14 @@ def test_cli_summary(capsys):
     assert cli(["summary", "bnn-mlp"]) == 0
     out = capsys.readouterr().out
     assert "36,831,252" in out and "compression" in out
+
+
+def test_cli_plot_writes_png(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text(
+        "epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,epoch_s,wall_s\n"
+        "0,0.1,1.0,0.5,0.9,0.6,0.95,0.55,1,1\n1,0.05,0.8,0.7,0.7,0.7,0.75,0.68,1,2\n")
+    assert cli(["plot", str(run), "-o", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli(["plot", str(tmp_path / "nope")]) == 2

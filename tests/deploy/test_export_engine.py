@@ -25,6 +25,8 @@ def _small(name):
         return {"widths": (8, 16, 24), "fc": 40}, (3, 32, 32)
     if family == "resnet":
         return {"width": 8}, ((3, 32, 32) if "cifar" in name else (3, 64, 64))
+    if family == "wrn":
+        return {"widths": (8, 8, 16, 32)}, (3, 32, 32)
     raise AssertionError(f"add a small configuration of family {family!r} for {name}")
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses.bayes import BayesConfig, feature_prior, kernel_priors, model_kernel_loss
+from ..losses.bayes import BayesConfig, feature_prior, kernel_priors
 from .recipe import Recipe, register_recipe
 
 # ---------------------------------------------------------------------------------------------
@@ -67,12 +67,14 @@ class BonnHook:
         self.features: torch.Tensor | None = None
         self.last: dict[str, float] = {"kernel": 0.0, "feature": 0.0}
         self._handle = None
+        self._convs = [m for _, m in kernel_priors(model)]
         fp = feature_prior(model)
+        self._feature_prior = fp[1] if fp is not None else None
         if cfg.feature_on:
             if fp is None:
                 raise ValueError("the feature loss is on (theta > 0) but the model has no FeaturePrior")
             self._handle = fp[0].register_forward_pre_hook(self._capture)
-        if cfg.kernel_on and not kernel_priors(model):
+        if cfg.kernel_on and not self._convs:
             raise ValueError("the kernel loss is on (lam > 0) but the model has no BONN conv with a kernel prior")
 
     def _capture(self, module: nn.Module, args) -> None:
@@ -88,13 +90,13 @@ class BonnHook:
         loss = torch.zeros((), device=targets.device)
         self.last = {"kernel": 0.0, "feature": 0.0}
         if cfg.kernel_on:
-            lk = model_kernel_loss(self.model, cfg.lam, cfg.nu, normalize_prior_grad=cfg.normalize_prior_grad)
+            lk = 0.5 * cfg.lam * sum(c.kernel_loss(cfg.nu, normalize_prior_grad=cfg.normalize_prior_grad)
+                                     for c in self._convs)  # = losses.bayes.model_kernel_loss
             self.last["kernel"] = float(lk.detach())
             loss = loss + lk
         if cfg.feature_active(epoch):
             f = self._features(features)
-            _, prior = feature_prior(self.model)
-            lf = 0.5 * cfg.theta * prior.loss(f, targets, reduction=cfg.feature_reduction)
+            lf = 0.5 * cfg.theta * self._feature_prior.loss(f, targets, reduction=cfg.feature_reduction)
             self.last["feature"] = float(lf.detach())
             loss = loss + lf
         return loss
@@ -103,8 +105,7 @@ class BonnHook:
     def after_step(self, targets: torch.Tensor, *, features: torch.Tensor | None = None) -> None:
         """Update the class centers by the center-loss rule (when the feature loss is on, from epoch 0)."""
         if self.config.feature_on:
-            _, prior = feature_prior(self.model)
-            prior.update_centers(self._features(features), targets, self.config.center_alpha)
+            self._feature_prior.update_centers(self._features(features), targets, self.config.center_alpha)
         self.features = None
 
     def _features(self, features: torch.Tensor | None) -> torch.Tensor:
@@ -164,7 +165,7 @@ def imagenet_recipe(model: str, lam: float, theta: float, *, nu: float = 1.0, de
                   description=description or f"BONN {model} on ImageNet: lam={lam:g}, theta={theta:g}, nu={nu:g}")
 
 
-def _paper(model: str, key: str, lam: float, theta: float) -> str:
+def _paper(key: str, lam: float, theta: float) -> str:
     acc = PAPER_TABLE1[(lam, theta)][key]
     return f"{acc:.2f} % in the paper's Table 1"
 
@@ -172,22 +173,22 @@ def _paper(model: str, key: str, lam: float, theta: float) -> str:
 RECIPES: dict[str, Recipe] = {
     "bonn-wrn22": cifar_recipe(
         "bonn-wrn22", 1e-4, 1e-2, description="BONN WRN-22 CIFAR-10, kernel + feature losses, lam=1e-4, theta=1e-2 "
-        f"({_paper('bonn-wrn22', 'wrn22-cifar10', 1e-4, 1e-2)}); 200 epochs SGD; lr/batch/wd/schedule [?]"),
+        f"({_paper('wrn22-cifar10', 1e-4, 1e-2)}); 200 epochs SGD; lr/batch/wd/schedule [?]"),
     "bonn-wrn22-kernel": cifar_recipe(
         "bonn-wrn22", 1e-4, 0.0, description="BONN WRN-22 CIFAR-10, kernel loss only, lam=1e-4, theta=0 "
-        f"({_paper('bonn-wrn22', 'wrn22-cifar10', 1e-4, 0.0)})"),
+        f"({_paper('wrn22-cifar10', 1e-4, 0.0)})"),
     "bonn-wrn22-baseline": cifar_recipe(
         "bonn-wrn22", 0.0, 0.0, description="BONN WRN-22 CIFAR-10 baseline, lam=theta=0: the same 1-bit net "
-        f"without Bayesian losses ({_paper('bonn-wrn22', 'wrn22-cifar10', 0.0, 0.0)})"),
+        f"without Bayesian losses ({_paper('wrn22-cifar10', 0.0, 0.0)})"),
     "bonn-wrn40": cifar_recipe(
         "bonn-wrn40", 1e-4, 1e-4, description="BONN WRN-40 CIFAR-10, kernel + feature losses, lam=1e-4, theta=1e-4 "
-        f"({_paper('bonn-wrn40', 'wrn40-cifar10', 1e-4, 1e-4)})"),
+        f"({_paper('wrn40-cifar10', 1e-4, 1e-4)})"),
     "bonn-wrn40-kernel": cifar_recipe(
         "bonn-wrn40", 1e-4, 0.0, description="BONN WRN-40 CIFAR-10, kernel loss only, lam=1e-4, theta=0 "
-        f"({_paper('bonn-wrn40', 'wrn40-cifar10', 1e-4, 0.0)})"),
+        f"({_paper('wrn40-cifar10', 1e-4, 0.0)})"),
     "bonn-wrn40-baseline": cifar_recipe(
         "bonn-wrn40", 0.0, 0.0, description="BONN WRN-40 CIFAR-10 baseline, lam=theta=0 "
-        f"({_paper('bonn-wrn40', 'wrn40-cifar10', 0.0, 0.0)})"),
+        f"({_paper('wrn40-cifar10', 0.0, 0.0)})"),
     "bonn-resnet18": imagenet_recipe(
         "bonn-resnet18", 1e-4, 1e-3, description="BONN ResNet-18 ImageNet, lam=1e-4, theta=1e-3 [?] "
         "(paper: 59.3 / 81.6 top-1/top-5 [R]); ~70 epochs SGD; lr/batch/wd/schedule [?]"),

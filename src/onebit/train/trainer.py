@@ -119,6 +119,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
         augment=recipe.augment, seed=recipe.seed, normalize=recipe.normalize, limit=recipe.limit)
     info = loaders.info
     model = build_model(recipe, info)
+    hook = method_hook(model)
     optimizer = build_optimizer(recipe, model)
     constraints.attach(optimizer, model)
     scheduler = make_scheduler(optimizer, recipe.lr_schedule, epochs=recipe.epochs, lr=recipe.lr,
@@ -148,7 +149,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.time()
         lr = optimizer.param_groups[-1]["lr"]
-        train_loss, train_acc = _train_epoch(model, loaders.train, loss_fn, optimizer, epoch, recipe, progress)
+        train_loss, train_acc = _train_epoch(model, loaders.train, loss_fn, optimizer, epoch, recipe, progress, hook)
         epoch_s = time.time() - t0
         val_loss, val_acc = evaluate(model, loaders.val, loss_fn, bf16=recipe.bf16) if loaders.val else (math.nan, math.nan)
         test_loss, test_acc = evaluate(model, loaders.test, loss_fn, bf16=recipe.bf16)
@@ -182,7 +183,19 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
                      wall0 + time.time() - t_run)
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, epoch: int, recipe: Recipe, progress: bool) -> tuple[float, float]:
+def method_hook(model: torch.nn.Module):
+    """The method-specific training hook of ``model`` (BONN's Bayesian losses), or None.
+
+    A hook has ``extra_loss(targets, epoch=...) -> tensor`` (added to the task loss) and
+    ``after_step(targets)`` (e.g. center updates, run after the optimizer step).
+    """
+    from ..methods.bonn import hook_for
+
+    return hook_for(model)
+
+
+def _train_epoch(model, loader, loss_fn, optimizer, epoch: int, recipe: Recipe, progress: bool,
+                 hook=None) -> tuple[float, float]:
     model.train()
     loader.set_epoch(epoch)
     n, correct, loss_sum = 0, 0, 0.0
@@ -191,14 +204,17 @@ def _train_epoch(model, loader, loss_fn, optimizer, epoch: int, recipe: Recipe, 
     for step, (x, y) in enumerate(bar):
         with _autocast(recipe.bf16):
             out = model(x)
-        loss = loss_fn(out.float(), y)
+        task = loss_fn(out.float(), y)
+        loss = task if hook is None else task + hook.extra_loss(y, epoch=epoch)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {float(loss)} at epoch {epoch + 1}, step {step}; "
                                 "lower the learning rate or turn off bf16")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += float(loss.detach()) * len(y)
+        if hook is not None:
+            hook.after_step(y)
+        loss_sum += float(task.detach()) * len(y)  # the task loss (the Bayesian terms hold constants)
         correct += int((out.detach().argmax(1) == y).sum())
         n += len(y)
         if step % 20 == 0:

@@ -19,6 +19,8 @@ def _small(name):
         return {"width": 16}
     if models.entry(name).family == "wrn":
         return {"widths": (8, 8, 16, 32)}
+    if models.entry(name).family == "vgg":
+        return {"width": 0.125}
     if "mlp" in name:
         return {"hidden": 64}
     if "convnet" in name:

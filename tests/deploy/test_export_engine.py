@@ -27,6 +27,8 @@ def _small(name):
         return {"width": 8}, ((3, 32, 32) if "cifar" in name else (3, 64, 64))
     if family == "wrn":
         return {"widths": (8, 8, 16, 32)}, (3, 32, 32)
+    if family == "vgg":
+        return {"width": 0.125}, (3, 32, 32)
     raise AssertionError(f"add a small configuration of family {family!r} for {name}")
 
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from . import bench_cmd, data_cmd, deploy_cmd, eval_cmd, models_cmd, plot_cmd, summary_cmd, train_cmd
+from . import bench_cmd, bwnh_cmd, data_cmd, deploy_cmd, eval_cmd, models_cmd, plot_cmd, summary_cmd, train_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="onebit: train, measure and deploy 1-bit (binary) neural networks.")
@@ -20,6 +20,7 @@ app.command("run")(deploy_cmd.run)
 app.command("summary")(summary_cmd.summary)
 app.command("bench")(bench_cmd.bench)
 app.command("plot")(plot_cmd.plot)
+app.command("bwnh")(bwnh_cmd.bwnh)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,28 +101,40 @@ class _FloatLinear(_Op):
         return _im2col(xp.astype(dtype), *op["kernel"], *op["stride"])
 
     def _bitplane_acc(self, x8: np.ndarray, threads: int) -> np.ndarray:
-        """Exact ``w·x8`` (int64) from 8 binary products on the kernels."""
+        """Exact ``w·x8`` (int32) from 8 binary products on the kernels.
+
+        The 8 bit-planes are stacked along the batch axis; a conv is lowered to one binary GEMM
+        over packed patches (``kh·kw·C_in`` bits per row: for an RGB 3×3 conv one word instead of
+        nine), zero padding becoming bit 0 (= +1, accounted for by Σw over all taps).
+        """
         from .. import kernels
 
         op = self.op
         if self._bitplane is None:
-            sum_w = self.w.sum(0).round().astype(np.int64)  # Σ over all taps, per output channel (cached)
-            if op["op"] == "conv":
-                layer = kernels.BConv2d(self.packed, op["in_channels"], tuple(op["kernel"]), tuple(op["stride"]),
-                                        tuple(op["padding"]), 1, output="int")
-            else:
-                layer = kernels.BDense(self.packed, op["in_features"], output="int")
+            sum_w = self.w.sum(0).round().astype(np.int32)  # Σ over all taps, per output channel
+            flat = np.ascontiguousarray(self.w4.reshape(self.w4.shape[0], -1), dtype=np.float32)
+            layer = kernels.BDense(kernels.pack_dense_weights(flat), flat.shape[1], output="int")
             self._bitplane = (layer, sum_w)
         layer, sum_w = self._bitplane
         n = x8.shape[0]
         bits = np.unpackbits(x8[..., None], axis=-1, bitorder="little")  # (..., C, 8)
-        planes = np.moveaxis(bits, -1, 0).reshape(8 * n, *x8.shape[1:])  # plane-major
-        b = kernels.pack_bits(np.ascontiguousarray(1.0 - 2.0 * planes, dtype=np.float32), threads=threads)
-        acc = layer(b, threads=threads).reshape(8, n, *layer_out_shape(x8, self))
+        planes = np.moveaxis(bits, -1, 0).reshape(8 * n, *x8.shape[1:])  # plane-major, {0, 1}
+        if op["op"] == "conv":
+            ph, pw = op["padding"]
+            if ph or pw:
+                planes = np.pad(planes, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+            planes = _im2col(planes, *op["kernel"], *op["stride"])  # (8N, OH, OW, kh·kw·C)
+        k = planes.shape[-1]
+        pad = -k % 64
+        if pad:
+            planes = np.concatenate([planes, np.zeros((*planes.shape[:-1], pad), np.uint8)], axis=-1)
+        packed = np.packbits(planes, axis=-1, bitorder="little").view(np.uint64)  # bit 1 = plane bit = −1
+        rows = packed.reshape(-1, packed.shape[-1])
+        acc = layer(np.ascontiguousarray(rows), threads=threads).reshape(8, n, *layer_out_shape(x8, self))
         s = acc[0].copy()  # Σ_n 2^n·acc_n in int32 (|acc| ≤ K, so 255·K fits easily)
-        for k in range(1, 8):
-            s += acc[k] << k
-        return (255 * sum_w.astype(np.int32) - s) // 2  # exact: 255·Σw − Σ 2^n acc_n is even
+        for b in range(1, 8):
+            s += acc[b] << b
+        return (255 * sum_w - s) // 2  # exact: 255·Σw − Σ 2^n acc_n is even
 
     def _valid_sums(self, h: int, w: int) -> np.ndarray:
         """Σ of the weights over the taps that fall inside an (h, w) image, per output position."""
@@ -134,11 +146,19 @@ class _FloatLinear(_Op):
     def __call__(self, x, threads, residual=None):
         op = self.op
         if x.dtype == np.uint8:
-            if self.packed is not None:
+            if self.packed is not None and op["op"] == "conv":
+                # integers: x8 ≤ 255 times ±1, summed over kh·kw·C_in taps, stay far below 2^24, so a
+                # float32 GEMM is exact here and beats 8 bit-plane passes for a small-C_in conv
+                cols = self._cols(x, np.float32)
+                s8 = (cols.reshape(-1, cols.shape[-1]) @ self.w32).reshape(*cols.shape[:-1], -1)
+                if self.w.shape[0] * 255 >= 1 << 24:
+                    s8 = self._bitplane_acc(x, threads)  # too many taps for exact float32
+            elif self.packed is not None:
                 s8 = self._bitplane_acc(x, threads)
+            if self.packed is not None:
                 valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self._dense_sum
                 # y = (s8/127.5 − valid)·mult + bias, as s8·(mult/127.5) + (bias − valid·mult) in float64
-                y = s8 * (self.mult / 127.5) + (self.bias - valid * self.mult)
+                y = s8.astype(np.float64) * (self.mult / 127.5) + (self.bias - valid * self.mult)
             else:
                 y = self._cols(x.astype(np.float64) / 127.5 - 1.0, np.float64) @ self.w * self.mult + self.bias
         else:

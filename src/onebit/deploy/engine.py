@@ -90,6 +90,7 @@ class _FloatLinear(_Op):
                                               self.bias.astype(np.float32))
         self._bitplane = None
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
+        self._thresholds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
 
     def _cols(self, x: np.ndarray, dtype) -> np.ndarray:
@@ -136,6 +137,37 @@ class _FloatLinear(_Op):
             s += acc[b] << b
         return (255 * sum_w - s) // 2  # exact: 255·Σw − Σ 2^n acc_n is even
 
+    def _threshold_bits(self, s8: np.ndarray, valid: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        """``sign(s8·a + c)`` packed, with ``a = mult/127.5`` and ``c = bias − valid·mult``.
+
+        ``s8`` holds integers, so the float64 decision ``a·s8 + c ≥ 0`` equals an integer compare
+        ``σ·s8 ≥ σ·τ`` (σ = sign a) with ``τ`` searched exactly against that same float64 expression
+        once per input size — one pass over the output instead of five float64 ones.
+        """
+        key = tuple(hw)
+        if key not in self._thresholds:
+            a = np.broadcast_to(self.mult / 127.5, np.shape(valid))
+            c = self.bias - valid * self.mult
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(a != 0, -c / np.where(a != 0, a, 1.0), 0.0)
+            up = np.ceil(t)
+            for _ in range(2):  # a > 0: smallest integer with a·τ + c ≥ 0
+                up = np.where(a * (up - 1) + c >= 0, up - 1, up)
+                up = np.where(a * up + c < 0, up + 1, up)
+            dn = np.floor(t)
+            for _ in range(2):  # a < 0: largest integer with a·τ + c ≥ 0
+                dn = np.where(a * (dn + 1) + c >= 0, dn + 1, dn)
+                dn = np.where(a * dn + c < 0, dn - 1, dn)
+            sg = np.where(a < 0, -1.0, 1.0)
+            tau = np.where(a > 0, up, np.where(a < 0, -dn, np.where(c >= 0, -np.inf, np.inf)))
+            self._thresholds[key] = (sg.astype(np.float32), tau.astype(np.float32))
+        sg, tau = self._thresholds[key]
+        minus = (s8 * sg) < tau  # bit 1 = −1
+        cpad = -minus.shape[-1] % 64
+        if cpad:
+            minus = np.concatenate([minus, np.zeros((*minus.shape[:-1], cpad), bool)], axis=-1)
+        return np.packbits(minus, axis=-1, bitorder="little").view(np.uint64)
+
     def _valid_sums(self, h: int, w: int) -> np.ndarray:
         """Σ of the weights over the taps that fall inside an (h, w) image, per output position."""
         if (h, w) not in self._valid_sum:
@@ -158,6 +190,8 @@ class _FloatLinear(_Op):
             if self.packed is not None:
                 valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self._dense_sum
                 # y = (s8/127.5 − valid)·mult + bias, as s8·(mult/127.5) + (bias − valid·mult) in float64
+                if op.get("out") == "bits" and residual is None:
+                    return self._threshold_bits(s8, valid, x.shape[1:3])
                 y = s8.astype(np.float64) * (self.mult / 127.5) + (self.bias - valid * self.mult)
             else:
                 y = self._cols(x.astype(np.float64) / 127.5 - 1.0, np.float64) @ self.w * self.mult + self.bias

@@ -236,3 +236,15 @@ def test_uint8_input_bitplane_first_layer_is_exact(name, shape, kw, tmp_path):
     assert np.abs(y8 - ref).max() <= 1e-4 * scale + 1e-6
     assert np.abs(y8 - yf).max() <= 1e-4 * scale + 1e-6
     assert (y8.argmax(1) == ref.argmax(1)).all()
+
+
+def test_engine_is_safe_to_call_from_several_threads(good_file):
+    from concurrent.futures import ThreadPoolExecutor
+
+    e = Engine(good_file, threads=2)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((2, 3, 32, 32)).astype(np.float32) for _ in range(8)]
+    want = [e.run(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(e.run, xs))
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))

@@ -13,12 +13,11 @@ crash, a huge allocation or code execution (safetensors never runs code; no pick
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_bytes
 from .errors import DeployError
 
 FORMAT = "onebit"
@@ -54,21 +53,7 @@ def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
     validate(graph, tensors)
     data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                 metadata={"onebit_graph": json.dumps(graph)})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     return len(data)
 
 

@@ -10,8 +10,6 @@ so a crash never leaves a half-written checkpoint in place of a good one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,43 +18,14 @@ from safetensors import SafetensorError as SafetensorsError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..fileio import atomic_write_bytes
+
 FORMAT = "onebit-checkpoint"
 VERSION = 1
 
 
 class CheckpointError(Exception):
     """A checkpoint is missing, truncated, corrupt or not an onebit checkpoint."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

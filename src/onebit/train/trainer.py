@@ -24,7 +24,8 @@ from .. import losses, models
 from ..methods.recipe import Recipe
 from ..nn import constraints
 from ..optim import ShiftAdaMax, make_scheduler, param_groups
-from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, restore, save_checkpoint
+from ..fileio import atomic_write_text
+from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 
 log = logging.getLogger("onebit.train")
 

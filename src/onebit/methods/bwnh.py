@@ -635,7 +635,8 @@ def warm_start_train(model: nn.Module, recipe: Recipe, out_dir: str | Path, **tr
     and runs epochs 0..N−1; the run can later be resumed like any other.
     """
     from ..train import train
-    from ..train.checkpoint import atomic_write_text, save_checkpoint
+    from ..fileio import atomic_write_text
+    from ..train.checkpoint import save_checkpoint
 
     out = Path(out_dir)
     last = out / "last.safetensors"
@@ -675,7 +676,8 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
 
     from .. import data as onebit_data
     from ..train import load_for_eval
-    from ..train.checkpoint import atomic_write_text, save_checkpoint
+    from ..fileio import atomic_write_text
+    from ..train.checkpoint import save_checkpoint
 
     if threads is not None:
         torch.set_num_threads(threads)

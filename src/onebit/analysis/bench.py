@@ -37,17 +37,24 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
     torch.set_num_threads(threads)
     results = []
     tmp = Path(tempfile.mkdtemp())
-    table = {"bnn-mlp": ("bnn-mlp-float", (1, 28, 28)), "bnn-convnet": ("bnn-convnet-float", (3, 32, 32))}
+    # binary network -> (float network of the same shape, its options, input shape)
+    table = {"bnn-mlp": ("bnn-mlp-float", {}, (1, 28, 28)),
+             "bnn-convnet": ("bnn-convnet-float", {}, (3, 32, 32)),
+             "bireal-resnet18": ("resnet18-float", {"activation": "relu"}, (3, 224, 224))}
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        raise ValueError(f"no end-to-end benchmark for {unknown}; choose from {sorted(table)}")
     for name in names:
-        float_name, shape = table[name]
+        float_name, float_kw, shape = table[name]
+        ncls = 1000 if shape[-1] == 224 else 10
         torch.manual_seed(0)
-        model = models.create(name).eval()
+        model = models.create(name, num_classes=ncls).eval()
         export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape), preprocess={"normalize": "pm1"})
         engine = Engine(tmp / f"{name}.onebit", threads=threads)
-        fmodel = models.create(float_name).eval()
+        fmodel = models.create(float_name, num_classes=ncls, **float_kw).eval()
         # bf16 baseline: weights converted once (no per-call autocast casts); channels_last for convs
-        fmodel_bf16 = models.create(float_name).eval().to(torch.bfloat16)
-        conv = "convnet" in name
+        fmodel_bf16 = models.create(float_name, num_classes=ncls, **float_kw).eval().to(torch.bfloat16)
+        conv = len(shape) == 3 and "mlp" not in name
         if conv:
             fmodel_bf16 = fmodel_bf16.to(memory_format=torch.channels_last)
         for bs in batches:
@@ -57,7 +64,7 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
             xb = x.to(torch.bfloat16)
             if conv:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            inner = 20 if bs == 1 else 5
+            inner = (20 if bs == 1 else 5) if shape[-1] < 224 else 3
             with torch.inference_mode():
                 t_fp32 = best_time(lambda: fmodel(x), repeats, inner)
                 t_bf16 = best_time(lambda: fmodel_bf16(xb), repeats, inner)

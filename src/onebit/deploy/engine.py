@@ -177,6 +177,8 @@ class _FloatLinear(_Op):
 
     def __call__(self, x, threads, residual=None):
         op = self.op
+        if x.dtype == np.uint8 and self.packed is None:
+            x = as_float(x)  # real weights: the ordinary float path on x/127.5 - 1
         if x.dtype == np.uint8:
             if self.packed is not None and op["op"] == "conv":
                 # integers: x8 ≤ 255 times ±1, summed over kh·kw·C_in taps, stay far below 2^24, so a
@@ -187,14 +189,11 @@ class _FloatLinear(_Op):
                     s8 = self._bitplane_acc(x, threads)  # too many taps for exact float32
             elif self.packed is not None:
                 s8 = self._bitplane_acc(x, threads)
-            if self.packed is not None:
-                valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self._dense_sum
-                # y = (s8/127.5 − valid)·mult + bias, as s8·(mult/127.5) + (bias − valid·mult) in float64
-                if op.get("out") == "bits" and residual is None:
-                    return self._threshold_bits(s8, valid, x.shape[1:3])
-                y = s8.astype(np.float64) * (self.mult / 127.5) + (self.bias - valid * self.mult)
-            else:
-                y = self._cols(x.astype(np.float64) / 127.5 - 1.0, np.float64) @ self.w * self.mult + self.bias
+            valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self._dense_sum
+            # y = (s8/127.5 − valid)·mult + bias, as s8·(mult/127.5) + (bias − valid·mult) in float64
+            if op.get("out") == "bits" and residual is None:
+                return self._threshold_bits(s8, valid, x.shape[1:3])
+            y = s8.astype(np.float64) * (self.mult / 127.5) + (self.bias - valid * self.mult)
         else:
             # float64 where the output is a sign decision (exact vs. PyTorch), float32 BLAS otherwise
             exact = op.get("out") == "bits"

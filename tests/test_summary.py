@@ -49,3 +49,9 @@ def test_cli_plot_writes_png(tmp_path, capsys):
     assert cli(["plot", str(run), "-o", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert cli(["plot", str(tmp_path / "nope")]) == 2
+
+
+def test_cli_bench_rejects_unknown_inputs(capsys):
+    assert cli(["bench", "--model", "nope"]) == 2
+    assert "no end-to-end benchmark" in capsys.readouterr().err
+    assert cli(["bench", "--batches", "one"]) == 2

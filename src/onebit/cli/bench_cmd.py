@@ -11,9 +11,17 @@ def bench(
     threads: int = typer.Option(2, help="threads for the engine and for PyTorch"),
     batches: str = typer.Option("1,8", help="comma-separated batch sizes"),
     repeats: int = typer.Option(5, help="best of this many timing rounds"),
-    model: list[str] = typer.Option(["bnn-mlp", "bnn-convnet"], "--model", help="networks to time"),
+    model: list[str] = typer.Option(["bnn-mlp", "bnn-convnet"], "--model",
+                                    help="networks to time: bnn-mlp, bnn-convnet, bireal-resnet18"),
+    layers: bool = typer.Option(False, "--layers", help="per-layer kernel benchmark instead (ResNet-18 "
+                                "3×3 convs, the 4096² dense layer) with the measured popcount peak"),
 ) -> None:
-    """Time the bit-packed engine against PyTorch on the same shapes (prints a table and a JSON line)."""
+    """Time the bit-packed engine against PyTorch on the same shapes, in the same run."""
+    if layers:
+        from ..analysis.kernel_bench import main as kernel_main
+
+        kernel_main(["--threads", str(threads)])
+        return
     from ..analysis.bench import end_to_end
 
     try:

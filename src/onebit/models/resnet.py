@@ -78,13 +78,19 @@ class _Opts:
                             pad_value=self.pad_value)
 
     def shortcut(self, cin: int, cout: int, stride: int) -> nn.Module:
-        if stride == 1 and cin == cout:
-            return nn.Identity()
-        if self.downsample == "avgpool":
-            pool: nn.Module = (nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-                               if stride > 1 else nn.Identity())
-            return nn.Sequential(pool, _real_conv(cin, cout, 1), nn.BatchNorm2d(cout))
-        return nn.Sequential(nn.Identity(), _real_conv(cin, cout, 1, stride=stride), nn.BatchNorm2d(cout))
+        return real_shortcut(cin, cout, stride, self.downsample)
+
+
+def real_shortcut(cin: int, cout: int, stride: int, downsample: str) -> nn.Module:
+    """Identity, or the real down-sampling path: ``AvgPool2d(stride) → real 1×1 conv → BN``
+    (``"avgpool"``, Bi-Real) or ``strided real 1×1 conv → BN`` (``"conv"``, plain ResNet/XNOR)."""
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    if downsample == "avgpool":
+        pool: nn.Module = (nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+                           if stride > 1 else nn.Identity())
+        return nn.Sequential(pool, _real_conv(cin, cout, 1), nn.BatchNorm2d(cout))
+    return nn.Sequential(nn.Identity(), _real_conv(cin, cout, 1, stride=stride), nn.BatchNorm2d(cout))
 
 
 class BiRealBlock(nn.Module):

@@ -42,7 +42,7 @@ from ..losses.bayes import BayesConfig, FeaturePrior
 from ..nn import BinaryConv2d, BinaryLinear
 from ..nn.bonn import BonnConv2d
 from .registry import register_model
-from .resnet import STAGE_CONVS, BinaryBasicBlock, ResNet
+from .resnet import STAGE_CONVS, BinaryBasicBlock, ResNet, real_shortcut
 
 WRN_DEPTHS = (22, 40)
 
@@ -72,13 +72,7 @@ class _BonnOpts:
                           pad_value=self.pad_value, **self.conv_kwargs)
 
     def shortcut(self, cin: int, cout: int, stride: int) -> nn.Module:
-        if stride == 1 and cin == cout:
-            return nn.Identity()
-        if self.downsample == "avgpool":
-            pool: nn.Module = (nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-                               if stride > 1 else nn.Identity())
-            return nn.Sequential(pool, _real_conv(cin, cout, 1), nn.BatchNorm2d(cout))
-        return nn.Sequential(nn.Identity(), _real_conv(cin, cout, 1, stride=stride), nn.BatchNorm2d(cout))
+        return real_shortcut(cin, cout, stride, self.downsample)
 
 
 class _BonnModel:

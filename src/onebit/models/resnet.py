@@ -131,6 +131,26 @@ class BinaryBasicBlock(nn.Module):
         return [(self.conv1, self.bn1), (self.conv2, self.bn2)]
 
 
+def stage(make_block, cin: int, cout: int, stride: int, n: int, opts) -> nn.Sequential:
+    """``n`` residual blocks; the first one changes the width and applies ``stride``."""
+    return nn.Sequential(*[make_block(cin if j == 0 else cout, cout, stride if j == 0 else 1, opts)
+                           for j in range(n)])
+
+
+def add_head(model: nn.Module, channels: int, num_classes: int) -> None:
+    """Global average pool → flatten → real FC (``model.avgpool``, ``.flatten``, ``.fc``)."""
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.flatten = nn.Flatten()
+    model.fc = BinaryLinear(channels, num_classes, bias=True, input_quantizer=None, weight_quantizer=None)
+
+
+def declare_real_layers(model: nn.Module) -> None:
+    """Set ``real_input_layers`` / ``real_weight_layers`` from the layers' quantizers."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (BinaryConv2d, BinaryLinear))}
+    model.real_input_layers = tuple(n for n, m in layers.items() if not quant.is_binary(m.input_quantizer))
+    model.real_weight_layers = tuple(n for n, m in layers.items() if not quant.is_binary(m.weight_quantizer))
+
+
 class ResNet(nn.Module):
     """stem → layer1..layer4 → global avg-pool → FC; states its real layers (see the module docstring)."""
 
@@ -161,17 +181,10 @@ class ResNet(nn.Module):
             if n % per_block:
                 raise ValueError(f"stage {i + 1} has {n} convs, not a multiple of {per_block} ({block} blocks)")
             cout, stride = width * 2 ** i, 1 if i == 0 else 2
-            blocks = []
-            for j in range(n // per_block):
-                blocks.append(make(c, cout, stride if j == 0 else 1, opts))
-                c = cout
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = BinaryLinear(c, num_classes, bias=True, input_quantizer=None, weight_quantizer=None)
-        layers = {n: m for n, m in self.named_modules() if isinstance(m, (BinaryConv2d, BinaryLinear))}
-        self.real_input_layers = tuple(n for n, m in layers.items() if not quant.is_binary(m.input_quantizer))
-        self.real_weight_layers = tuple(n for n, m in layers.items() if not quant.is_binary(m.weight_quantizer))
+            self.add_module(f"layer{i + 1}", stage(make, c, cout, stride, n // per_block, opts))
+            c = cout
+        add_head(self, c, num_classes)
+        declare_real_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.bn1(self.conv1(x)))

@@ -39,17 +39,13 @@ from torch import nn
 
 from .. import quant
 from ..losses.bayes import BayesConfig, FeaturePrior
-from ..nn import BinaryConv2d, BinaryLinear
+from ..nn import BinaryConv2d
 from ..nn.bonn import BonnConv2d
 from .registry import register_model
-from .resnet import STAGE_CONVS, BinaryBasicBlock, ResNet, real_shortcut
+from .resnet import (STAGE_CONVS, BinaryBasicBlock, ResNet, _real_conv, add_head, declare_real_layers,
+                     real_shortcut, stage)
 
 WRN_DEPTHS = (22, 40)
-
-
-def _real_conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0) -> BinaryConv2d:
-    return BinaryConv2d(cin, cout, k, stride=stride, padding=padding, bias=False,
-                        input_quantizer=None, weight_quantizer=None)
 
 
 class _BonnOpts:
@@ -81,9 +77,7 @@ class _BonnModel:
     def _finish_bonn(self, num_classes: int, bayes: BayesConfig, feature_sigma_param: str) -> None:
         self.fc.prior = FeaturePrior(num_classes, self.fc.in_features, sigma_param=feature_sigma_param)
         self.bayes = bayes
-        layers = {n: m for n, m in self.named_modules() if isinstance(m, (BinaryConv2d, BinaryLinear))}
-        self.real_input_layers = tuple(n for n, m in layers.items() if not quant.is_binary(m.input_quantizer))
-        self.real_weight_layers = tuple(n for n, m in layers.items() if not quant.is_binary(m.weight_quantizer))
+        declare_real_layers(self)
 
     def bonn_convs(self) -> list[tuple[str, BonnConv2d]]:
         """(name, conv) of every BONN binary conv."""
@@ -114,14 +108,9 @@ class WideResNet(_BonnModel, nn.Module):
         c = widths[0]
         for i, cout in enumerate(widths[1:]):
             stride = 1 if i == 0 else 2
-            blocks = []
-            for j in range(n):
-                blocks.append(BinaryBasicBlock(c, cout, stride if j == 0 else 1, opts))
-                c = cout
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = BinaryLinear(c, num_classes, bias=True, input_quantizer=None, weight_quantizer=None)
+            self.add_module(f"layer{i + 1}", stage(BinaryBasicBlock, c, cout, stride, n, opts))
+            c = cout
+        add_head(self, c, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The features entering ``fc``: ``(N, widths[3])``."""

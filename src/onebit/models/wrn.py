@@ -39,7 +39,6 @@ from torch import nn
 
 from .. import quant
 from ..losses.bayes import BayesConfig, FeaturePrior
-from ..nn import BinaryConv2d
 from ..nn.bonn import BonnConv2d
 from .registry import register_model
 from .resnet import (STAGE_CONVS, BinaryBasicBlock, ResNet, _real_conv, add_head, declare_real_layers,

@@ -23,6 +23,7 @@
 #include "common/isa.h"
 #include "common/peak.h"
 #include "common/thread_pool.h"
+#include "igemm/igemm.h"
 
 namespace py = pybind11;
 using namespace onebit;
@@ -46,6 +47,7 @@ template <> const char* dtype_name<float>() { return "float32"; }
 template <> const char* dtype_name<uint64_t>() { return "uint64"; }
 template <> const char* dtype_name<int32_t>() { return "int32"; }
 template <> const char* dtype_name<uint8_t>() { return "uint8"; }
+template <> const char* dtype_name<int8_t>() { return "int8"; }
 
 // Checks that obj is a C-contiguous, aligned ndarray of dtype T (and ndim if >= 0).
 template <class T>
@@ -468,4 +470,54 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, py::arg("x"), py::arg("C"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
      py::arg("min_mask") = py::none(), py::arg("out") = py::none(), py::arg("threads") = 0);
+
+  // ---- int8 GEMM (binary-weight networks: int8 activations x +-1 weights) ----
+  py::class_<Int8Weights, std::shared_ptr<Int8Weights>>(m, "Int8Weights",
+      "int8 weights (N, K) laid out once for the portable and AMX paths")
+      .def_property_readonly("N", [](const Int8Weights& w) { return w.N; })
+      .def_property_readonly("K", [](const Int8Weights& w) { return w.K; })
+      .def_property_readonly("Kp", [](const Int8Weights& w) { return w.Kp; });
+  m.def("prepare_int8_weights", [](const py::object& w_obj) {
+    py::array w = as_array<int8_t>(w_obj, "w", 2);
+    const int N = check_int(w.shape(0), "N", 1), K = check_int(w.shape(1), "K", 1);
+    return std::make_shared<Int8Weights>(prepare_int8_weights(static_cast<const int8_t*>(w.data()), N, K));
+  }, py::arg("w"));
+  m.def("amx_int8_usable", []() { return amx_int8_usable(); });
+  m.def("igemm_s8", [](const py::object& a_obj, const std::shared_ptr<Int8Weights>& W, const py::object& scale_obj,
+                       const py::object& bias_obj, const std::string& path, int64_t threads) {
+    if (!W) fail("w must be prepared with prepare_int8_weights");
+    py::array a = as_array<int8_t>(a_obj, "a", 2);
+    if (a.shape(1) < W->Kp)
+      fail("a must have at least Kp = " + std::to_string(W->Kp) + " columns (K padded to 64 with zeros), got " +
+           shape_str(a));
+    bool amx;
+    if (path == "auto") amx = amx_int8_usable();
+    else if (path == "amx") {
+      if (!amx_int8_usable()) fail("the AMX-INT8 path is not available on this CPU/OS");
+      amx = true;
+    } else if (path == "portable") amx = false;
+    else fail("path must be 'auto', 'amx' or 'portable', got '" + path + "'");
+    py::array sc, bi;
+    const float* scale = nullptr;
+    const float* bias = nullptr;
+    if (!scale_obj.is_none()) {
+      sc = as_array<float>(scale_obj, "scale", 1);
+      check_shape(sc, "scale", {W->N});
+      scale = static_cast<const float*>(sc.data());
+    }
+    if (!bias_obj.is_none()) {
+      bi = as_array<float>(bias_obj, "bias", 1);
+      check_shape(bi, "bias", {W->N});
+      bias = static_cast<const float*>(bi.data());
+    }
+    const int64_t M = a.shape(0);
+    py::array out = py::array_t<float>(std::vector<py::ssize_t>{static_cast<py::ssize_t>(M), W->N});
+    {
+      py::gil_scoped_release nogil;
+      igemm_s8(static_cast<const int8_t*>(a.data()), M, a.shape(1), *W, scale, bias,
+               static_cast<float*>(out.mutable_data()), W->N, amx, static_cast<int>(threads));
+    }
+    return out;
+  }, py::arg("a"), py::arg("w"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
+     py::arg("path") = "auto", py::arg("threads") = 0);
 }

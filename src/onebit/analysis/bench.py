@@ -40,7 +40,10 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
     # binary network -> (float network of the same shape, its options, input shape)
     table = {"bnn-mlp": ("bnn-mlp-float", {}, (1, 28, 28)),
              "bnn-convnet": ("bnn-convnet-float", {}, (3, 32, 32)),
-             "bireal-resnet18": ("resnet18-float", {"activation": "relu"}, (3, 224, 224))}
+             "bireal-resnet18": ("resnet18-float", {"activation": "relu"}, (3, 224, 224)),
+             # binary weights, real activations (BWN/BWNH): the engine's int8 × ±1 path, calibrated
+             # on the first batch's float activations; float input (mean/std preprocessing)
+             "vgg9-bwn": ("vgg9-float", {}, (3, 32, 32))}
     unknown = sorted(set(names) - set(table))
     if unknown:
         raise ValueError(f"no end-to-end benchmark for {unknown}; choose from {sorted(table)}")
@@ -49,8 +52,12 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
         ncls = 1000 if shape[-1] == 224 else 10
         torch.manual_seed(0)
         model = models.create(name, num_classes=ncls).eval()
-        export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape), preprocess={"normalize": "pm1"})
+        int8 = name == "vgg9-bwn"
+        export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape),
+               preprocess={"normalize": "meanstd" if int8 else "pm1"})
         engine = Engine(tmp / f"{name}.onebit", threads=threads)
+        if int8:
+            engine.quantize_int8(torch.randn(32, *shape).numpy())
         fmodel = models.create(float_name, num_classes=ncls, **float_kw).eval()
         # bf16 baseline: weights converted once (no per-call autocast casts); channels_last for convs
         fmodel_bf16 = models.create(float_name, num_classes=ncls, **float_kw).eval().to(torch.bfloat16)
@@ -60,7 +67,7 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
         for bs in batches:
             x8 = torch.randint(0, 256, (bs, *shape), dtype=torch.uint8)
             x = x8.float() / 127.5 - 1
-            xn = x8.numpy()  # the engine takes the raw 8-bit pixels (bit-plane first layer, exact)
+            xn = x.numpy() if int8 else x8.numpy()  # BNNs: raw 8-bit pixels (exact bit-plane first layer)
             xb = x.to(torch.bfloat16)
             if conv:
                 xb = xb.contiguous(memory_format=torch.channels_last)

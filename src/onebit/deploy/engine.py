@@ -92,6 +92,47 @@ class _FloatLinear(_Op):
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
         self._thresholds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
+        self.int8 = None  # (prepared ±1 int8 weights, activation scale, fused scale, bias): see set_int8
+
+    @property
+    def int8_eligible(self) -> bool:
+        """Binary weights on a real input with a real output: the binary-weight (BWN/BWNH) layers."""
+        return self.packed is not None and self.op.get("out") != "bits"
+
+    def set_int8(self, act_scale: float | None) -> None:
+        """Run this layer as int8 activations × ±1 weights (``act_scale``: real value of one int8
+        step, ``max|x|/127`` from calibration), or back in float (``None``)."""
+        if act_scale is None:
+            self.int8 = None
+            return
+        from ..kernels import prepare_int8_weights
+
+        w8 = np.ascontiguousarray(self.w4.reshape(self.w4.shape[0], -1), dtype=np.int8)  # exact: ±1
+        fused = (np.float32(act_scale) * self.mult32).astype(np.float32)
+        self.int8 = (prepare_int8_weights(w8), np.float32(act_scale), fused, self.bias32)
+
+    def _int8_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
+        """``y = fl(fl(float(q·w)·(s·mult)) + bias)`` with ``q = clip(rint(x/s), −127, 127)`` (int8) on the
+        int8 GEMM (AMX-INT8 where the CPU has it): the weights are exact, the activations rounded."""
+        from ..kernels import igemm_s8
+
+        w8, s, fused, bias = self.int8
+        q = np.clip(np.rint(x * (np.float32(1) / s)), -127, 127).astype(np.int8)
+        op = self.op
+        if op["op"] == "conv":
+            ph, pw = op["padding"]
+            qp = np.pad(q, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else q  # zero padding: q = 0
+            cols = _im2col(qp, *op["kernel"], *op["stride"])
+            lead = cols.shape[:-1]
+            rows = cols.reshape(-1, cols.shape[-1])
+        else:
+            lead, rows = q.shape[:-1], q.reshape(-1, q.shape[-1])
+        a = np.zeros((rows.shape[0], w8.Kp), np.int8)
+        a[:, :rows.shape[1]] = rows
+        y = igemm_s8(a, w8, fused, bias, threads=threads).reshape(*lead, -1)
+        if residual is not None:
+            y = y + residual
+        return y.astype(np.float32, copy=False)
 
     def _cols(self, x: np.ndarray, dtype) -> np.ndarray:
         op = self.op
@@ -177,6 +218,8 @@ class _FloatLinear(_Op):
 
     def __call__(self, x, threads, residual=None):
         op = self.op
+        if self.int8 is not None:
+            return self._int8_call(as_float(x), threads, residual)
         if x.dtype == np.uint8 and self.packed is None:
             x = as_float(x)  # real weights: the ordinary float path on x/127.5 - 1
         if x.dtype == np.uint8:
@@ -392,16 +435,62 @@ class Engine:
         """Logits for batch ``x`` (see the class docstring)."""
         x = self.check_input(x)
         threads = self.threads if threads is None else self._check_threads(threads)
+        with self._lock:
+            return self._forward(x, threads)
+
+    def _forward(self, x: np.ndarray, threads: int, observe=None) -> np.ndarray:
         if x.ndim == 4:
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW → NHWC
+        values = {"input": x}
+        for src, dst, impl, res in self._ops:
+            if observe is not None:
+                observe(impl, values[src])
+            if res is None:
+                values[dst] = impl(values[src], threads)
+            else:
+                values[dst] = impl(values[src], threads, residual=values[res])
+        return values[self.graph["output"]]
+
+    def int8_layers(self) -> list[str]:
+        """Outputs of the layers that :meth:`quantize_int8` would run in int8."""
+        return [dst for _, dst, impl, _ in self._ops if isinstance(impl, _FloatLinear) and impl.int8_eligible]
+
+    def quantize_int8(self, calibration: np.ndarray | None, *, percentile: float = 100.0) -> dict[str, float]:
+        """Run the binary-weight layers (binary weights, real activations: BWN/BWNH, methods.md §3)
+        as int8 activations × ±1 weights on the int8 GEMM — AMX-INT8 where the CPU has it.
+
+        Each such layer's input is quantised per tensor, ``q = clip(rint(x/s), −127, 127)``, with
+        ``s = P/127`` where P is the ``percentile`` of ``|x|`` over ``calibration`` (a batch of
+        typical inputs, e.g. a few hundred training images, run through the float path first).
+        The weights are exact; only the activations are rounded. ``None`` switches back to
+        float. Returns each layer's scale ``s``.
+        """
+        layers = [impl for _, _, impl, _ in self._ops if isinstance(impl, _FloatLinear) and impl.int8_eligible]
         with self._lock:
-            values = {"input": x}
-            for src, dst, impl, res in self._ops:
-                if res is None:
-                    values[dst] = impl(values[src], threads)
-                else:
-                    values[dst] = impl(values[src], threads, residual=values[res])
-            return values[self.graph["output"]]
+            for impl in layers:
+                impl.set_int8(None)
+            if calibration is None:
+                return {}
+            if not layers:
+                raise ValueError(f"{self.path}: no layer with binary weights and real activations to run in int8")
+            if not 0 < percentile <= 100:
+                raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+            x = self.check_input(calibration)
+            peaks: dict[int, float] = {}
+
+            def observe(impl, v):
+                if any(impl is l for l in layers):
+                    a = np.abs(as_float(v))
+                    peaks[id(impl)] = float(a.max() if percentile == 100 else np.percentile(a, percentile))
+
+            self._forward(x, self.threads, observe)
+            scales = {}
+            for _, dst, impl, _ in self._ops:
+                if any(impl is l for l in layers):
+                    s = peaks[id(impl)] / 127.0 if peaks[id(impl)] > 0 else 1.0
+                    impl.set_int8(s)
+                    scales[dst] = s
+            return scales
 
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, ops={len(self._ops)}, threads={self.threads})"

@@ -314,3 +314,25 @@ def fold_affine_sign(scale, shift) -> Tuple[np.ndarray, np.ndarray]:
                 f -= 1
             thresh[i] = int(f)
     return thresh.astype(np.int32), flip
+
+
+# --------------------------------------------------------------------------- int8 GEMM
+
+def amx_int8_usable() -> bool:
+    """True when the AMX-INT8 path runs here (CPU support and the OS granted the tile state)."""
+    return bool(_c().amx_int8_usable())
+
+
+def prepare_int8_weights(w: np.ndarray):
+    """int8 weights (N, K) (for binary-weight layers: the ±1 signs) laid out once for the
+    portable and AMX paths. Returns an ``Int8Weights`` (``.N``, ``.K``, ``.Kp`` = K padded to 64)."""
+    return _c().prepare_int8_weights(np.ascontiguousarray(w, dtype=np.int8))
+
+
+def igemm_s8(a: np.ndarray, w, scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None, *,
+             path: str = "auto", threads: Optional[int] = None) -> np.ndarray:
+    """``fl(fl(float32(a @ wᵀ) · scale) + bias)`` for int8 ``a`` (M, ≥Kp; columns K..Kp−1 zero) and
+    prepared int8 weights: exact int32 sums, then the float output transform (mul, then add).
+    ``path``: "auto" (AMX where usable, else portable), "amx" or "portable". Returns float32 (M, N)."""
+    f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    return _c().igemm_s8(a, w, f32(scale), f32(bias), path, _threads(threads))

@@ -486,7 +486,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("igemm_s8", [](const py::object& a_obj, const std::shared_ptr<Int8Weights>& W, const py::object& scale_obj,
                        const py::object& bias_obj, const std::string& path, int64_t threads) {
     if (!W) fail("w must be prepared with prepare_int8_weights");
-    py::array a = as_array<int8_t>(a_obj, "a", 2);
+    if (!py::isinstance<py::array>(a_obj)) fail("a must be a numpy.ndarray");
+    const bool a_unsigned = py::reinterpret_borrow<py::array>(a_obj).dtype().equal(py::dtype::of<uint8_t>());
+    py::array a = a_unsigned ? as_array<uint8_t>(a_obj, "a", 2) : as_array<int8_t>(a_obj, "a", 2);
     if (a.shape(1) < W->Kp)
       fail("a must have at least Kp = " + std::to_string(W->Kp) + " columns (K padded to 64 with zeros), got " +
            shape_str(a));
@@ -515,7 +517,7 @@ PYBIND11_MODULE(_core, m) {
     {
       py::gil_scoped_release nogil;
       igemm_s8(static_cast<const int8_t*>(a.data()), M, a.shape(1), *W, scale, bias,
-               static_cast<float*>(out.mutable_data()), W->N, amx, static_cast<int>(threads));
+               static_cast<float*>(out.mutable_data()), W->N, amx, static_cast<int>(threads), a_unsigned);
     }
     return out;
   }, py::arg("a"), py::arg("w"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),

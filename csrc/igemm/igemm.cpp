@@ -50,7 +50,7 @@ bool amx_int8_usable() {
 }
 
 void igemm_s8(const int8_t* A, int64_t M, int64_t lda, const Int8Weights& W, const float* scale,
-              const float* bias, float* C, int64_t ldc, bool use_amx, int threads) {
+              const float* bias, float* C, int64_t ldc, bool use_amx, int threads, bool a_unsigned) {
   constexpr int BM = 32;
   const int64_t blocks = (M + BM - 1) / BM;
   const int nthreads = resolve_threads(threads, blocks);
@@ -70,10 +70,10 @@ void igemm_s8(const int8_t* A, int64_t M, int64_t lda, const Int8Weights& W, con
     }
 #ifdef ONEBIT_HAVE_AMX
     if (use_amx)
-      igemm_block_amx(a, rows, la, W, acc.data());
+      igemm_block_amx(a, rows, la, W, acc.data(), a_unsigned);
     else
 #endif
-      igemm_block_ref(a, rows, la, W, acc.data());
+      igemm_block_ref(a, rows, la, W, acc.data(), a_unsigned);
     for (int r = 0; r < rows; ++r) {
       float* c = C + (m0 + r) * ldc;
       const int32_t* s = &acc[static_cast<size_t>(r) * W.Np];

@@ -30,9 +30,10 @@ def test_int8_layer_equals_its_numpy_emulation(vgg):
     x = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
     eng.quantize_int8(x)
     impl = next(i for _, dst, i, _ in eng._ops if isinstance(i, _FloatLinear) and i.int8 is not None and i.op["op"] == "conv")
-    _, s, fused, bias = impl.int8
+    _, s, fused, bias, unsigned = impl.int8
+    assert unsigned  # the inputs of VGG's binary-weight convs follow a ReLU: uint8
     h = np.abs(rng.standard_normal((2, 32, 32, impl.op["in_channels"])).astype(np.float32))
-    q = np.clip(np.rint(h * (np.float32(1) / s)), -127, 127).astype(np.int64)
+    q = np.clip(np.rint(h * (np.float32(1) / s)), 0, 255).astype(np.int64)
     cols = _im2col(np.pad(q, ((0, 0), (1, 1), (1, 1), (0, 0))), 3, 3, 1, 1)
     acc = cols @ impl.w4.reshape(impl.w4.shape[0], -1).astype(np.int64).T
     expect = (acc.astype(np.float32) * fused) + bias

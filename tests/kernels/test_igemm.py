@@ -31,6 +31,17 @@ def test_igemm_equals_numpy_exactly(path, m, n, k, threads, rng):
     assert np.array_equal(kernels.igemm_s8(ap, prepared, path=path), acc.astype(np.float32))
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_igemm_uint8_activations(path, rng):
+    """uint8 rows (u8 × s8): pixels and post-ReLU activations use the full 0..255 range."""
+    w = rng.integers(-128, 128, (37, 300)).astype(np.int8)
+    prepared = kernels.prepare_int8_weights(w)
+    a = rng.integers(0, 256, (45, prepared.Kp)).astype(np.uint8)
+    a[:, 300:] = 0
+    acc = a[:, :300].astype(np.int64) @ w.T.astype(np.int64)
+    assert np.array_equal(kernels.igemm_s8(a, prepared, path=path), acc.astype(np.float32))
+
+
 def test_igemm_paths_agree_and_extremes_do_not_overflow(rng):
     k = 8192  # 127 · 8192 per output: far inside int32
     w = np.ones((40, k), np.int8)

@@ -40,15 +40,32 @@ def run(
     threads: Optional[int] = typer.Option(None, help="kernel threads (default: all cores)"),
     batch_size: int = typer.Option(256, "--batch-size"),
     limit: Optional[int] = typer.Option(None, help="score only the first N test images"),
-    int8: bool = typer.Option(False, "--int8", help="run binary-weight layers (real activations) as int8 × ±1 "
+    input_: Optional[Path] = typer.Option(None, "--input", help="run on this .npy array instead of a data set "
+                                          "(N, C, H, W) float32 or uint8 pixels; prints the predicted classes"),
+    output: Optional[Path] = typer.Option(None, "--output", help="with --input: save the logits to this .npy file"),
+    int8: bool = typer.Option(False, "--int8", help="run binary-weight layers (real activations) as 8-bit × ±1 "
                               "(AMX-INT8 where available), calibrated on training images"),
     calib: int = typer.Option(512, "--calib", help="training images used to calibrate --int8"),
 ) -> None:
-    """Test accuracy of a .onebit model on the engine (no PyTorch)."""
-    from ..data import info, load_arrays
+    """Test accuracy of a .onebit model on the engine (no PyTorch), or predictions for --input."""
     from ..deploy import Engine
 
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if output is not None and input_ is None:
+        raise ValueError("--output needs --input (it saves the logits of that array)")
+    if int8 and input_ is not None:
+        raise ValueError("--int8 calibrates on the model's training images: score a data set, not --input")
+    if calib < 1:
+        raise ValueError(f"--calib must be >= 1, got {calib}")
     engine = Engine(model_file, threads=threads)
+    if input_ is not None:
+        _predict(engine, input_, output, batch_size, limit)
+        return
+    from ..data import info, load_arrays
+
     pre = engine.graph.get("preprocess") or {}
     name = data or pre.get("data")
     if not name:
@@ -58,8 +75,12 @@ def run(
     if limit:
         x, y = x[:limit], y[:limit]
     norm = pre.get("normalize", "pm1")
+    if tuple(x.shape[1:]) != engine.input_shape:
+        raise ValueError(f"data set {name} has images of shape {tuple(x.shape[1:])}; {model_file} takes "
+                         f"{engine.input_shape}")
 
     def prepare(xb: np.ndarray) -> np.ndarray:
+        """The model's preprocessing (stored in the file) of uint8 images, in NumPy."""
         if norm == "pm1":
             return xb  # raw uint8: the engine applies x/127.5 - 1 (bit-plane first layer, exact)
         xf = xb.astype(np.float32) / np.float32(255)
@@ -68,16 +89,12 @@ def run(
         if norm != "meanstd":
             raise ValueError(f"unknown preprocessing {norm!r} in {model_file}")
         ds = info(name)
-        m = np.asarray(ds.mean, np.float32).reshape(1, -1, 1, 1)
-        sd = np.asarray(ds.std, np.float32).reshape(1, -1, 1, 1)
-        return (xf - m) / sd
+        return (xf - np.asarray(ds.mean, np.float32).reshape(1, -1, 1, 1)) / np.asarray(ds.std, np.float32).reshape(1, -1, 1, 1)
 
     if int8:
-        if calib < 1:
-            raise ValueError("--calib must be at least 1")
-        scales = engine.quantize_int8(prepare(arrays["train"][0][:calib]))
-        typer.echo(f"int8: {len(scales)} binary-weight layers calibrated on {min(calib, len(arrays['train'][0]))} "
-                   "training images")
+        train_x = arrays["train"][0][:calib]
+        scales = engine.quantize_int8(prepare(train_x))
+        typer.echo(f"int8: {len(scales)} binary-weight layers calibrated on {len(train_x)} training images")
     correct, t0 = 0, time.perf_counter()
     for i in range(0, len(x), batch_size):
         correct += int((engine.run(prepare(x[i:i + batch_size])).argmax(1) == y[i:i + batch_size]).sum())
@@ -85,3 +102,43 @@ def run(
     typer.echo(f"{model_file} on {name} test: accuracy {100 * correct / len(x):.2f}% "
                f"(error {100 * (1 - correct / len(x)):.2f}%), {len(x)} images in {dt:.2f} s "
                f"({1e3 * dt / len(x):.3f} ms/image, {engine.threads} threads{', int8' if int8 else ''})")
+
+
+def load_input(path: Path):
+    """A user's input array from a ``.npy`` file (never unpickled), with clear errors."""
+    import numpy as np
+
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path} holds Python objects; give a numeric .npy array "
+                             "(float32 (N, C, H, W), or uint8 pixels)") from None
+        raise ValueError(f"{path} is not a readable .npy array ({e})") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npy array ({e})") from None
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{path} holds several arrays (.npz); give one .npy array")
+    return x
+
+
+def _predict(engine, path: Path, output: Optional[Path], batch_size: int, limit: Optional[int]) -> None:
+    import numpy as np
+
+    x = load_input(path)
+    if limit:
+        x = x[:limit]
+    engine.check_input(x)  # the whole array at once: dtype, shape, NaN/Inf, with the reason
+    logits = np.concatenate([engine.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    if output is not None:
+        from ..fileio import atomic_write_bytes
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, logits, allow_pickle=False)
+        atomic_write_bytes(output, buf.getvalue())
+    pred = logits.argmax(1)
+    shown = " ".join(map(str, pred[:20].tolist())) + (" …" if len(pred) > 20 else "")
+    typer.echo(f"{path}: {len(pred)} inputs → classes {shown}" + (f" (logits → {output})" if output else ""))

@@ -99,9 +99,10 @@ class _FloatLinear(_Op):
         """Binary weights on a real input with a real output: the binary-weight (BWN/BWNH) layers."""
         return self.packed is not None and self.op.get("out") != "bits"
 
-    def set_int8(self, act_scale: float | None) -> None:
-        """Run this layer as int8 activations × ±1 weights (``act_scale``: real value of one int8
-        step, ``max|x|/127`` from calibration), or back in float (``None``)."""
+    def set_int8(self, act_scale: float | None, unsigned: bool = False) -> None:
+        """Run this layer as 8-bit activations × ±1 weights (``act_scale``: real value of one step,
+        from calibration; ``unsigned``: the input is never negative, e.g. after a ReLU, and uses
+        uint8 0..255 instead of int8 −127..127), or back in float (``None``)."""
         if act_scale is None:
             self.int8 = None
             return
@@ -109,15 +110,17 @@ class _FloatLinear(_Op):
 
         w8 = np.ascontiguousarray(self.w4.reshape(self.w4.shape[0], -1), dtype=np.int8)  # exact: ±1
         fused = (np.float32(act_scale) * self.mult32).astype(np.float32)
-        self.int8 = (prepare_int8_weights(w8), np.float32(act_scale), fused, self.bias32)
+        self.int8 = (prepare_int8_weights(w8), np.float32(act_scale), fused, self.bias32, bool(unsigned))
 
     def _int8_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
-        """``y = fl(fl(float(q·w)·(s·mult)) + bias)`` with ``q = clip(rint(x/s), −127, 127)`` (int8) on the
-        int8 GEMM (AMX-INT8 where the CPU has it): the weights are exact, the activations rounded."""
+        """``y = fl(fl(float(q·w)·(s·mult)) + bias)`` with ``q = clip(rint(x/s), −127, 127)`` (int8; or
+        0..255 uint8 for a non-negative input) on the int8 GEMM (AMX-INT8 where the CPU has it): the
+        weights are exact, the activations rounded."""
         from ..kernels import igemm_s8
 
-        w8, s, fused, bias = self.int8
-        q = np.clip(np.rint(x * (np.float32(1) / s)), -127, 127).astype(np.int8)
+        w8, s, fused, bias, unsigned = self.int8
+        lo, hi, dt = (0, 255, np.uint8) if unsigned else (-127, 127, np.int8)
+        q = np.clip(np.rint(x * (np.float32(1) / s)), lo, hi).astype(dt)
         op = self.op
         if op["op"] == "conv":
             ph, pw = op["padding"]
@@ -127,7 +130,7 @@ class _FloatLinear(_Op):
             rows = cols.reshape(-1, cols.shape[-1])
         else:
             lead, rows = q.shape[:-1], q.reshape(-1, q.shape[-1])
-        a = np.zeros((rows.shape[0], w8.Kp), np.int8)
+        a = np.zeros((rows.shape[0], w8.Kp), dt)
         a[:, :rows.shape[1]] = rows
         y = igemm_s8(a, w8, fused, bias, threads=threads).reshape(*lead, -1)
         if residual is not None:
@@ -461,7 +464,8 @@ class Engine:
 
         Each such layer's input is quantised per tensor, ``q = clip(rint(x/s), −127, 127)``, with
         ``s = P/127`` where P is the ``percentile`` of ``|x|`` over ``calibration`` (a batch of
-        typical inputs, e.g. a few hundred training images, run through the float path first).
+        typical inputs, e.g. a few hundred training images, run through the float path first);
+        an input that was never negative in calibration (after a ReLU) uses uint8 with ``s = P/255``.
         The weights are exact; only the activations are rounded. ``None`` switches back to
         float. Returns each layer's scale ``s``.
         """
@@ -478,17 +482,22 @@ class Engine:
             x = self.check_input(calibration)
             peaks: dict[int, float] = {}
 
+            nonneg: dict[int, bool] = {}
+
             def observe(impl, v):
                 if any(impl is l for l in layers):
-                    a = np.abs(as_float(v))
+                    v = as_float(v)
+                    a = np.abs(v)
                     peaks[id(impl)] = float(a.max() if percentile == 100 else np.percentile(a, percentile))
+                    nonneg[id(impl)] = bool(v.min() >= 0)
 
             self._forward(x, self.threads, observe)
             scales = {}
             for _, dst, impl, _ in self._ops:
                 if any(impl is l for l in layers):
-                    s = peaks[id(impl)] / 127.0 if peaks[id(impl)] > 0 else 1.0
-                    impl.set_int8(s)
+                    top = 255.0 if nonneg[id(impl)] else 127.0
+                    s = peaks[id(impl)] / top if peaks[id(impl)] > 0 else 1.0
+                    impl.set_int8(s, unsigned=nonneg[id(impl)])
                     scales[dst] = s
             return scales
 

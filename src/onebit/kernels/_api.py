@@ -331,7 +331,7 @@ def prepare_int8_weights(w: np.ndarray):
 
 def igemm_s8(a: np.ndarray, w, scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None, *,
              path: str = "auto", threads: Optional[int] = None) -> np.ndarray:
-    """``fl(fl(float32(a @ wᵀ) · scale) + bias)`` for int8 ``a`` (M, ≥Kp; columns K..Kp−1 zero) and
+    """``fl(fl(float32(a @ wᵀ) · scale) + bias)`` for int8 or uint8 ``a`` (M, ≥Kp; columns K..Kp−1 zero) and
     prepared int8 weights: exact int32 sums, then the float output transform (mul, then add).
     ``path``: "auto" (AMX where usable, else portable), "amx" or "portable". Returns float32 (M, N)."""
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731

@@ -1,4 +1,6 @@
-"""Plots of training runs: curves from a run folder's ``metrics.csv`` (PNG files)."""
+"""Plots of training runs (PNG files): curves from a run folder's ``metrics.csv``, the per-layer
+flip ratio / saturation from ``layers.csv`` and the latent-weight histograms over epochs from
+``histograms.json`` (both written by the trainer, :mod:`onebit.train.observe`)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,108 @@ def plot_curves(run_dirs: list[str | Path], out: str | Path, labels: list[str] |
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def read_layers(run_dir: str | Path) -> dict[str, dict[str, list[float]]]:
+    """``run_dir/layers.csv`` → {layer: {"epoch": [...], "flip_ratio": [...], "saturated": [...], ...}}."""
+    path = Path(run_dir) / "layers.csv"
+    if not path.is_file():
+        return {}
+    out: dict[str, dict[str, list[float]]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            cols = out.setdefault(r["layer"], {})
+            for k, v in r.items():
+                if k == "layer":
+                    continue
+                try:
+                    cols.setdefault(k, []).append(float(v))
+                except (TypeError, ValueError):
+                    cols.setdefault(k, []).append(float("nan"))
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return out
+
+
+def plot_layers(run_dir: str | Path, out: str | Path) -> Path | None:
+    """Flip ratio (sign changes of the latent weights per epoch) and saturated fraction (|w| ≥ 1)
+    of every binary layer over the epochs → one PNG; None when the run has no ``layers.csv`` rows."""
+    layers = read_layers(run_dir)
+    if not layers:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, cols in layers.items():
+        ep = [e + 1 for e in cols["epoch"]]
+        axes[0].plot(ep, [max(v, 1e-7) for v in cols["flip_ratio"]], marker=".", label=f"layer {name}")
+        axes[1].plot(ep, cols["saturated"], marker=".", label=f"layer {name}")
+    axes[0].set(title="flip ratio of binary weights (sign changes per epoch; 0 drawn at 1e-7)", xlabel="epoch",
+                yscale="log")
+    axes[1].set(title="saturated latent weights (|w| ≥ 1)", xlabel="epoch", ylim=(0, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out)
+
+
+def plot_histograms(run_dir: str | Path, out: str | Path) -> Path | None:
+    """Per binary layer, the latent-weight histogram of every epoch (colour = epoch) → one PNG;
+    None when the run has no ``histograms.json``."""
+    import json
+
+    path = Path(run_dir) / "histograms.json"
+    if not path.is_file():
+        return None
+    try:
+        layers = json.loads(path.read_text())["layers"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not an onebit histogram file ({e})") from None
+    layers = {n: h for n, h in layers.items() if h}
+    if not layers:
+        return None
+    plt = _pyplot()
+    from matplotlib import cm
+
+    cols = min(4, len(layers))
+    rows = -(-len(layers) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols + 1, 3 * rows), squeeze=False, layout="constrained")
+    last = max(h["epoch"] for hs in layers.values() for h in hs) or 1
+    for ax, (name, hs) in zip(axes.flat, layers.items()):
+        for h in hs:
+            n = len(h["counts"])
+            width = (h["hi"] - h["lo"]) / n
+            centers = [h["lo"] + (i + 0.5) * width for i in range(n)]
+            total = sum(h["counts"]) or 1
+            ax.plot(centers, [c / total for c in h["counts"]], color=cm.viridis(h["epoch"] / last), lw=1)
+        ax.set(title=f"layer {name}", xlabel="latent weight", ylabel="fraction of weights")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(layers):]:
+        ax.axis("off")
+    sm = cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(1, last + 1))
+    fig.colorbar(sm, ax=axes.ravel().tolist(), label="epoch", shrink=0.8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

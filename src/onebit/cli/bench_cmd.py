@@ -17,6 +17,8 @@ def bench(
                                 "3×3 convs, the 4096² dense layer) with the measured popcount peak"),
 ) -> None:
     """Time the bit-packed engine against PyTorch on the same shapes, in the same run."""
+    if threads < 1 or repeats < 1:
+        raise ValueError(f"--threads and --repeats must be >= 1, got {threads} and {repeats}")
     if layers:
         from ..analysis.kernel_bench import main as kernel_main
 
@@ -28,5 +30,7 @@ def bench(
         bs = tuple(int(b) for b in batches.split(","))
     except ValueError:
         raise ValueError(f"--batches must look like 1,8 — got {batches!r}") from None
+    if min(bs) < 1:
+        raise ValueError(f"--batches must be positive, got {batches!r}")
     res = end_to_end(threads, repeats, bs, tuple(model), echo=typer.echo)
     typer.echo(json.dumps(res))

@@ -23,6 +23,10 @@ def eval_(
     from ..methods import Recipe
     from ..train import evaluate, load_for_eval
 
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_for_eval(checkpoint)

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors print one clear line and exit 2."""
     from ..errors import user_errors
 
+    from . import ARGV
+
+    ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         app(args=argv, standalone_mode=False)

@@ -1,20 +1,31 @@
-"""``onebit plot RUN_DIR...``: training curves as a PNG."""
+"""``onebit plot RUN_DIR...``: training curves, per-layer statistics and weight histograms as PNGs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def plot(
     runs: list[Path] = typer.Argument(..., help="one or more run folders (holding metrics.csv)"),
-    output: Path = typer.Option(Path("curves.png"), "-o", "--output", help="PNG file to write"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="curves PNG (default: RUN_DIR/curves.png for one run, "
+                                          "curves.png for several)"),
     label: list[str] = typer.Option([], "--label", help="legend label per run (repeat)"),
 ) -> None:
-    """Plot loss, accuracy and learning rate per epoch of training runs."""
-    from ..analysis.plots import plot_curves
+    """Plot loss, accuracy and learning rate per epoch of training runs; for one run also the
+    flip ratio / saturation of every binary layer and its weight histograms over the epochs."""
+    from ..analysis.plots import plot_curves, plot_histograms, plot_layers
 
     if label and len(label) != len(runs):
         raise ValueError(f"got {len(label)} --label for {len(runs)} runs")
-    typer.echo(f"wrote {plot_curves(runs, output, label or None)}")
+    out = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
+    typer.echo(f"wrote {plot_curves(runs, out, label or None)}")
+    if len(runs) == 1:
+        stem = out.with_suffix("")
+        for fn, suffix in ((plot_layers, "-layers.png"), (plot_histograms, "-histograms.png")):
+            written = fn(runs[0], stem.parent / (stem.name + suffix))
+            if written is not None:
+                typer.echo(f"wrote {written}")

@@ -30,12 +30,33 @@ def train(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the data set"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="stop after this wall-clock budget"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
+    ckpt_every_steps: int = typer.Option(0, "--ckpt-every-steps",
+                                         help="also checkpoint every N optimizer steps (0: per epoch only)"),
+    keep_ckpts: int = typer.Option(3, "--keep-ckpts", help="step checkpoints to keep"),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="also log to TensorBoard (OUT/tb; needs the "
+                                     "tensorboard package)"),
+    nproc: int = typer.Option(1, "--nproc", help="data-parallel processes (DDP, gloo) on this machine; "
+                              "--batch-size stays the global batch"),
 ) -> None:
     """Train MODEL (e.g. `onebit train bnn-mlp --data mnist --epochs 20`)."""
     import json
 
     from ..methods import get_recipe
     from ..train import train as run_train
+    from ..train.distributed import env_world, launch
+    from ..train.trainer import check_options
+
+    check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1:
+        from . import current_argv
+
+        rc = launch(nproc, current_argv())
+        if rc:
+            raise typer.Exit(rc)
+        return
+    rank = env_world()[0]
 
     r = get_recipe(recipe or model)
     if recipe is None and r.model != model:
@@ -58,9 +79,13 @@ def train(
             over[k] = val
     r = r.replace(**over, model_kwargs=model_kwargs)
     out = out or Path("runs") / f"{r.model}-{r.data}-s{r.seed}"
-    typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
+    if rank == 0:
+        typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
     res = run_train(r, out, resume=resume, threads=threads, progress=progress, data_root=data_root,
-                    max_minutes=max_minutes)
+                    max_minutes=max_minutes, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
+                    tensorboard=tensorboard)
+    if rank != 0:
+        return
     best = "" if res.best_val_acc is None else f"best val {100 * res.best_val_acc:.2f}% at epoch {res.best_epoch + 1}, "
     typer.echo(f"done: {best}test accuracy there {100 * res.test_acc_at_best:.2f}% "
                f"(last epoch {100 * res.last_test_acc:.2f}%), {res.wall_s / 60:.1f} min → {out}")

@@ -54,10 +54,18 @@ class _EpochLoader:
         self.even = even
         self.drop_last = drop_last
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order (and augmentation) the next iteration uses."""
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch whose order (and augmentation) the next iteration uses.
+
+        ``start_batch`` skips the first batches of that epoch (resuming mid-epoch): the batches
+        that follow are exactly those an uninterrupted iteration would yield, augmentation included.
+        """
+        if int(start_batch) < 0:
+            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self.epoch = int(epoch)
+        self.start_batch = int(start_batch)
 
     @property
     def num_samples(self) -> int:
@@ -134,6 +142,8 @@ class BatchLoader(_EpochLoader):
     def __iter__(self) -> Iterator[Batch]:
         order = self.order()
         for b, start in enumerate(range(0, len(order), self.batch_size)):
+            if b < self.start_batch:
+                continue
             idx = order[start:start + self.batch_size]
             xb = self.images.index_select(0, idx)
             if self.augment:
@@ -205,7 +215,9 @@ class ImageFolderLoader(_EpochLoader):
         order = self.order()
         pool = ThreadPoolExecutor(self.num_workers) if self.num_workers > 0 else None
         try:
-            for start in range(0, len(order), self.batch_size):
+            for b, start in enumerate(range(0, len(order), self.batch_size)):
+                if b < self.start_batch:
+                    continue
                 idx = order[start:start + self.batch_size]
                 ids = idx.tolist()
                 imgs = list(pool.map(self._decode, ids)) if pool else [self._decode(i) for i in ids]
@@ -229,9 +241,9 @@ class Loaders:
     info: DatasetInfo
     classes: list[str] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Forward to the training loader."""
-        self.train.set_epoch(epoch)
+        self.train.set_epoch(epoch, start_batch)
 
 
 def split_count(val_size: int | float, n: int, name: str) -> int:
@@ -292,6 +304,7 @@ def make_loaders(
     world_size: int = 1,
     even: bool = False,
     num_workers: int = 0,
+    shard_eval: bool = False,
 ) -> Loaders:
     """Build train / val / test loaders for data set ``name``.
 
@@ -306,6 +319,9 @@ def make_loaders(
     are decoded lazily at ``image_size`` (default 224); the validation images
     are the last ones of each class (in proportion), and ``limit`` takes evenly
     spaced images so that every class stays represented.
+
+    ``shard_eval`` splits the validation and test loaders across ``rank`` / ``world_size`` too
+    (each rank scores a disjoint strided part; distributed evaluation sums the counts).
     """
     ds = info(name)
     _check_common(batch_size, normalize, rank, world_size)
@@ -318,7 +334,8 @@ def make_loaders(
         return _imagefolder_loaders(ds, root=root, batch_size=batch_size, eval_bs=eval_bs, val_size=val_size,
                                     augment=augment, seed=seed, download=download, normalize=normalize,
                                     limit=limit, small=small, image_size=image_size, rank=rank,
-                                    world_size=world_size, even=even, num_workers=num_workers)
+                                    world_size=world_size, even=even, num_workers=num_workers,
+                                    shard_eval=shard_eval)
 
     arrays = load_arrays(ds.name, root, download)
     xtr, ytr = arrays["train"]
@@ -332,17 +349,18 @@ def make_loaders(
         xval, yval = xval[:small], yval[:small]
         xte, yte = xte[:small], yte[:small]
     common = dict(normalize=normalize, mean=ds.mean, std=ds.std, seed=seed)
+    shard = dict(rank=rank, world_size=world_size) if shard_eval else {}
     train = BatchLoader(xtr, ytr, batch_size=batch_size, shuffle=True, augment=augment, rank=rank,
                         world_size=world_size, even=even, **common)
-    val = BatchLoader(xval, yval, batch_size=eval_bs, **common) if k > 0 else None
-    test = BatchLoader(xte, yte, batch_size=eval_bs, **common)
+    val = BatchLoader(xval, yval, batch_size=eval_bs, **common, **shard) if k > 0 else None
+    test = BatchLoader(xte, yte, batch_size=eval_bs, **common, **shard)
     return Loaders(train, val, test, ds)
 
 
 def _imagefolder_loaders(
     ds: DatasetInfo, *, root: str | os.PathLike[str] | None, batch_size: int, eval_bs: int, val_size: int | float,
     augment: bool, seed: int, download: bool, normalize: str, limit: int | None, small: int | None,
-    image_size: int | None, rank: int, world_size: int, even: bool, num_workers: int,
+    image_size: int | None, rank: int, world_size: int, even: bool, num_workers: int, shard_eval: bool = False,
 ) -> Loaders:
     _folder, _fs, dirs = resolve(ds.name, root, download)
     train_samples, classes = formats.list_image_folder(dirs["train"])
@@ -359,8 +377,9 @@ def _imagefolder_loaders(
     info_ = replace(ds, num_classes=len(classes), image_size=size)
     common = dict(image_size=size, normalize=normalize, mean=ds.mean, std=ds.std, seed=seed,
                   num_workers=num_workers, classes=classes)
+    shard = dict(rank=rank, world_size=world_size) if shard_eval else {}
     train = ImageFolderLoader(tr, batch_size=batch_size, shuffle=True, augment=augment, rank=rank,
                               world_size=world_size, even=even, **common)
-    val = ImageFolderLoader(va, batch_size=eval_bs, **common) if va else None
-    test = ImageFolderLoader(te, batch_size=eval_bs, **common)
+    val = ImageFolderLoader(va, batch_size=eval_bs, **common, **shard) if va else None
+    test = ImageFolderLoader(te, batch_size=eval_bs, **common, **shard)
     return Loaders(train, val, test, info_, classes)

@@ -59,38 +59,53 @@ def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
 
 def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and validate a ``.onebit`` file → (graph, tensors)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
     path = Path(path)
     if not path.is_file():
         raise DeployError(f"model file not found: {path}")
     try:
         raw = path.read_bytes()
-        if len(raw) < 8:
-            raise DeployError(f"{path} is truncated ({len(raw)} bytes): not a .onebit file")
-        header_len = int.from_bytes(raw[:8], "little")
-        if header_len > len(raw) - 8 or header_len > 100_000_000:
-            raise DeployError(f"{path} is truncated or corrupt (header of {header_len} bytes declared, "
-                              f"file has {len(raw)})")
+    except OSError as e:
+        raise DeployError(f"cannot read {path}: {e}") from None
+    return parse(raw, str(path))
+
+
+def parse(raw: bytes, source: str = "model") -> tuple[dict, dict[str, np.ndarray]]:
+    """Decode and validate the bytes of a ``.onebit`` file → (graph, tensors).
+
+    The header length and JSON are checked before safetensors maps any tensor (safetensors checks
+    every tensor's offsets against the buffer, so a declared shape never allocates more than the
+    file holds); then the graph is validated against the tensors. Any failure is a DeployError.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    if len(raw) < 8:
+        raise DeployError(f"{source} is truncated ({len(raw)} bytes): not a .onebit file")
+    header_len = int.from_bytes(raw[:8], "little")
+    if header_len > len(raw) - 8 or header_len > 100_000_000:
+        raise DeployError(f"{source} is truncated or corrupt (header of {header_len} bytes declared, "
+                          f"file has {len(raw)})")
+    try:
         header = json.loads(raw[8:8 + header_len])
-        meta = header.get("__metadata__") or {}
+        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("onebit_graph"), str):
+            raise DeployError(f"{source} has no onebit graph: not a .onebit file")
         tensors = load(raw)
     except DeployError:
         raise
-    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, AttributeError,
-            OSError) as e:
-        raise DeployError(f"{path} is not a readable .onebit file ({type(e).__name__}: {e})") from None
-    if "onebit_graph" not in meta:
-        raise DeployError(f"{path} has no onebit graph: not a .onebit file")
+    except (SafetensorError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError, RecursionError) as e:
+        raise DeployError(f"{source} is not a readable .onebit file ({type(e).__name__}: {e})") from None
     try:
         graph = json.loads(meta["onebit_graph"])
-    except json.JSONDecodeError as e:
-        raise DeployError(f"{path}: the graph JSON is corrupt ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise DeployError(f"{source}: the graph JSON is corrupt ({e})") from None
     try:
         validate(graph, tensors)
     except DeployError as e:
-        raise DeployError(f"{path}: {e}") from None
+        raise DeployError(f"{source}: {e}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        # a safety net: validate() names every problem it knows; anything else is still a bad file
+        raise DeployError(f"{source}: invalid graph ({type(e).__name__}: {e})") from None
     return graph, tensors
 
 
@@ -133,24 +148,27 @@ def validate(graph: dict, tensors: dict[str, np.ndarray]) -> None:
     ops = graph.get("ops")
     if not isinstance(ops, list) or not ops:
         raise DeployError("graph.ops must be a non-empty list")
+    pre = graph.get("preprocess", {})
+    if not isinstance(pre, dict) or not all(isinstance(pre.get(k, ""), str) for k in ("normalize", "data")):
+        raise DeployError("graph.preprocess must be an object with string 'normalize' / 'data'")
     # value name -> (kind, shape-without-batch); kind: float | bits; shapes NHWC-style (H, W, C) or (F,)
     values: dict[str, tuple[str, tuple[int, ...]]] = {
         "input": ("float", tuple(shape[1:] + shape[:1]) if len(shape) == 3 else tuple(shape))}
     for i, op in enumerate(ops):
         where = f"op {i}"
-        if not isinstance(op, dict) or op.get("op") not in OP_TENSORS:
+        if not isinstance(op, dict) or not isinstance(op.get("op"), str) or op["op"] not in OP_TENSORS:
             raise DeployError(f"{where}: unknown op {op.get('op') if isinstance(op, dict) else op!r}; "
                               f"known: {sorted(OP_TENSORS)}")
         kind = op["op"]
         where = f"op {i} ({kind})"
         src = op.get("input")
-        if src not in values:
+        if not isinstance(src, str) or src not in values:
             raise DeployError(f"{where}: input {src!r} is not defined before it is used")
         if not isinstance(op.get("output"), str) or op["output"] in values:
             raise DeployError(f"{where}: output name {op.get('output')!r} is missing or reused")
         refs = op.get("tensors", {})
-        if not isinstance(refs, dict):
-            raise DeployError(f"{where}: tensors must be an object")
+        if not isinstance(refs, dict) or not all(isinstance(v, str) for v in refs.values()):
+            raise DeployError(f"{where}: tensors must be an object of tensor names")
         for role, (dtype, rank) in OP_TENSORS[kind].items():
             name = role.rstrip("?")
             if name not in refs:
@@ -172,10 +190,10 @@ def validate(graph: dict, tensors: dict[str, np.ndarray]) -> None:
             r = op["residual"]
             if kind not in ("conv", "bconv", "dense", "bdense") or op.get("out", "float") != "float":
                 raise DeployError(f"{where}: a residual needs a conv/dense op with float output")
-            if r not in values or values[r] != out:
+            if not isinstance(r, str) or r not in values or values[r] != out:
                 raise DeployError(f"{where}: residual {r!r} is undefined or does not match the output {out}")
         values[op["output"]] = out
-    if graph.get("output") not in values:
+    if not isinstance(graph.get("output"), str) or graph["output"] not in values:
         raise DeployError(f"graph.output {graph.get('output')!r} is not a value of the graph")
     if values[graph["output"]][0] != "float":
         raise DeployError("graph.output must be a float value")

@@ -261,9 +261,11 @@ class FeaturePrior(nn.Module):
         return bayes_feature_loss(features, targets, self.centers, self.sigma, reduction=reduction)
 
     @torch.no_grad()
-    def update_centers(self, features: torch.Tensor, targets: torch.Tensor, alpha: float = 0.5) -> None:
+    def update_centers(self, features: torch.Tensor, targets: torch.Tensor, alpha: float = 0.5,
+                       reduce=None) -> None:
         """Center-loss update (Wen et al. 2016), in place: see :func:`center_update`."""
-        self.centers.copy_(center_update(self.centers, features.detach().to(self.centers.dtype), targets, alpha))
+        self.centers.copy_(center_update(self.centers, features.detach().to(self.centers.dtype), targets, alpha,
+                                         reduce=reduce))
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, sigma_param={self.sigma_param}"
@@ -324,16 +326,21 @@ def bayes_feature_loss(features: torch.Tensor, targets: torch.Tensor, centers: t
 
 @torch.no_grad()
 def center_update(centers: torch.Tensor, features: torch.Tensor, targets: torch.Tensor,
-                  alpha: float = 0.5) -> torch.Tensor:
+                  alpha: float = 0.5, reduce=None) -> torch.Tensor:
     """New centers by the center-loss rule (Wen et al. 2016, Algorithm 1).
 
     ``Δc_j = Σ_i 1[y_i = j](c_j − f_i) / (1 + Σ_i 1[y_i = j])`` and ``c_j − α Δc_j`` (classes absent
-    from the batch are unchanged). Returns a new tensor.
+    from the batch are unchanged). Returns a new tensor. ``reduce`` (distributed training: a sum
+    over all ranks) is applied to the per-class counts and feature sums, so every rank computes the
+    update of the global batch.
     """
     f = features.detach().flatten(1).to(centers.dtype)
     n = torch.zeros(centers.shape[0], dtype=centers.dtype, device=centers.device)
     n.index_add_(0, targets, torch.ones_like(targets, dtype=centers.dtype))
     fsum = torch.zeros_like(centers).index_add_(0, targets, f)
+    if reduce is not None:
+        both = reduce(torch.cat([n[:, None], fsum], 1))
+        n, fsum = both[:, 0], both[:, 1:]
     delta = (n[:, None] * centers - fsum) / (1.0 + n[:, None])
     return centers - alpha * delta
 

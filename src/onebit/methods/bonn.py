@@ -66,6 +66,10 @@ class BonnHook:
         self.model, self.config = model, cfg
         self.features: torch.Tensor | None = None
         self.last: dict[str, float] = {"kernel": 0.0, "feature": 0.0}
+        # distributed training (set by the trainer): a sum over ranks for the center update, and the
+        # number of ranks (a "sum"-reduced feature loss is scaled by it, as DDP averages gradients)
+        self.reduce = None
+        self.world_size = 1
         self._handle = None
         self._convs = [m for _, m in kernel_priors(model)]
         fp = feature_prior(model)
@@ -97,6 +101,8 @@ class BonnHook:
         if cfg.feature_active(epoch):
             f = self._features(features)
             lf = 0.5 * cfg.theta * self._feature_prior.loss(f, targets, reduction=cfg.feature_reduction)
+            if cfg.feature_reduction == "sum" and self.world_size > 1:
+                lf = lf * self.world_size
             self.last["feature"] = float(lf.detach())
             loss = loss + lf
         return loss
@@ -105,7 +111,8 @@ class BonnHook:
     def after_step(self, targets: torch.Tensor, *, features: torch.Tensor | None = None) -> None:
         """Update the class centers by the center-loss rule (when the feature loss is on, from epoch 0)."""
         if self.config.feature_on:
-            self._feature_prior.update_centers(self._features(features), targets, self.config.center_alpha)
+            self._feature_prior.update_centers(self._features(features), targets, self.config.center_alpha,
+                                               reduce=self.reduce)
         self.features = None
 
     def _features(self, features: torch.Tensor | None) -> torch.Tensor:

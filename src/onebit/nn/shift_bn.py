@@ -43,6 +43,10 @@ class _ShiftBatchNorm(nn.Module):
     def _q(self, t: torch.Tensor) -> torch.Tensor:
         return ap2_ste(t) if self.use_ap2 else t
 
+    def batch_mean(self, t: torch.Tensor, dims: list[int]) -> torch.Tensor:
+        """Mean over the batch (and spatial) axes; distributed training replaces it by a global mean."""
+        return t.mean(dims)
+
     def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         shape = [1] * x.dim()
         shape[1] = -1
@@ -54,9 +58,9 @@ class _ShiftBatchNorm(nn.Module):
         dims = [d for d in range(x.dim()) if d != 1]
         xf = x.float()
         if self.training:
-            mu = xf.mean(dims)
+            mu = self.batch_mean(xf, dims)
             c = xf - self._view(mu, xf)
-            var = (c * self._q(c)).mean(dims)
+            var = self.batch_mean(c * self._q(c), dims)
             invstd = 1.0 / torch.sqrt(var + self.eps)
             with torch.no_grad():
                 m = self.momentum

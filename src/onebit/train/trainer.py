@@ -1,10 +1,20 @@
 """One trainer for any registered model and recipe.
 
 Per epoch: train (progress bar), evaluate on validation and test, append a row to
-``metrics.csv``, write ``last.safetensors`` and — when validation accuracy improves —
-``best.safetensors`` (atomically). ``resume=True`` continues from ``last.safetensors`` and gives
-exactly the run that was never interrupted (data order is a function of (seed, epoch); model,
-optimizer, scheduler and RNG states are restored).
+``metrics.csv`` and the per-layer statistics to ``layers.csv`` / ``histograms.json``
+(:mod:`onebit.train.observe`; TensorBoard too with ``tensorboard=True``), write ``last.safetensors``
+and — when validation accuracy improves — ``best.safetensors`` (atomically). With
+``ckpt_every_steps=N`` a step checkpoint is also written every N optimizer steps (the newest
+``keep_ckpts`` are kept, :mod:`onebit.train.snapshots`).
+
+``resume=True`` continues from the checkpoint furthest into the run — an epoch end or the middle
+of an epoch — and gives exactly the run that was never interrupted: data order is a function of
+(seed, epoch) and a resumed epoch skips the batches already done; model, optimizer, scheduler,
+RNG states and the epoch's running loss/accuracy sums are restored.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same function trains data-parallel
+(:mod:`onebit.train.distributed`): ``recipe.batch_size`` is the global batch, rank 0 alone writes
+files and logs.
 """
 
 from __future__ import annotations
@@ -18,14 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .. import losses, models
+from ..fileio import atomic_write_text
 from ..methods.recipe import Recipe
 from ..nn import constraints
 from ..optim import ShiftAdaMax, make_scheduler, param_groups
-from ..fileio import atomic_write_text
-from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from . import distributed as distrib
+from . import observe, snapshots
+from .checkpoint import CheckpointError, load_checkpoint, model_from_meta, restore, save_checkpoint
 
 log = logging.getLogger("onebit.train")
 
@@ -69,8 +82,12 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     raise TrainingError(f"unknown optimizer {opt!r}; use adam, adamax, shift_adamax or sgd")
 
 
-def evaluate(model: torch.nn.Module, loader, loss_fn, *, bf16: bool = False) -> tuple[float, float]:
-    """Mean loss and accuracy (fraction) of ``model`` in eval mode over ``loader``."""
+def evaluate(model: torch.nn.Module, loader, loss_fn, *, bf16: bool = False, reduce=None) -> tuple[float, float]:
+    """Mean loss and accuracy (fraction) of ``model`` in eval mode over ``loader``.
+
+    ``reduce`` (distributed evaluation: each rank scores a shard) sums ``[loss, correct, count]``
+    over the ranks.
+    """
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     with torch.no_grad(), _autocast(bf16):
@@ -79,6 +96,8 @@ def evaluate(model: torch.nn.Module, loader, loss_fn, *, bf16: bool = False) -> 
             loss_sum += float(loss_fn(out, y)) * len(y)
             correct += int((out.argmax(1) == y).sum())
             total += len(y)
+    if reduce is not None:
+        loss_sum, correct, total = reduce([loss_sum, float(correct), float(total)])
     if total == 0:
         raise TrainingError("evaluation set is empty")
     return loss_sum / total, correct / total
@@ -88,100 +107,22 @@ def _autocast(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads: int | None = None,
-          progress: bool = True, data_root: str | None = None, max_minutes: float | None = None,
-          stop_after: int | None = None) -> RunResult:
-    """Train ``recipe`` into ``out_dir``.
+class StepModule(nn.Module):
+    """The model and its method hook as one module: logits and the method's extra loss.
 
-    Args:
-        resume: continue from ``out_dir/last.safetensors`` (the recipe must match).
-        threads: ``torch.set_num_threads`` (None: PyTorch's default).
-        max_minutes: stop after the epoch during which this wall-clock budget ran out.
-        stop_after: stop after this many epochs of *this* call (used to test interruption).
+    DDP wraps this, so parameters that only the extra loss uses (BONN's priors) are reduced too.
     """
-    from .. import data as onebit_data  # heavy imports only when training
 
-    if threads is not None:
-        if threads < 1:
-            raise TrainingError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    last_path, best_path, csv_path = out / "last.safetensors", out / "best.safetensors", out / "metrics.csv"
-    recipe_path = out / "recipe.json"
+    def __init__(self, model: nn.Module, hook, bf16: bool):
+        super().__init__()
+        self.model, self.bf16 = model, bf16
+        self.hook = hook
 
-    if not resume and last_path.exists():
-        raise TrainingError(f"{out} already holds a run (last.safetensors); pass --resume to continue it "
-                            "or choose another --out (nothing was overwritten)")
-
-    torch.manual_seed(recipe.seed)
-    loaders = onebit_data.make_loaders(
-        recipe.data, batch_size=recipe.batch_size, root=data_root, val_size=recipe.val_size,
-        augment=recipe.augment, seed=recipe.seed, normalize=recipe.normalize, limit=recipe.limit)
-    info = loaders.info
-    model = build_model(recipe, info)
-    hook = method_hook(model)
-    optimizer = build_optimizer(recipe, model)
-    constraints.attach(optimizer, model)
-    scheduler = make_scheduler(optimizer, recipe.lr_schedule, epochs=recipe.epochs, lr=recipe.lr,
-                               lr_final=recipe.lr_final, every=recipe.lr_every, milestones=recipe.milestones)
-    loss_fn = losses.get(recipe.loss)
-
-    start_epoch, best_val, best_epoch, test_at_best, wall0 = 0, -1.0, -1, float("nan"), 0.0
-    if resume:
-        if not last_path.exists():
-            raise TrainingError(f"--resume: no checkpoint at {last_path}")
-        tensors, meta = load_checkpoint(last_path)
-        if meta.get("recipe") != recipe.to_dict():
-            raise TrainingError(f"--resume: the recipe in {last_path} differs from the requested one; "
-                                "resume with the same settings")
-        restore(tensors, meta, model, optimizer=optimizer, scheduler=scheduler, rng=True)
-        start_epoch = meta["epoch"] + 1
-        best_val, best_epoch = meta["best_val_acc"], meta["best_epoch"]
-        test_at_best, wall0 = meta["test_acc_at_best"], meta["wall_s"]
-        _truncate_csv(csv_path, start_epoch)
-        log.info("resumed %s at epoch %d", out, start_epoch)
-    else:
-        atomic_write_text(recipe_path, recipe.to_json())
-        atomic_write_text(csv_path, ",".join(CSV_FIELDS) + "\n")
-
-    t_run = time.time()
-    epochs_run, last_test = 0, float("nan")
-    for epoch in range(start_epoch, recipe.epochs):
-        t0 = time.time()
-        lr = optimizer.param_groups[-1]["lr"]
-        train_loss, train_acc = _train_epoch(model, loaders.train, loss_fn, optimizer, epoch, recipe, progress, hook)
-        epoch_s = time.time() - t0
-        val_loss, val_acc = evaluate(model, loaders.val, loss_fn, bf16=recipe.bf16) if loaders.val else (math.nan, math.nan)
-        test_loss, test_acc = evaluate(model, loaders.test, loss_fn, bf16=recipe.bf16)
-        scheduler.step()
-        last_test = test_acc
-        improved = loaders.val is None or val_acc > best_val
-        if improved:
-            best_val, best_epoch, test_at_best = (val_acc if loaders.val else best_val), epoch, test_acc
-        wall = wall0 + time.time() - t_run
-        row = dict(epoch=epoch, lr=lr, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-                   val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, epoch_s=epoch_s, wall_s=wall)
-        with open(csv_path, "a", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS).writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        meta = {"recipe": recipe.to_dict(), "model_config": getattr(model, "onebit_config", {}),
-                "data_info": {"name": info.name, "num_classes": info.num_classes,
-                              "in_channels": info.in_channels, "image_size": info.image_size},
-                "epoch": epoch, "metrics": row, "best_val_acc": best_val, "best_epoch": best_epoch,
-                "test_acc_at_best": test_at_best, "wall_s": wall}
-        if improved:
-            save_checkpoint(best_path, model, meta)
-        save_checkpoint(last_path, model, meta, optimizer=optimizer, scheduler=scheduler)
-        log.info("epoch %d/%d  loss %.4f  train %.2f%%  val %.2f%%  test %.2f%%  (%.1fs)", epoch + 1,
-                 recipe.epochs, train_loss, 100 * train_acc, 100 * val_acc, 100 * test_acc, epoch_s)
-        epochs_run += 1
-        if stop_after is not None and epochs_run >= stop_after:
-            break
-        if max_minutes is not None and (time.time() - t_run) / 60 >= max_minutes:
-            log.info("time budget of %.1f min reached after epoch %d", max_minutes, epoch + 1)
-            break
-    return RunResult(out, epochs_run, best_epoch, best_val if loaders.val else None, test_at_best, last_test,
-                     wall0 + time.time() - t_run)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        with _autocast(self.bf16):
+            out = self.model(x)
+        extra = None if self.hook is None else self.hook.extra_loss(y, epoch=epoch)
+        return out, extra
 
 
 def method_hook(model: torch.nn.Module):
@@ -195,52 +136,296 @@ def method_hook(model: torch.nn.Module):
     return hook_for(model)
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, epoch: int, recipe: Recipe, progress: bool,
-                 hook=None) -> tuple[float, float]:
-    model.train()
-    loader.set_epoch(epoch)
-    n, correct, loss_sum = 0, 0, 0.0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not progress,
-               dynamic_ncols=True)
-    for step, (x, y) in enumerate(bar):
-        with _autocast(recipe.bf16):
-            out = model(x)
-        task = loss_fn(out.float(), y)
-        loss = task if hook is None else task + hook.extra_loss(y, epoch=epoch)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {float(loss)} at epoch {epoch + 1}, step {step}; "
-                                "lower the learning rate or turn off bf16")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if hook is not None:
-            hook.after_step(y)
-        loss_sum += float(task.detach()) * len(y)  # the task loss (the Bayesian terms hold constants)
-        correct += int((out.detach().argmax(1) == y).sum())
-        n += len(y)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{100 * correct / n:.1f}%")
-    return loss_sum / max(n, 1), correct / max(n, 1)
+def check_options(*, threads: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3) -> None:
+    """Refuse nonsensical run options before any work starts."""
+    for name, v, lo in (("threads", threads, 1), ("ckpt_every_steps", ckpt_every_steps, 0),
+                        ("keep_ckpts", keep_ckpts, 1)):
+        if v is None and name == "threads":
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise TrainingError(f"{name} must be an integer >= {lo}, got {v!r}")
 
 
-def _truncate_csv(path: Path, next_epoch: int) -> None:
-    """Drop rows of epochs that the resumed checkpoint does not cover (a crash after the CSV write)."""
-    if not path.exists():
-        atomic_write_text(path, ",".join(CSV_FIELDS) + "\n")
-        return
-    lines = path.read_text().splitlines()
-    keep = [lines[0]] + [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) < next_epoch]
-    atomic_write_text(path, "\n".join(keep) + "\n")
+def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads: int | None = None,
+          progress: bool = True, data_root: str | None = None, max_minutes: float | None = None,
+          stop_after: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3,
+          tensorboard: bool = False) -> RunResult:
+    """Train ``recipe`` into ``out_dir``.
+
+    Args:
+        resume: continue from the newest checkpoint in ``out_dir`` (the recipe must match).
+        threads: ``torch.set_num_threads`` (None: PyTorch's default).
+        max_minutes: stop after the epoch during which this wall-clock budget ran out.
+        stop_after: stop after this many epochs of *this* call (used to test interruption).
+        ckpt_every_steps: also checkpoint every this many optimizer steps (0: only per epoch).
+        keep_ckpts: how many step checkpoints to keep.
+        tensorboard: also log to TensorBoard (``out_dir/tb``) when the package is installed.
+    """
+    check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    d = distrib.setup()
+    try:
+        return _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
+                    ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
+                    tensorboard=tensorboard).run(resume, max_minutes, stop_after)
+    finally:
+        distrib.teardown(d)
+
+
+class _Run:
+    """One training run (one process of it); :func:`train` is the interface."""
+
+    def __init__(self, recipe: Recipe, out: Path, d: distrib.Dist, *, progress: bool, data_root: str | None,
+                 ckpt_every_steps: int, keep_ckpts: int, tensorboard: bool):
+        from .. import data as onebit_data  # heavy imports only when training
+
+        self.recipe, self.out, self.d = recipe, out, d
+        self.progress = progress and d.main
+        self.every, self.keep = ckpt_every_steps, keep_ckpts
+        if recipe.batch_size % d.world_size:
+            raise TrainingError(f"batch_size {recipe.batch_size} (the global batch) must be divisible by "
+                                f"the {d.world_size} processes")
+        if not d.main:
+            log.setLevel(logging.WARNING)
+        torch.manual_seed(recipe.seed)
+        self.loaders = onebit_data.make_loaders(
+            recipe.data, batch_size=recipe.batch_size // d.world_size, root=data_root, val_size=recipe.val_size,
+            augment=recipe.augment, seed=recipe.seed, normalize=recipe.normalize, limit=recipe.limit,
+            eval_batch_size=recipe.batch_size, rank=d.rank, world_size=d.world_size, even=d.active,
+            shard_eval=d.active)
+        self.info = self.loaders.info
+        self.model = build_model(recipe, self.info)
+        self.hook = method_hook(self.model)
+        self.optimizer = build_optimizer(recipe, self.model)
+        constraints.attach(self.optimizer, self.model)
+        self.scheduler = make_scheduler(self.optimizer, recipe.lr_schedule, epochs=recipe.epochs, lr=recipe.lr,
+                                        lr_final=recipe.lr_final, every=recipe.lr_every, milestones=recipe.milestones)
+        self.loss_fn = losses.get(recipe.loss)
+        self.stats = observe.LayerStats(self.model)
+        self.step_module: nn.Module = StepModule(self.model, self.hook, recipe.bf16)
+        if d.active:
+            distrib.sync_batchnorm(self.model)
+            if self.hook is not None:
+                self.hook.reduce, self.hook.world_size = distrib.all_reduce_tensor, d.world_size
+            if d.rank > 0:  # own dropout / stochastic-binarization streams (rank 0 keeps the 1-process one)
+                torch.manual_seed(recipe.seed + 1_000_003 * d.rank)
+            self.step_module = distrib.wrap_ddp(self.step_module, find_unused_parameters=self.hook is not None)
+        self.reduce = distrib.all_reduce_sum if d.active else None
+        self.tb = observe.TensorBoard(out / "tb", tensorboard and d.main)
+        self.best_val, self.best_epoch, self.test_at_best, self.wall0 = -1.0, -1, float("nan"), 0.0
+        self.global_step = 0
+        self.last_test = math.nan
+
+    # ---- files -------------------------------------------------------------------------------
+
+    @property
+    def paths(self):
+        o = self.out
+        return o / "last.safetensors", o / "best.safetensors", o / "metrics.csv", o / "layers.csv", o / "histograms.json"
+
+    def _meta(self, epoch: int, **extra) -> dict:
+        return {"recipe": self.recipe.to_dict(), "model_config": getattr(self.model, "onebit_config", {}),
+                "data_info": {"name": self.info.name, "num_classes": self.info.num_classes,
+                              "in_channels": self.info.in_channels, "image_size": self.info.image_size},
+                "epoch": epoch, "global_step": self.global_step, "best_val_acc": self.best_val,
+                "best_epoch": self.best_epoch, "test_acc_at_best": self.test_at_best,
+                "world_size": self.d.world_size, **extra}
+
+    def _start_fresh(self) -> None:
+        last, _, csv_path, layers_path, hist_path = self.paths
+        if snapshots.has_run(self.out):
+            raise TrainingError(f"{self.out} already holds a run ({last.name} or {snapshots.STEPS_DIR}/); pass "
+                                "--resume to continue it or choose another --out (nothing was overwritten)")
+        if self.d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "recipe.json", self.recipe.to_json())
+            atomic_write_text(csv_path, ",".join(CSV_FIELDS) + "\n")
+            atomic_write_text(layers_path, ",".join(observe.LAYER_FIELDS) + "\n")
+            hist_path.unlink(missing_ok=True)
+
+    def _resume(self) -> tuple[int, int, dict]:
+        """Restore the newest readable checkpoint → (epoch, step to start at, epoch accumulators)."""
+        found = snapshots.candidates(self.out) if self.out.is_dir() else []
+        if not found:
+            raise TrainingError(f"--resume: no checkpoint in {self.out} (looked for last.safetensors "
+                                f"and {snapshots.STEPS_DIR}/)")
+        for snap in found:
+            try:
+                tensors, meta = load_checkpoint(snap.path)
+                self._check_recipe(meta, snap.path)
+                restore(tensors, meta, self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                        rng=True, rank=self.d.rank)
+                break
+            except CheckpointError as e:
+                log.warning("cannot resume from %s (%s); trying an older checkpoint", snap.path, e)
+        else:
+            raise TrainingError(f"--resume: no readable checkpoint in {self.out}")
+        try:
+            self.best_val, self.best_epoch = float(meta["best_val_acc"]), int(meta["best_epoch"])
+            self.test_at_best, self.wall0 = float(meta["test_acc_at_best"]), float(meta["wall_s"])
+            metrics = meta.get("metrics")
+            self.last_test = float(metrics["test_acc"]) if isinstance(metrics, dict) and "test_acc" in metrics else math.nan
+            pos = snap.position
+            self.global_step = int(meta.get("global_step", pos[0] * len(self.loaders.train) + pos[1]))
+            accum = {"loss_sum": 0.0, "correct": 0, "n": 0, "elapsed": 0.0}
+            if snap.kind == "step":
+                a = meta["accum"]
+                if self.d.main:  # the sums of all ranks; the other ranks start from 0
+                    accum = {"loss_sum": float(a["loss_sum"]), "correct": int(a["correct"]), "n": int(a["n"]),
+                             "elapsed": float(a["elapsed"])}
+                if not self.stats.load_state(tensors):
+                    log.warning("%s holds no epoch-start signs: this epoch's flip ratios start at the resume", snap.path)
+            else:  # an epoch end: the restored weights are the reference signs of the next epoch
+                self.stats = observe.LayerStats(self.model)
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrainingError(f"--resume: {snap.path} lacks trainer state ({type(e).__name__}: {e})") from None
+        saved_world = meta.get("world_size", 1)
+        if saved_world != self.d.world_size:
+            log.warning("resuming a %s-process run with %d processes: same batches, but dropout/stochastic "
+                        "draws of ranks > 0 restart from new streams", saved_world, self.d.world_size)
+        epoch, step = snap.position
+        if self.d.main:
+            snapshots.remove_temp_files(self.out)
+            _, _, csv_path, layers_path, hist_path = self.paths
+            observe.truncate_rows(csv_path, CSV_FIELDS, epoch)
+            observe.truncate_rows(layers_path, observe.LAYER_FIELDS, epoch)
+            if hist_path.exists():
+                observe.add_histograms(hist_path, {}, next_epoch=epoch)
+        log.info("resumed %s at epoch %d%s (from %s)", self.out, epoch + 1,
+                 f", step {step}" if step else "", snap.path.name)
+        return epoch, step, accum
+
+    def _check_recipe(self, meta: dict, path: Path) -> None:
+        try:
+            saved = Recipe.from_dict(meta["recipe"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CheckpointError(f"{path} holds no readable recipe") from None
+        if saved != self.recipe:
+            raise TrainingError(f"--resume: the recipe in {path} differs from the requested one; "
+                                "resume with the same settings")
+
+    def _save_step(self, epoch: int, step: int, accum: dict) -> None:
+        """Step checkpoint after ``step`` batches of ``epoch`` (collective: every rank calls it)."""
+        rng = distrib.gather_rng(self.d)
+        sums = [accum["loss_sum"], float(accum["correct"]), float(accum["n"])]
+        if self.reduce is not None:
+            sums = self.reduce(sums)
+        if not self.d.main:
+            return
+        a = {"loss_sum": sums[0], "correct": int(sums[1]), "n": int(sums[2]),
+             "elapsed": accum["elapsed"] + time.time() - accum["t0"]}
+        meta = self._meta(epoch, kind="step", step=step, accum=a, wall_s=self.wall0 + time.time() - self.t_run)
+        path = snapshots.step_path(self.out, epoch, step)
+        save_checkpoint(path, self.model, meta, optimizer=self.optimizer, scheduler=self.scheduler,
+                        extra_tensors={**self.stats.state(), **rng})
+        snapshots.prune_steps(self.out, self.keep)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def run(self, resume: bool, max_minutes: float | None, stop_after: int | None) -> RunResult:
+        start_epoch, start_step, accum = 0, 0, {"loss_sum": 0.0, "correct": 0, "n": 0, "elapsed": 0.0}
+        if resume:
+            start_epoch, start_step, accum = self._resume()
+        else:
+            self._start_fresh()
+        if self.d.active:
+            distrib.barrier()
+        last_path, best_path, csv_path, layers_path, hist_path = self.paths
+        self.t_run = time.time()
+        epochs_run, last_test = 0, self.last_test
+        has_val = self.loaders.val is not None
+        for epoch in range(start_epoch, self.recipe.epochs):
+            step0 = start_step if epoch == start_epoch else 0
+            acc0 = accum if epoch == start_epoch else {"loss_sum": 0.0, "correct": 0, "n": 0, "elapsed": 0.0}
+            lr = self.optimizer.param_groups[-1]["lr"]
+            t0 = time.time()
+            train_loss, train_acc = self._train_epoch(epoch, step0, dict(acc0, t0=t0))
+            epoch_s = acc0["elapsed"] + time.time() - t0
+            r = self.recipe
+            val_loss, val_acc = (evaluate(self.model, self.loaders.val, self.loss_fn, bf16=r.bf16, reduce=self.reduce)
+                                 if has_val else (math.nan, math.nan))
+            test_loss, test_acc = evaluate(self.model, self.loaders.test, self.loss_fn, bf16=r.bf16, reduce=self.reduce)
+            self.scheduler.step()
+            distrib.check_consistent(self.d, self.model, self.optimizer, what=f"after epoch {epoch + 1}")
+            last_test = test_acc
+            improved = not has_val or val_acc > self.best_val
+            if improved:
+                self.best_val, self.best_epoch, self.test_at_best = (val_acc if has_val else self.best_val), epoch, test_acc
+            wall = self.wall0 + time.time() - self.t_run
+            row = dict(epoch=epoch, lr=lr, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                       val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, epoch_s=epoch_s, wall_s=wall)
+            rng = distrib.gather_rng(self.d)
+            if self.d.main:
+                layer_rows, hists = self.stats.epoch_end(epoch)
+                with open(csv_path, "a", newline="") as f:
+                    csv.DictWriter(f, CSV_FIELDS).writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                                            for k, v in row.items()})
+                observe.append_layer_rows(layers_path, layer_rows)
+                observe.add_histograms(hist_path, hists)
+                self.tb.epoch(row, layer_rows, self.stats.layers)
+                meta = self._meta(epoch, kind="epoch", metrics=row, wall_s=wall)
+                if improved:
+                    save_checkpoint(best_path, self.model, meta)
+                save_checkpoint(last_path, self.model, meta, optimizer=self.optimizer, scheduler=self.scheduler,
+                                extra_tensors=rng)
+            log.info("epoch %d/%d  loss %.4f  train %.2f%%  val %.2f%%  test %.2f%%  (%.1fs)", epoch + 1,
+                     r.epochs, train_loss, 100 * train_acc, 100 * val_acc, 100 * test_acc, epoch_s)
+            epochs_run += 1
+            if stop_after is not None and epochs_run >= stop_after:
+                break
+            out_of_time = max_minutes is not None and (time.time() - self.t_run) / 60 >= max_minutes
+            if self.d.active:
+                out_of_time = distrib.broadcast_flag(out_of_time)
+            if out_of_time:
+                log.info("time budget of %.1f min reached after epoch %d", max_minutes, epoch + 1)
+                break
+        self.tb.close()
+        return RunResult(self.out, epochs_run, self.best_epoch, self.best_val if has_val else None,
+                         self.test_at_best, last_test, self.wall0 + time.time() - self.t_run)
+
+    def _train_epoch(self, epoch: int, start_step: int, accum: dict) -> tuple[float, float]:
+        r, loader = self.recipe, self.loaders.train
+        self.step_module.train()
+        loader.set_epoch(epoch, start_step)
+        n, correct, loss_sum = accum["n"], accum["correct"], accum["loss_sum"]
+        steps = len(loader)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{r.epochs}", leave=False, disable=not self.progress,
+                   dynamic_ncols=True, initial=start_step, total=steps)
+        for step, (x, y) in enumerate(bar, start=start_step):
+            out, extra = self.step_module(x, y, epoch)
+            task = self.loss_fn(out.float(), y)
+            loss = task if extra is None else task + extra
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {float(loss)} at epoch {epoch + 1}, step {step}; "
+                                    "lower the learning rate or turn off bf16")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.hook is not None:
+                self.hook.after_step(y)
+            loss_sum += float(task.detach()) * len(y)  # the task loss (the Bayesian terms hold constants)
+            correct += int((out.detach().argmax(1) == y).sum())
+            n += len(y)
+            self.global_step += 1
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / max(n, 1):.4f}", acc=f"{100 * correct / max(n, 1):.1f}%")
+                self.tb.step(float(task.detach()), self.global_step)
+            if self.every and self.global_step % self.every == 0 and step + 1 < steps:
+                self._save_step(epoch, step + 1, dict(accum, loss_sum=loss_sum, correct=correct, n=n))
+        if self.reduce is not None:
+            loss_sum, correct, n = self.reduce([loss_sum, float(correct), float(n)])
+        return loss_sum / max(n, 1), correct / max(n, 1)
 
 
 def load_for_eval(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model stored in a checkpoint (eval mode) and return it with its metadata."""
+    """Rebuild the model stored in a checkpoint (eval mode) and return it with its metadata.
+
+    The declared model is checked against the file's tensors before it is allocated
+    (:func:`~onebit.train.checkpoint.model_from_meta`); every problem is a :class:`CheckpointError`.
+    """
     tensors, meta = load_checkpoint(path)
-    cfg = dict(meta.get("model_config") or {})
-    name = cfg.pop("name", None)
-    if name is None:
-        raise CheckpointError(f"{path} does not say which model it holds")
-    model = models.create(name, **cfg)
+    model = model_from_meta(meta, tensors, str(path))
     restore(tensors, meta, model)
     model.eval()
     return model, meta

@@ -1,0 +1,83 @@
+"""Where a run's checkpoints live, which one a resume starts from, and how many are kept.
+
+A run folder holds ``last.safetensors`` (end of the last finished epoch), ``best.safetensors`` and,
+with ``--ckpt-every-steps N``, step checkpoints ``steps/e<epoch>-s<step>.safetensors`` (``step``
+batches of ``epoch`` done). Every file is written atomically, so a SIGKILL at any moment leaves each
+of them either complete or absent (plus, at worst, a temp file ``.<name>.*.tmp`` that
+:func:`remove_temp_files` deletes). A resume starts from the checkpoint furthest into the run whose
+file reads cleanly; a damaged newest file falls back to the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import CheckpointError, read_meta
+
+log = logging.getLogger("onebit.train")
+
+STEPS_DIR = "steps"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A checkpoint file and its position in the run: ``step`` batches of ``epoch`` done."""
+
+    path: Path
+    epoch: int
+    step: int
+    kind: str  # "epoch" (end of an epoch: position (epoch + 1, 0)) or "step"
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.epoch + 1, 0) if self.kind == "epoch" else (self.epoch, self.step)
+
+
+def step_path(out: Path, epoch: int, step: int) -> Path:
+    """The file of the step checkpoint after ``step`` batches of ``epoch`` (names sort by position)."""
+    return out / STEPS_DIR / f"e{epoch:05d}-s{step:08d}.safetensors"
+
+
+def _snapshot(path: Path) -> Snapshot:
+    meta = read_meta(path)
+    kind = meta.get("kind", "epoch")
+    epoch, step = meta.get("epoch"), meta.get("step", 0)
+    if kind not in ("epoch", "step") or not isinstance(epoch, int) or not isinstance(step, int) \
+            or isinstance(epoch, bool) or epoch < -1 or step < 0:  # epoch -1: weights to start from (BWNH)
+        raise CheckpointError(f"{path}: bad position (kind={kind!r}, epoch={epoch!r}, step={step!r})")
+    return Snapshot(path, epoch, step, kind)
+
+
+def candidates(out: Path) -> list[Snapshot]:
+    """Readable checkpoints of a run, furthest into the run first (unreadable ones are logged and skipped)."""
+    paths = [out / "last.safetensors"] + sorted((out / STEPS_DIR).glob("e*-s*.safetensors"))
+    found = []
+    for p in paths:
+        if not p.is_file():
+            continue
+        try:
+            found.append(_snapshot(p))
+        except CheckpointError as e:
+            log.warning("skipping an unreadable checkpoint: %s", e)
+    return sorted(found, key=lambda s: s.position, reverse=True)
+
+
+def prune_steps(out: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest step checkpoints."""
+    files = sorted((out / STEPS_DIR).glob("e*-s*.safetensors"))
+    for p in files[: max(len(files) - keep, 0)]:
+        p.unlink(missing_ok=True)
+
+
+def remove_temp_files(out: Path) -> None:
+    """Delete temp files that a write killed half-way left behind (never a finished checkpoint)."""
+    for folder in (out, out / STEPS_DIR):
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def has_run(out: Path) -> bool:
+    """Whether ``out`` already holds checkpoints of a run."""
+    return (out / "last.safetensors").exists() or any((out / STEPS_DIR).glob("e*-s*.safetensors"))

@@ -1,0 +1,94 @@
+"""Data-parallel training on 2 CPU processes (torchrun, gloo) equals one process with the same global batch."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from onebit.cli.main import main as cli
+from onebit.data.formats import write_idx
+from onebit.train import load_checkpoint
+from onebit.train.distributed import strip_nproc
+
+HERE = Path(__file__).resolve().parent
+SRC = str(HERE.parent / "src")
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-mnist-ddp")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 300), ("t10k", 60)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(y):
+            x[i, 2 * k + 4: 2 * k + 7, 4:24] = 250
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+def test_ddp_two_processes_match_one_process(tiny_mnist, tmp_path):
+    """`onebit train --nproc 2` vs one process, global batch 50 (25 per rank).
+
+    BatchNorm uses the global batch's statistics (sync BN on the CPU), so the only differences are
+    float summation orders: weights agree to ~1e-4 (latent weights; a sign that flips on such a
+    difference would show as a larger gap, and is what the tolerance allows for), losses to 1e-4,
+    accuracies to one image. Dropout is off: its masks come from per-rank RNG streams.
+    """
+    args = ["train", "bnn-mlp", "--data", "mnist", "--data-root", str(tiny_mnist), "--epochs", "2",
+            "--batch-size", "50", "--val-size", "50", "--set", "model.hidden=32", "--set", "model.dropout=0",
+            "--set", "model.input_dropout=0", "--no-progress", "--threads", "1"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    p = subprocess.run([sys.executable, "-m", "onebit.cli.main", *args, "--out", str(two), "--nproc", "2"],
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("done:") == 1  # rank 0 alone reports
+    assert cli([*args, "--out", str(one)]) == 0
+
+    ra, rb = (list(csv.DictReader(open(d / "metrics.csv"))) for d in (one, two))
+    assert [r["epoch"] for r in rb] == ["0", "1"]
+    for a, b in zip(ra, rb):
+        assert a["lr"] == b["lr"]
+        for k in ("train_loss", "val_loss", "test_loss"):
+            assert abs(float(a[k]) - float(b[k])) <= 1e-4 * max(1.0, abs(float(a[k]))), (k, a[k], b[k])
+        assert abs(float(a["train_acc"]) - float(b["train_acc"])) <= 1 / 250 + 1e-9
+        for k in ("val_acc", "test_acc"):
+            assert abs(float(a[k]) - float(b[k])) <= 1 / 50 + 1e-9, (k, a[k], b[k])
+    ta, _ = load_checkpoint(one / "last.safetensors")
+    tb, mb = load_checkpoint(two / "last.safetensors")
+    assert mb["world_size"] == 2 and "rng.torch.rank1" in tb  # rank 1's RNG travels in rank 0's file
+    for k, v in ta.items():
+        if k.startswith("model.") and v.is_floating_point():
+            assert float((v - tb[k]).abs().max()) <= 1e-3, k
+    assert sorted(x.name for x in two.iterdir()) == sorted(x.name for x in one.iterdir())
+
+
+def test_sync_bn_bonn_centers_shift_adamax_and_divergence_check(tmp_path):
+    """Global-batch BN (PyTorch and shift-based, forward, backward, running stats), BONN's center
+    update and losses, shift-AdaMax and clipping under DDP equal one process; the per-epoch
+    consistency check catches a rank that diverged (tests/dist_worker.py)."""
+    ok = tmp_path / "ok"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        str(HERE / "dist_worker.py"), str(ok)], env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert ok.read_text() == "OK"
+
+
+def test_nproc_argument_handling(monkeypatch):
+    assert strip_nproc(["train", "m", "--nproc", "2", "--epochs", "1", "--nproc=3"]) == ["train", "m", "--epochs", "1"]
+    assert cli(["train", "bnn-mlp", "--nproc", "0"]) == 2
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli(["train", "bnn-mlp", "--nproc", "2"]) == 2  # already inside torchrun

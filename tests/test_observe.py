@@ -1,0 +1,109 @@
+"""Observability: per-layer flip ratio / saturation / histograms, layers.csv, TensorBoard, plots (issue 7)."""
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from onebit.cli.main import main as cli
+from onebit.data.formats import write_idx
+from onebit.methods import Recipe
+from onebit.nn import BinaryLinear
+from onebit.train import train
+from onebit.train.observe import LayerStats, binary_layers
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-mnist-observe")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 200), ("t10k", 40)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(y):
+            x[i, 2 * k + 4: 2 * k + 7, 4:24] = 250
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+def _recipe(**kw):
+    return Recipe(**{**dict(model="bnn-mlp", data="mnist", model_kwargs={"hidden": 24}, epochs=2, batch_size=25,
+                            val_size=40, lr=3e-3, lr_schedule="exp", lr_final=3e-5, glorot_lr_scale=True), **kw})
+
+
+def test_flip_ratio_and_saturation_are_exact():
+    net = torch.nn.Sequential(BinaryLinear(4, 5), torch.nn.Linear(5, 2), BinaryLinear(2, 2, weight_quantizer=None))
+    assert [n for n, _ in binary_layers(net)] == ["0"]  # real-weight layers are not binary layers
+    w = net[0].weight
+    with torch.no_grad():
+        w.copy_(torch.linspace(-1, 1, 20).reshape(5, 4))  # 10 negative, 10 positive; |w| = 1 twice
+    stats = LayerStats(net)
+    with torch.no_grad():
+        w[0, :3] *= -1   # 3 sign changes
+        w[4, 3] = 0.0    # +1 stays +1 (sign(0) = +1)
+    rows, hists = stats.epoch_end(0)
+    (r,) = rows
+    assert r["layer"] == "0" and r["numel"] == 20
+    assert r["flip_ratio"] == pytest.approx(3 / 20)
+    assert r["saturated"] == pytest.approx(1 / 20)  # w[0,0] became +1, w[4,3] (was 1) is now 0
+    assert sum(hists["0"]["counts"]) == 20 and hists["0"]["lo"] == -1.0
+    rows, _ = stats.epoch_end(1)  # nothing changed since the last epoch
+    assert rows[0]["flip_ratio"] == 0.0
+
+
+def test_training_writes_layer_stats_histograms_and_plots(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_recipe(), out, data_root=str(tiny_mnist), progress=False)
+    rows = list(csv.DictReader(open(out / "layers.csv")))
+    layers = sorted({r["layer"] for r in rows})
+    assert len(rows) == 2 * len(layers) == 8  # 4 binary layers (bnn-mlp: 3 hidden + output)
+    for r in rows:
+        assert 0 <= float(r["flip_ratio"]) <= 1 and 0 <= float(r["saturated"]) <= 1
+        assert 0 < float(r["mean_abs"]) <= 1
+    assert any(float(r["flip_ratio"]) > 0 for r in rows if r["epoch"] == "0")  # training flips signs
+    hist = json.loads((out / "histograms.json").read_text())
+    assert sorted(hist["layers"]) == layers
+    for entries in hist["layers"].values():
+        assert [e["epoch"] for e in entries] == [0, 1]
+        assert len(entries[0]["counts"]) == hist["bins"]
+    assert cli(["plot", str(out)]) == 0
+    for name in ("curves.png", "curves-layers.png", "curves-histograms.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    assert "curves-histograms.png" in capsys.readouterr().out
+
+
+def test_tensorboard_flag_without_the_package_warns_and_trains(tiny_mnist, tmp_path, monkeypatch, caplog):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tb(name, *a, **kw):
+        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_tb)
+    with caplog.at_level(logging.WARNING, logger="onebit.train"):
+        res = train(_recipe(epochs=1), tmp_path / "run", data_root=str(tiny_mnist), progress=False, tensorboard=True)
+    assert res.epochs_run == 1
+    assert "tensorboard package is not installed" in caplog.text
+    assert not (tmp_path / "run" / "tb").exists()
+
+
+def test_tensorboard_event_files(tiny_mnist, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(_recipe(), out, data_root=str(tiny_mnist), progress=False, tensorboard=True)
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("loss/train", "acc/val", "acc/test", "lr", "flip_ratio/1", "saturated/1", "loss/train_step"):
+        assert tag in tags["scalars"], (tag, tags["scalars"])
+    assert "weights/1" in tags["histograms"]
+    assert [e.step for e in acc.Scalars("acc/test")] == [0, 1]

@@ -168,3 +168,25 @@ def test_cli_export_then_run_reproduces_accuracy(tiny_mnist, tmp_path, capsys):
     engine_line = capsys.readouterr().out
     acc = lambda s: s.split("accuracy ")[1].split("%")[0]
     assert acc(engine_line) == acc(torch_line)
+
+
+def test_device_option_is_checked_before_any_work(tiny_mnist, tmp_path):
+    from onebit.train.trainer import TrainingError, resolve_device
+
+    assert resolve_device(None) == torch.device("cpu")
+    with pytest.raises(TrainingError, match="not supported|unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA GPU"):
+            train(_recipe(epochs=1), tmp_path / "run", data_root=str(tiny_mnist), progress=False, device="cuda")
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_training_matches_metrics_shape_and_checkpoints_load_on_cpu(tiny_mnist, tmp_path):
+    from onebit.train import load_for_eval
+
+    res = train(_recipe(epochs=2), tmp_path / "run", data_root=str(tiny_mnist), progress=False, device="cuda")
+    assert res.epochs_run == 2
+    model, meta = load_for_eval(tmp_path / "run" / "best.safetensors")
+    assert next(model.parameters()).device.type == "cpu"

@@ -37,6 +37,7 @@ def train(
                                      "tensorboard package)"),
     nproc: int = typer.Option(1, "--nproc", help="data-parallel processes (DDP, gloo) on this machine; "
                               "--batch-size stays the global batch"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (a CUDA build of PyTorch and a GPU)"),
 ) -> None:
     """Train MODEL (e.g. `onebit train bnn-mlp --data mnist --epochs 20`)."""
     import json
@@ -83,7 +84,7 @@ def train(
         typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
     res = run_train(r, out, resume=resume, threads=threads, progress=progress, data_root=data_root,
                     max_minutes=max_minutes, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
-                    tensorboard=tensorboard)
+                    tensorboard=tensorboard, device=device)
     if rank != 0:
         return
     best = "" if res.best_val_acc is None else f"best val {100 * res.best_val_acc:.2f}% at epoch {res.best_epoch + 1}, "

@@ -50,7 +50,7 @@ def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for idx, st in state["state"].items():
         for k, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"optim.{idx}.{k}"] = v.detach().contiguous()
+                tensors[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"{idx}.{k}"] = v
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
@@ -111,7 +111,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, *,
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None,
                     extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
     """Save model (+ optimizer, scheduler, RNG, ``extra_tensors``) with JSON ``meta`` atomically."""
-    tensors = {f"model.{k}": v.detach().contiguous()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous()  # a GPU run saves CPU copies
                for k, v in model.state_dict().items()}
     meta = dict(meta, format=FORMAT, version=VERSION)
     if optimizer is not None:
@@ -124,7 +124,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, *,
     tensors.update(rt)
     meta.setdefault("rng", rm)
     for k, v in (extra_tensors or {}).items():
-        tensors[k] = v.detach().contiguous()
+        tensors[k] = v.detach().cpu().contiguous()
     data = st_save(tensors, metadata={"onebit": json.dumps(meta)})
     atomic_write_bytes(path, data)
 

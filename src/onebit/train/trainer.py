@@ -82,16 +82,19 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     raise TrainingError(f"unknown optimizer {opt!r}; use adam, adamax, shift_adamax or sgd")
 
 
-def evaluate(model: torch.nn.Module, loader, loss_fn, *, bf16: bool = False, reduce=None) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, loader, loss_fn, *, bf16: bool = False, reduce=None,
+             device: torch.device | str = "cpu") -> tuple[float, float]:
     """Mean loss and accuracy (fraction) of ``model`` in eval mode over ``loader``.
 
     ``reduce`` (distributed evaluation: each rank scores a shard) sums ``[loss, correct, count]``
-    over the ranks.
+    over the ranks. Batches are moved to ``device`` (the model's).
     """
     model.eval()
+    device = torch.device(device)
     total, correct, loss_sum = 0, 0, 0.0
-    with torch.no_grad(), _autocast(bf16):
+    with torch.no_grad(), _autocast(bf16, device.type):
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x).float()
             loss_sum += float(loss_fn(out, y)) * len(y)
             correct += int((out.argmax(1) == y).sum())
@@ -103,8 +106,21 @@ def evaluate(model: torch.nn.Module, loader, loss_fn, *, bf16: bool = False, red
     return loss_sum / total, correct / total
 
 
-def _autocast(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def _autocast(bf16: bool, device_type: str = "cpu"):
+    return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"cpu" → CPU; "cuda" (or "cuda:N") needs a CUDA build of PyTorch and a GPU."""
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError) as e:
+        raise TrainingError(f"unknown device {device!r} ({e}); use 'cpu' or 'cuda'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainingError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {device!r}: this PyTorch sees no CUDA GPU (torch {torch.__version__})")
+    return dev
 
 
 class StepModule(nn.Module):
@@ -113,13 +129,13 @@ class StepModule(nn.Module):
     DDP wraps this, so parameters that only the extra loss uses (BONN's priors) are reduced too.
     """
 
-    def __init__(self, model: nn.Module, hook, bf16: bool):
+    def __init__(self, model: nn.Module, hook, bf16: bool, device_type: str = "cpu"):
         super().__init__()
-        self.model, self.bf16 = model, bf16
+        self.model, self.bf16, self.device_type = model, bf16, device_type
         self.hook = hook
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
-        with _autocast(self.bf16):
+        with _autocast(self.bf16, self.device_type):
             out = self.model(x)
         extra = None if self.hook is None else self.hook.extra_loss(y, epoch=epoch)
         return out, extra
@@ -149,7 +165,7 @@ def check_options(*, threads: int | None = None, ckpt_every_steps: int = 0, keep
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads: int | None = None,
           progress: bool = True, data_root: str | None = None, max_minutes: float | None = None,
           stop_after: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3,
-          tensorboard: bool = False) -> RunResult:
+          tensorboard: bool = False, device: str | None = None) -> RunResult:
     """Train ``recipe`` into ``out_dir``.
 
     Args:
@@ -160,15 +176,20 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
         ckpt_every_steps: also checkpoint every this many optimizer steps (0: only per epoch).
         keep_ckpts: how many step checkpoints to keep.
         tensorboard: also log to TensorBoard (``out_dir/tb``) when the package is installed.
+        device: "cpu" (default) or "cuda": where the model and batches live (checkpoints are
+            written from CPU copies, so a run resumes on either).
     """
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
+    dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     d = distrib.setup()
     try:
+        if d.active and dev.type != "cpu":
+            raise TrainingError("data-parallel training runs on CPU processes (gloo); drop --device or --nproc")
         return _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
                     ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
-                    tensorboard=tensorboard).run(resume, max_minutes, stop_after)
+                    tensorboard=tensorboard, device=dev).run(resume, max_minutes, stop_after)
     finally:
         distrib.teardown(d)
 
@@ -177,10 +198,10 @@ class _Run:
     """One training run (one process of it); :func:`train` is the interface."""
 
     def __init__(self, recipe: Recipe, out: Path, d: distrib.Dist, *, progress: bool, data_root: str | None,
-                 ckpt_every_steps: int, keep_ckpts: int, tensorboard: bool):
+                 ckpt_every_steps: int, keep_ckpts: int, tensorboard: bool, device: torch.device = torch.device("cpu")):
         from .. import data as onebit_data  # heavy imports only when training
 
-        self.recipe, self.out, self.d = recipe, out, d
+        self.recipe, self.out, self.d, self.device = recipe, out, d, device
         self.progress = progress and d.main
         self.every, self.keep = ckpt_every_steps, keep_ckpts
         if recipe.batch_size % d.world_size:
@@ -195,7 +216,7 @@ class _Run:
             eval_batch_size=recipe.batch_size, rank=d.rank, world_size=d.world_size, even=d.active,
             shard_eval=d.active)
         self.info = self.loaders.info
-        self.model = build_model(recipe, self.info)
+        self.model = build_model(recipe, self.info).to(device)
         self.hook = method_hook(self.model)
         self.optimizer = build_optimizer(recipe, self.model)
         constraints.attach(self.optimizer, self.model)
@@ -203,7 +224,7 @@ class _Run:
                                         lr_final=recipe.lr_final, every=recipe.lr_every, milestones=recipe.milestones)
         self.loss_fn = losses.get(recipe.loss)
         self.stats = observe.LayerStats(self.model)
-        self.step_module: nn.Module = StepModule(self.model, self.hook, recipe.bf16)
+        self.step_module: nn.Module = StepModule(self.model, self.hook, recipe.bf16, device.type)
         if d.active:
             distrib.sync_batchnorm(self.model)
             if self.hook is not None:
@@ -343,9 +364,10 @@ class _Run:
             train_loss, train_acc = self._train_epoch(epoch, step0, dict(acc0, t0=t0))
             epoch_s = acc0["elapsed"] + time.time() - t0
             r = self.recipe
-            val_loss, val_acc = (evaluate(self.model, self.loaders.val, self.loss_fn, bf16=r.bf16, reduce=self.reduce)
-                                 if has_val else (math.nan, math.nan))
-            test_loss, test_acc = evaluate(self.model, self.loaders.test, self.loss_fn, bf16=r.bf16, reduce=self.reduce)
+            val_loss, val_acc = (evaluate(self.model, self.loaders.val, self.loss_fn, bf16=r.bf16, reduce=self.reduce,
+                                          device=self.device) if has_val else (math.nan, math.nan))
+            test_loss, test_acc = evaluate(self.model, self.loaders.test, self.loss_fn, bf16=r.bf16, reduce=self.reduce,
+                                           device=self.device)
             self.scheduler.step()
             distrib.check_consistent(self.d, self.model, self.optimizer, what=f"after epoch {epoch + 1}")
             last_test = test_acc
@@ -392,7 +414,9 @@ class _Run:
         steps = len(loader)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{r.epochs}", leave=False, disable=not self.progress,
                    dynamic_ncols=True, initial=start_step, total=steps)
+        dev = self.device
         for step, (x, y) in enumerate(bar, start=start_step):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             out, extra = self.step_module(x, y, epoch)
             task = self.loss_fn(out.float(), y)
             loss = task if extra is None else task + extra

@@ -46,7 +46,7 @@ def binary_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def pack_signs(w: torch.Tensor) -> torch.Tensor:
     """Bit-packed ``w < 0`` (uint8, 8 weights per byte) of a weight tensor."""
-    neg = (w.detach().reshape(-1) < 0).numpy()
+    neg = (w.detach().reshape(-1) < 0).cpu().numpy()
     return torch.from_numpy(np.packbits(neg))
 
 

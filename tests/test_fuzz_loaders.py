@@ -15,6 +15,7 @@ tests/test_fuzz_loaders.py --hypothesis-show-statistics`` runs the long campaign
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -47,6 +48,16 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=5),
                 suppress_health_check=list(HealthCheck))
 PEAK_LIMIT = 64 << 20
 WORK = Path(tempfile.mkdtemp(prefix="onebit-fuzz-"))
+
+
+@atexit.register
+def _cleanup() -> None:
+    """Remove the scratch files; keep saved failing inputs (crash-*) for replay."""
+    for p in WORK.iterdir():
+        if not p.name.startswith("crash-"):
+            p.unlink(missing_ok=True)
+    if not any(WORK.iterdir()):
+        WORK.rmdir()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,3 +455,17 @@ def test_hostile_model_config_is_refused_before_allocation(tmp_path):
     p.write_bytes(join(header, blob))
     with pytest.raises(CheckpointError, match="out of range"):
         load_for_eval(p)
+
+
+def test_non_finite_weights_are_refused():
+    from safetensors.numpy import load, save
+
+    from onebit.deploy.format import parse
+
+    header, _ = split(ONEBIT_SEEDS[0])
+    tensors = load(ONEBIT_SEEDS[0])
+    name = next(k for k, v in tensors.items() if v.dtype == np.float32)
+    tensors[name] = tensors[name].copy()
+    tensors[name][0] = np.nan
+    with pytest.raises(DeployError, match="NaN or Inf"):
+        parse(save(tensors, metadata=header["__metadata__"]))

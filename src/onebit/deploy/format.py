@@ -182,6 +182,8 @@ def validate(graph: dict, tensors: dict[str, np.ndarray]) -> None:
             if str(t.dtype) not in dtype.split("|") or t.ndim != rank:
                 raise DeployError(f"{where}: tensor {key!r} must be {dtype} of rank {rank}, "
                                   f"got {t.dtype} of shape {t.shape}")
+            if t.dtype.kind == "f" and not np.isfinite(t).all():
+                raise DeployError(f"{where}: tensor {key!r} holds NaN or Inf values")
         extra = set(refs) - {r.rstrip("?") for r in OP_TENSORS[kind]}
         if extra:
             raise DeployError(f"{where}: unexpected tensors {sorted(extra)}")

@@ -416,3 +416,12 @@ def test_command_prints_layers_and_accuracies(tiny_cifar, tmp_path):
     assert "BWN α·sign(W)" in res.output and "BWNH" in res.output and "source=float" in res.output
     assert len([ln for ln in res.output.splitlines() if " conv " in ln]) == 5
     assert (tmp_path / "out" / "hashed.safetensors").exists() and not (tmp_path / "out" / "finetune").exists()
+    # the hashed checkpoint (which carries no data_info) exports at the model's own input size
+    from onebit.cli.main import app as main_app
+
+    res = CliRunner().invoke(main_app, ["export", str(tmp_path / "out" / "hashed.safetensors"), "-o",
+                                        str(tmp_path / "hashed.onebit")])
+    assert res.exit_code == 0, res.output
+    from onebit.deploy import Engine
+
+    assert Engine(tmp_path / "hashed.onebit").input_shape == (3, 32, 32)

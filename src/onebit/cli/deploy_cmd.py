@@ -25,7 +25,9 @@ def export_(
         raise FileExistsError(f"{output} exists; pass --force to overwrite it")
     model, meta = load_for_eval(checkpoint)
     info = meta.get("data_info") or {}
-    c, s = info.get("in_channels", 1), info.get("image_size", 28)
+    cfg = meta.get("model_config") or {}  # checkpoints without data_info (e.g. BWNH's hashed one)
+    c = info.get("in_channels", cfg.get("in_channels", 1))
+    s = info.get("image_size", cfg.get("image_size", 28))
     rep = export(model, output, torch.zeros(1, c, s, s),
                  preprocess={"normalize": meta["recipe"].get("normalize", "pm1"), "data": meta["recipe"]["data"]})
     fp32 = sum(t.numel() * 4 for t in model.state_dict().values())

@@ -11,12 +11,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from onebit.cli.main import main as cli
-from onebit.data.formats import write_idx
 from onebit.data.loaders import BatchLoader
 from onebit.train import TrainingError, load_checkpoint, train
 from onebit.train.snapshots import candidates
@@ -24,19 +22,10 @@ from onebit.train.snapshots import candidates
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    """A learnable 10-class 'MNIST' of 300 + 60 images: class k lights up row band k."""
-    root = tmp_path_factory.mktemp("tiny-mnist-crash")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 300), ("t10k", 60)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, k in enumerate(y):
-            x[i, 2 * k + 4: 2 * k + 7, 4:24] = 250
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
-    return root
+@pytest.fixture
+def tiny_mnist(make_tiny_mnist):
+    """A learnable 10-class 'MNIST' of 300 + 60 images (tests/conftest.py)."""
+    return make_tiny_mnist(300, 60)
 
 
 def _args(data_root, out, *extra):

@@ -4,30 +4,20 @@ import csv
 import json
 import logging
 
-import numpy as np
 import pytest
 import torch
 
 from onebit.cli.main import main as cli
-from onebit.data.formats import write_idx
 from onebit.methods import Recipe
 from onebit.nn import BinaryLinear
 from onebit.train import train
 from onebit.train.observe import LayerStats, binary_layers
 
 
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-mnist-observe")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 200), ("t10k", 40)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, k in enumerate(y):
-            x[i, 2 * k + 4: 2 * k + 7, 4:24] = 250
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
-    return root
+@pytest.fixture
+def tiny_mnist(make_tiny_mnist):
+    """A learnable 10-class 'MNIST' of 200 + 40 images (tests/conftest.py)."""
+    return make_tiny_mnist(200, 40)
 
 
 def _recipe(**kw):

@@ -28,7 +28,7 @@ static inline void cpu_relax() { std::this_thread::yield(); }
 namespace onebit {
 namespace {
 
-constexpr int kSpinIters = 2000;  // ~ tens of microseconds of pause instructions
+constexpr int kSpinIters = 20000;  // ~1 ms of pause instructions (covers the NumPy work between two layers)
 constexpr int kMaxThreads = 255;
 constexpr uint64_t kM24 = (uint64_t(1) << 24) - 1;
 

@@ -357,6 +357,19 @@ class _Act(_Op):
         return np.clip(x, -1, 1) if self.op["fn"] == "htanh" else np.maximum(x, 0)
 
 
+def check_batch(shape: tuple[int, ...], is_uint8: bool, input_shape: tuple[int, ...], graph: dict) -> None:
+    """The checks every engine makes on a batch's shape (and on uint8 pixels) before it runs."""
+    if shape[1:] != tuple(input_shape) or len(shape) != len(input_shape) + 1:
+        raise ValueError(f"input of shape {shape}; this model takes (N, {', '.join(map(str, input_shape))})")
+    if shape[0] == 0:
+        raise ValueError("empty batch")
+    if is_uint8:
+        norm = (graph.get("preprocess") or {}).get("normalize", "pm1")
+        if norm != "pm1":
+            raise ValueError(f"uint8 input needs the 'pm1' preprocessing; this model uses {norm!r}: "
+                             "pass the normalised float32 input instead")
+
+
 class Engine:
     """Run a ``.onebit`` model: ``Engine(path, threads=None).run(x)``.
 
@@ -421,15 +434,8 @@ class Engine:
             raise TypeError(f"Engine.run expects a numpy array, got {type(x).__name__}")
         if x.dtype.kind not in "fiu":
             raise TypeError(f"Engine.run expects real numbers, got dtype {x.dtype}")
-        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
-            raise ValueError(f"input of shape {x.shape}; this model takes (N, {', '.join(map(str, self.input_shape))})")
-        if x.shape[0] == 0:
-            raise ValueError("empty batch")
+        check_batch(tuple(x.shape), x.dtype == np.uint8, self.input_shape, self.graph)
         if x.dtype == np.uint8:
-            norm = (self.graph.get("preprocess") or {}).get("normalize", "pm1")
-            if norm != "pm1":
-                raise ValueError(f"uint8 input needs the 'pm1' preprocessing; this model uses {norm!r}: "
-                                 "pass the normalised float32 input instead")
             return np.ascontiguousarray(x)
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not np.isfinite(x).all():
@@ -482,12 +488,13 @@ class Engine:
             if not 0 < percentile <= 100:
                 raise ValueError(f"percentile must be in (0, 100], got {percentile}")
             x = self.check_input(calibration)
+            chosen = {id(impl) for impl in layers}
             peaks: dict[int, float] = {}
 
             nonneg: dict[int, bool] = {}
 
             def observe(impl, v):
-                if any(impl is l for l in layers):
+                if id(impl) in chosen:
                     v = as_float(v)
                     a = np.abs(v)
                     peaks[id(impl)] = float(a.max() if percentile == 100 else np.percentile(a, percentile))
@@ -496,7 +503,7 @@ class Engine:
             self._forward(x, self.threads, observe)
             scales = {}
             for _, dst, impl, _ in self._ops:
-                if any(impl is l for l in layers):
+                if id(impl) in chosen:
                     top = 255.0 if nonneg[id(impl)] else 127.0
                     s = peaks[id(impl)] / top if peaks[id(impl)] > 0 else 1.0
                     impl.set_int8(s, unsigned=nonneg[id(impl)])

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..kernels import cuda as ck
 from . import format as fmt
+from .engine import check_batch
 from .errors import DeployError
 
 
@@ -212,14 +213,8 @@ class GPUEngine:
             raise TypeError(f"GPUEngine.run expects a numpy array or a torch tensor, got {type(x).__name__}")
         if x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"GPUEngine.run expects real numbers, got dtype {x.dtype}")
-        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"input of shape {tuple(x.shape)}; this model takes (N, {', '.join(map(str, self.input_shape))})")
-        if x.shape[0] == 0:
-            raise ValueError("empty batch")
+        check_batch(tuple(x.shape), x.dtype == torch.uint8, self.input_shape, self.graph)
         if x.dtype == torch.uint8:
-            norm = (self.graph.get("preprocess") or {}).get("normalize", "pm1")
-            if norm != "pm1":
-                raise ValueError(f"uint8 input needs the 'pm1' preprocessing; this model uses {norm!r}")
             return x.to(self.device)
         x = x.to(device=self.device, dtype=torch.float32)
         if not torch.isfinite(x).all():

@@ -41,20 +41,27 @@ def _check_sign_input(layer: nn.Module) -> None:
                          "at inference, so the layer cannot run on XNOR-popcount")
 
 
-class XnorLinear(nn.Module):
-    """Inference twin of a sign-input :class:`BinaryLinear`: ``acc·alpha + b`` from packed bits."""
+class _XnorLayer(nn.Module):
+    """What both twins share: the layer's sign quantizer, its packed signs, alpha and bias."""
 
-    def __init__(self, layer: BinaryLinear, algo: str = "auto"):
+    def __init__(self, layer: BinaryLinear | BinaryConv2d, algo: str, pack) -> None:
         super().__init__()
         _check_sign_input(layer)
         self.input_quantizer = layer.input_quantizer
-        self.in_features, self.out_features = layer.in_features, layer.out_features
         signs, alpha = _signed_weight(layer)
-        self.stride = gemm_words(self.in_features)
-        self.register_buffer("weight_bits", pack_bits(signs, self.stride))
+        self.register_buffer("weight_bits", pack(signs))
         self.register_buffer("alpha", alpha)
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float().clone())
         self.algo = algo
+
+
+class XnorLinear(_XnorLayer):
+    """Inference twin of a sign-input :class:`BinaryLinear`: ``acc·alpha + b`` from packed bits."""
+
+    def __init__(self, layer: BinaryLinear, algo: str = "auto"):
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.stride = gemm_words(layer.in_features)
+        super().__init__(layer, algo, lambda signs: pack_bits(signs, self.stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xb = pack_bits(self.input_quantizer(x).reshape(-1, self.in_features), self.stride)
@@ -63,24 +70,17 @@ class XnorLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-class XnorConv2d(nn.Module):
+class XnorConv2d(_XnorLayer):
     """Inference twin of a sign-input :class:`BinaryConv2d` (NCHW in and out, packed NHWC inside)."""
 
     def __init__(self, layer: BinaryConv2d, algo: str = "auto"):
-        super().__init__()
-        _check_sign_input(layer)
         if layer.groups != 1 or tuple(layer.dilation) != (1, 1):
             raise ValueError("XnorConv2d supports groups=1 and dilation=1")
-        self.input_quantizer = layer.input_quantizer
-        self.c_in, self.c_out = layer.in_channels, layer.out_channels
+        words = words_for(layer.in_channels)
+        super().__init__(layer, algo, lambda signs: pack_conv_weight(signs, words))
+        self.c_in, self.c_out, self.words = layer.in_channels, layer.out_channels, words
         self.kernel, self.stride, self.padding = tuple(layer.kernel_size), tuple(layer.stride), tuple(layer.padding)
         self.pad_value = int(layer.pad_value)
-        signs, alpha = _signed_weight(layer)
-        self.words = words_for(self.c_in)
-        self.register_buffer("weight_bits", pack_conv_weight(signs, self.words))
-        self.register_buffer("alpha", alpha)
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float().clone())
-        self.algo = algo
         self._corr: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ def train(
     val_size: Optional[float] = typer.Option(None, "--val-size", help="validation images carved from train"),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images (smoke runs)"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
-    set_: list[str] = typer.Option([], "--set", help="extra recipe or model field, KEY=VALUE (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help="recipe field or model argument, KEY=VALUE (model.KEY: always the model; repeatable)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<model>-<data>-s<seed>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch"),
@@ -38,9 +38,18 @@ def train(
     nproc: int = typer.Option(1, "--nproc", help="data-parallel processes (DDP, gloo) on this machine; "
                               "--batch-size stays the global batch"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (a CUDA build of PyTorch and a GPU)"),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="initialise from this checkpoint (Bi-Real: "
+                                             "the real-valued twin trained with clip or ReLU activations)"),
+    init: Optional[str] = typer.Option(None, "--init", help="how --init-from is used: real (copy every same-name "
+                                       "tensor) or bn_retrain (fold α into BN, train BN only)"),
+    pipeline: bool = typer.Option(False, "--pipeline", help="run MODEL's registered multi-stage procedure "
+                                  "(Bi-Real: real-valued clip pre-training, then the binary net initialised from "
+                                  "it), each stage in OUT/<stage>"),
+    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs",
+                                                  help="--pipeline: epochs of the pre-training stage"),
+    skip_bn_retrain: bool = typer.Option(False, "--skip-bn-retrain", help="--pipeline: stop after the binary stage"),
 ) -> None:
     """Train MODEL (e.g. `onebit train bnn-mlp --data mnist --epochs 20`)."""
-    import json
 
     from ..methods import get_recipe
     from ..train import train as run_train
@@ -59,14 +68,74 @@ def train(
         return
     rank = env_world()[0]
 
+    common = {k: v for k, v in dict(data=data, batch_size=batch_size, augment=augment, bf16=bf16,
+                                     val_size=val_size, limit=limit, seed=seed).items() if v is not None}
+    stage_over = {k: v for k, v in dict(epochs=epochs, lr=lr, lr_final=lr_final, loss=loss,
+                                        optimizer=optimizer).items() if v is not None}
+    extra, model_extra = _parse_set(set_)
+    run_opts = dict(threads=threads, progress=progress, data_root=data_root, max_minutes=max_minutes,
+                    ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard, device=device)
+
+    if pipeline:
+        from ..methods.bireal import PIPELINES
+
+        if model not in PIPELINES:
+            raise ValueError(f"--pipeline: {model!r} has no registered multi-stage procedure; models with one: "
+                             f"{', '.join(sorted(PIPELINES))}")
+        if recipe or init_from or init:
+            raise ValueError("--pipeline chooses each stage's recipe and initialisation; drop --recipe/--init-from/--init")
+        out = out or Path("runs") / f"{model}-{common.get('data', get_recipe(model).data)}-s{common.get('seed', 0)}"
+        done: dict[str, Path] = {}
+        for st in PIPELINES[model]:
+            if st.init == "bn_retrain" and skip_bn_retrain:
+                break
+            r = get_recipe(st.recipe)
+            over = dict(common)
+            if st.init is None:  # the pre-training stage
+                if pretrain_epochs is not None:
+                    over["epochs"] = pretrain_epochs
+            else:
+                over.update(stage_over if st.init == "init_from_real" else {})
+                over.update(init_from=str(done[st.init_from] / "best.safetensors"),
+                            init="real" if st.init == "init_from_real" else "bn_retrain")
+            r = r.replace(**over, **extra, model_kwargs={**r.model_kwargs, **model_extra})
+            stage_out = out / st.name
+            stage_resume = resume and stage_out.is_dir()
+            if rank == 0:
+                typer.echo(f"stage {st.name}: {st.recipe} ({r.model}) for {r.epochs} epochs → {stage_out}")
+            _report(run_train(r, stage_out, resume=stage_resume, **run_opts), stage_out, rank)
+            done[st.name] = stage_out
+        return
+
     r = get_recipe(recipe or model)
     if recipe is None and r.model != model:
         r = r.replace(model=model)
-    over = {k: v for k, v in dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, lr_final=lr_final,
-                                   loss=loss, optimizer=optimizer, augment=augment, bf16=bf16,
-                                   val_size=val_size, limit=limit, seed=seed).items() if v is not None}
-    model_kwargs = dict(r.model_kwargs)
-    for item in set_:
+    over = {**common, **stage_over}
+    if init_from is not None:
+        over["init_from"] = str(init_from)
+    if init is not None:
+        over["init"] = init
+    r = r.replace(**over, **extra, model_kwargs={**r.model_kwargs, **model_extra})
+    out = out or Path("runs") / f"{r.model}-{r.data}-s{r.seed}"
+    if rank == 0:
+        typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
+    _report(run_train(r, out, resume=resume, **run_opts), out, rank)
+
+
+def _parse_set(items: list[str]) -> tuple[dict, dict]:
+    """``--set KEY=VALUE`` items → (recipe fields, model fields); values are JSON when they parse.
+
+    A key that is a recipe field sets it; any other key (or ``model.KEY``) is a model argument.
+    """
+    import json
+    from dataclasses import fields
+
+    from ..methods.recipe import Recipe
+
+    recipe_fields = {f.name for f in fields(Recipe)}
+
+    over, model_kwargs = {}, {}
+    for item in items:
         if "=" not in item:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
@@ -76,15 +145,14 @@ def train(
             val = v
         if k.startswith("model."):
             model_kwargs[k[len("model."):]] = val
-        else:
+        elif k in recipe_fields:
             over[k] = val
-    r = r.replace(**over, model_kwargs=model_kwargs)
-    out = out or Path("runs") / f"{r.model}-{r.data}-s{r.seed}"
-    if rank == 0:
-        typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
-    res = run_train(r, out, resume=resume, threads=threads, progress=progress, data_root=data_root,
-                    max_minutes=max_minutes, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
-                    tensorboard=tensorboard, device=device)
+        else:
+            model_kwargs[k] = val
+    return over, model_kwargs
+
+
+def _report(res, out: Path, rank: int) -> None:
     if rank != 0:
         return
     best = "" if res.best_val_acc is None else f"best val {100 * res.best_val_acc:.2f}% at epoch {res.best_epoch + 1}, "

@@ -35,6 +35,8 @@ class Recipe:
     seed: int = 0
     bf16: bool = False                    # bf16 autocast on the CPU
     limit: int | None = None              # use only the first N training images (smoke runs)
+    init_from: str | None = None          # checkpoint whose weights initialise the model (see ``init``)
+    init: str = "real"                    # real: copy its same-name tensors (Bi-Real §2.5); bn_retrain: §2.6
     description: str = ""
 
     def replace(self, **overrides) -> "Recipe":

@@ -349,6 +349,9 @@ class _Run:
         if resume:
             start_epoch, start_step, accum = self._resume()
         else:
+            if self.recipe.init_from:
+                initialise_from(self.model, self.recipe.init_from, self.recipe.init)
+                self.stats = observe.LayerStats(self.model)  # flips count from the initialised signs
             self._start_fresh()
         if self.d.active:
             distrib.barrier()
@@ -440,6 +443,37 @@ class _Run:
         if self.reduce is not None:
             loss_sum, correct, n = self.reduce([loss_sum, float(correct), float(n)])
         return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+INIT_MODES = ("real", "bn_retrain")
+
+
+def initialise_from(model: torch.nn.Module, path: str | Path, mode: str = "real") -> list[str]:
+    """Initialise ``model`` from the checkpoint at ``path``; returns the tensor names copied.
+
+    * ``"real"`` — Bi-Real's two-stage procedure (methods.md §2.5): the checkpoint holds the
+      real-valued twin (clip or ReLU activations); every tensor of ``model`` (parameters and BN
+      statistics) is copied from the same-name, same-shape tensor, and a network that does not
+      match exactly is refused (:class:`~onebit.methods.bireal.InitMismatchError`).
+    * ``"bn_retrain"`` — Bi-Real stage 3 (§2.6): the checkpoint holds the trained binary net with
+      α-scaled weights; α is folded into its BNs (:func:`~onebit.methods.bireal.absorb_scale`), the
+      result copied into ``model`` (built with unscaled sign weights) and all but BN frozen.
+    """
+    from ..methods.bireal import absorb_scale, init_from_real, prepare_bn_retraining
+
+    if mode not in INIT_MODES:
+        raise TrainingError(f"unknown init mode {mode!r}; use one of {INIT_MODES}")
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"init_from: no checkpoint at {path}")
+    source, _ = load_for_eval(path)
+    if mode == "bn_retrain":
+        absorb_scale(source)
+    copied = init_from_real(model, source)
+    if mode == "bn_retrain":
+        prepare_bn_retraining(model)
+    log.info("initialised %d tensors from %s (%s)", len(copied), path, mode)
+    return copied
 
 
 def load_for_eval(path: str | Path) -> tuple[torch.nn.Module, dict]:

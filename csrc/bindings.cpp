@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -23,6 +24,9 @@
 #include "common/isa.h"
 #include "common/peak.h"
 #include "common/thread_pool.h"
+#include "elementwise/affine.h"
+#include "elementwise/pool.h"
+#include "fgemm/fgemm.h"
 #include "igemm/igemm.h"
 
 namespace py = pybind11;
@@ -522,4 +526,211 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, py::arg("a"), py::arg("w"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
      py::arg("path") = "auto", py::arg("threads") = 0);
+  m.def("iconv2d_s8", [](const py::object& x_obj, const std::shared_ptr<Int8Weights>& W, float act_scale,
+                         bool a_unsigned, std::vector<int> kernel, std::vector<int> stride, std::vector<int> padding,
+                         const py::object& scale_obj, const py::object& bias_obj, const py::object& res_obj,
+                         bool relu, const std::string& path, int64_t threads, const py::object& out_obj) {
+    if (!W) fail("w must be prepared with prepare_int8_weights");
+    py::array x = as_array<float>(x_obj, "x", 4);
+    if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2)
+      fail("kernel, stride and padding must each have two values");
+    if (!(act_scale > 0.0f) || !std::isfinite(act_scale)) fail("act_scale must be a positive finite number");
+    IConvGeom g{check_int(x.shape(0), "N", 0), check_int(x.shape(1), "H", 1), check_int(x.shape(2), "W", 1),
+               check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
+    if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
+      fail("kernel and stride must be >= 1 and padding >= 0");
+    if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
+    if (static_cast<int64_t>(g.kh) * g.kw * g.C != W->K)
+      fail("w has K = " + std::to_string(W->K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
+    bool amx;
+    if (path == "auto") amx = amx_int8_usable();
+    else if (path == "amx") {
+      if (!amx_int8_usable()) fail("the AMX-INT8 path is not available on this CPU/OS");
+      amx = true;
+    } else if (path == "portable") amx = false;
+    else fail("path must be 'auto', 'amx' or 'portable', got '" + path + "'");
+    const std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH()), int64_t(g.OW()), int64_t(W->N)};
+    py::array sc, bi, rs;
+    const float* scale = nullptr;
+    const float* bias = nullptr;
+    const float* res = nullptr;
+    if (!scale_obj.is_none()) {
+      sc = as_array<float>(scale_obj, "scale", 1);
+      check_shape(sc, "scale", {W->N});
+      scale = static_cast<const float*>(sc.data());
+    }
+    if (!bias_obj.is_none()) {
+      bi = as_array<float>(bias_obj, "bias", 1);
+      check_shape(bi, "bias", {W->N});
+      bias = static_cast<const float*>(bi.data());
+    }
+    if (!res_obj.is_none()) {
+      rs = as_array<float>(res_obj, "residual", 4);
+      check_shape(rs, "residual", oshape);
+      res = static_cast<const float*>(rs.data());
+    }
+    py::array out;
+    if (out_obj.is_none()) {
+      out = py::array_t<float>(std::vector<py::ssize_t>(oshape.begin(), oshape.end()));
+    } else {
+      out = as_array<float>(out_obj, "out", 4, true);
+      check_shape(out, "out", oshape);
+      if (out.data() == x.data() || (res && out.data() == static_cast<const void*>(res)))
+        fail("out must not be x or residual");
+    }
+    {
+      py::gil_scoped_release nogil;
+      iconv2d_s8(static_cast<const float*>(x.data()), g, 1.0f / act_scale, a_unsigned, *W, scale, bias, res, relu,
+                 static_cast<float*>(out.mutable_data()), amx, static_cast<int>(threads));
+    }
+    return out;
+  }, py::arg("x"), py::arg("w"), py::arg("act_scale"), py::arg("unsigned"), py::arg("kernel"), py::arg("stride"),
+     py::arg("padding"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
+     py::arg("residual") = py::none(), py::arg("relu") = false, py::arg("path") = "auto", py::arg("threads") = 0,
+     py::arg("out") = py::none());
+  m.def("quantize_s8", [](const py::object& x_obj, float act_scale, bool a_unsigned, int64_t ld, int64_t threads) {
+    py::array x = as_array<float>(x_obj, "x", 2);
+    if (!(act_scale > 0.0f) || !std::isfinite(act_scale)) fail("act_scale must be a positive finite number");
+    const int64_t rows = x.shape(0), cols = x.shape(1);
+    if (ld < cols) fail("ld must be >= the number of columns");
+    py::array out = a_unsigned ? py::array(py::array_t<uint8_t>(std::vector<py::ssize_t>{rows, ld}))
+                               : py::array(py::array_t<int8_t>(std::vector<py::ssize_t>{rows, ld}));
+    {
+      py::gil_scoped_release nogil;
+      quantize_rows_s8(static_cast<const float*>(x.data()), rows, cols, 1.0f / act_scale, a_unsigned,
+                       static_cast<int8_t*>(out.mutable_data()), ld, static_cast<int>(threads));
+    }
+    return out;
+  }, py::arg("x"), py::arg("act_scale"), py::arg("unsigned"), py::arg("ld"), py::arg("threads") = 0);
+  m.def("channel_affine_", [](const py::object& y_obj, const py::object& mult_obj, const py::object& bias_obj,
+                              bool relu, int64_t threads) {
+    py::array y = as_array<float>(y_obj, "y", -1, true);
+    if (y.ndim() < 1) fail("y must have at least one axis (channels last)");
+    const int64_t C = y.shape(y.ndim() - 1), rows = C ? y.size() / C : 0;
+    py::array mu, bi;
+    const float* mult = nullptr;
+    const float* bias = nullptr;
+    if (!mult_obj.is_none()) {
+      mu = as_array<float>(mult_obj, "mult", 1);
+      check_shape(mu, "mult", {C});
+      mult = static_cast<const float*>(mu.data());
+    }
+    if (!bias_obj.is_none()) {
+      bi = as_array<float>(bias_obj, "bias", 1);
+      check_shape(bi, "bias", {C});
+      bias = static_cast<const float*>(bi.data());
+    }
+    {
+      py::gil_scoped_release nogil;
+      channel_affine_inplace(static_cast<float*>(y.mutable_data()), rows, C, mult, bias, relu,
+                             static_cast<int>(threads));
+    }
+    return y;
+  }, py::arg("y"), py::arg("mult") = py::none(), py::arg("bias") = py::none(), py::arg("relu") = false,
+     py::arg("threads") = 0);
+
+  // ---- float conv / GEMM of the real-valued layers ----
+  py::class_<FloatWeights, std::shared_ptr<FloatWeights>>(m, "FloatWeights",
+      "float weights (N, K) packed once for the float conv/GEMM")
+      .def_property_readonly("N", [](const FloatWeights& w) { return w.N; })
+      .def_property_readonly("K", [](const FloatWeights& w) { return w.K; });
+  m.def("prepare_float_weights", [](const py::object& w_obj) {
+    py::array w = as_array<float>(w_obj, "w", 2);
+    const int N = check_int(w.shape(0), "N", 1), K = check_int(w.shape(1), "K", 1);
+    return std::make_shared<FloatWeights>(prepare_float_weights(static_cast<const float*>(w.data()), N, K));
+  }, py::arg("w"));
+  m.def("fconv2d_f32", [](const py::object& x_obj, const std::shared_ptr<FloatWeights>& W, std::vector<int> kernel,
+                          std::vector<int> stride, std::vector<int> padding, const py::object& scale_obj,
+                          const py::object& bias_obj, const py::object& res_obj, bool relu, const std::string& path,
+                          int64_t threads, const py::object& out_obj) {
+    if (!W) fail("w must be prepared with prepare_float_weights");
+    py::array x = as_array<float>(x_obj, "x", 4);
+    if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2)
+      fail("kernel, stride and padding must each have two values");
+    IConvGeom g{check_int(x.shape(0), "N", 0), check_int(x.shape(1), "H", 1), check_int(x.shape(2), "W", 1),
+                check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
+    if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
+      fail("kernel and stride must be >= 1 and padding >= 0");
+    if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
+    if (static_cast<int64_t>(g.kh) * g.kw * g.C != W->K)
+      fail("w has K = " + std::to_string(W->K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
+    bool avx512;
+    const bool have = cpu_features().avx512f && cpu_features().os_avx512;
+    if (path == "auto") avx512 = have && current_isa() == Isa::Avx512;
+    else if (path == "avx512") {
+      if (!have) fail("the AVX-512 path is not available on this CPU/OS");
+      avx512 = true;
+    } else if (path == "portable") avx512 = false;
+    else fail("path must be 'auto', 'avx512' or 'portable', got '" + path + "'");
+#ifndef ONEBIT_HAVE_X86_KERNELS
+    avx512 = false;
+#endif
+    const std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH()), int64_t(g.OW()), int64_t(W->N)};
+    py::array sc, bi, rs;
+    const float* scale = nullptr;
+    const float* bias = nullptr;
+    const float* res = nullptr;
+    if (!scale_obj.is_none()) {
+      sc = as_array<float>(scale_obj, "scale", 1);
+      check_shape(sc, "scale", {W->N});
+      scale = static_cast<const float*>(sc.data());
+    }
+    if (!bias_obj.is_none()) {
+      bi = as_array<float>(bias_obj, "bias", 1);
+      check_shape(bi, "bias", {W->N});
+      bias = static_cast<const float*>(bi.data());
+    }
+    if (!res_obj.is_none()) {
+      rs = as_array<float>(res_obj, "residual", 4);
+      check_shape(rs, "residual", oshape);
+      res = static_cast<const float*>(rs.data());
+    }
+    py::array out;
+    if (out_obj.is_none()) {
+      out = py::array_t<float>(std::vector<py::ssize_t>(oshape.begin(), oshape.end()));
+    } else {
+      out = as_array<float>(out_obj, "out", 4, true);
+      check_shape(out, "out", oshape);
+      if (out.data() == x.data() || (res && out.data() == static_cast<const void*>(res)))
+        fail("out must not be x or residual");
+    }
+    {
+      py::gil_scoped_release nogil;
+      fconv2d_f32(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
+                  static_cast<float*>(out.mutable_data()), avx512, static_cast<int>(threads));
+    }
+    return out;
+  }, py::arg("x"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+     py::arg("scale") = py::none(), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
+     py::arg("relu") = false, py::arg("path") = "auto", py::arg("threads") = 0, py::arg("out") = py::none());
+  m.def("pool2d_f32", [](const py::object& x_obj, bool is_max, std::vector<int> kernel, std::vector<int> stride,
+                         std::vector<int> padding, std::vector<int> out_hw, int64_t threads, const py::object& out_obj) {
+    py::array x = as_array<float>(x_obj, "x", 4);
+    if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2 || out_hw.size() != 2)
+      fail("kernel, stride, padding and out_hw must each have two values");
+    PoolGeom g{check_int(x.shape(0), "N", 0), check_int(x.shape(1), "H", 1), check_int(x.shape(2), "W", 1),
+               check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
+               out_hw[0], out_hw[1]};
+    if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 || g.OH < 1 || g.OW < 1)
+      fail("kernel, stride and output size must be >= 1 and padding >= 0");
+    if (2 * g.ph > g.kh || 2 * g.pw > g.kw) fail("padding must be at most half the kernel");
+    if ((g.OH - 1) * g.sh - g.ph >= g.H || (g.OW - 1) * g.sw - g.pw >= g.W)
+      fail("the last window starts outside the input");
+    const std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH), int64_t(g.OW), int64_t(g.C)};
+    py::array out;
+    if (out_obj.is_none()) {
+      out = py::array_t<float>(std::vector<py::ssize_t>(oshape.begin(), oshape.end()));
+    } else {
+      out = as_array<float>(out_obj, "out", 4, true);
+      check_shape(out, "out", oshape);
+      if (out.data() == x.data()) fail("out must not be x");
+    }
+    {
+      py::gil_scoped_release nogil;
+      pool2d_f32(static_cast<const float*>(x.data()), g, is_max, static_cast<float*>(out.mutable_data()),
+                 static_cast<int>(threads));
+    }
+    return out;
+  }, py::arg("x"), py::arg("is_max"), py::arg("kernel"), py::arg("stride"), py::arg("padding"), py::arg("out_hw"),
+     py::arg("threads") = 0, py::arg("out") = py::none());
 }

@@ -35,5 +35,37 @@ void igemm_s8(const int8_t* A, int64_t M, int64_t lda, const Int8Weights& W, con
 // the two paths (one M-block x all N), used by igemm_s8
 void igemm_block_ref(const int8_t* A, int rows, int64_t lda, const Int8Weights& W, int32_t* acc, bool a_unsigned);
 void igemm_block_amx(const int8_t* A, int rows, int64_t lda, const Int8Weights& W, int32_t* acc, bool a_unsigned);
+// the same without loading/releasing the tile configuration: between amx_tiles_begin() and
+// amx_tiles_end() on the calling thread (loading the configuration costs more than a small block)
+void amx_tiles_begin();
+void amx_tiles_end();
+void igemm_block_amx_configured(const int8_t* A, int rows, int64_t lda, const Int8Weights& W, int32_t* acc,
+                                bool a_unsigned);
+
+}  // namespace onebit
+
+namespace onebit {
+
+// Fused int8 convolution for binary-weight layers: quantise the float NHWC input once
+// (q = clip(rint(x * inv_scale), lo, hi), lo/hi = -127/127, or 0/255 when a_unsigned; zero
+// padding is q = 0), then per block of 32 output pixels gather the (kh, kw, C) patches into
+// an A tile (im2col in cache) and run the int8 GEMM block against W (K = kh*kw*C, (kh, kw, C)
+// order). Output transform per channel, in this order, each rounded to float:
+//     y = fl(fl(float(acc) * scale[n]) + bias[n]);  y = fl(y + residual) if residual;
+//     y = max(y, 0) if relu.
+// x: N x H x W x C float; out: N x OH x OW x W.N float (residual: the same shape, or null).
+struct IConvGeom {
+  int N, H, W, C, kh, kw, sh, sw, ph, pw;
+  int OH() const { return (H + 2 * ph - kh) / sh + 1; }
+  int OW() const { return (W + 2 * pw - kw) / sw + 1; }
+};
+void iconv2d_s8(const float* x, const IConvGeom& g, float inv_scale, bool a_unsigned, const Int8Weights& W,
+                const float* scale, const float* bias, const float* residual, bool relu, float* out,
+                bool use_amx, int threads);
+
+// The quantisation step alone: q = clip(rint(x * inv_scale), lo, hi) as int8 (or uint8), written
+// into rows of ldq >= cols bytes whose columns cols..ldq-1 are set to 0 (the GEMM's K padding).
+void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, float inv_scale, bool a_unsigned, int8_t* q,
+                      int64_t ldq, int threads);
 
 }  // namespace onebit

@@ -91,3 +91,63 @@ def test_cli_run_int8_on_meanstd_model(tmp_path):
     assert res.exit_code == 0, res.output
     assert "7 binary-weight layers calibrated on 10 training images" in res.output
     assert "int8" in res.output and "accuracy" in res.output
+
+
+def _unfused(eng):
+    """The same engine with every ReLU run as its own op and nothing transformed in place."""
+    eng._fused_away = set()
+    for _, _, impl, _ in eng._ops:
+        impl.fuse_relu = False
+        impl.inplace = False
+        impl.reuse_output = False
+    return eng
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_fused_relus_and_reused_buffers_change_nothing(vgg, int8):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)
+    fast, plain = Engine(vgg, threads=2), Engine(vgg, threads=2)
+    if int8:
+        fast.quantize_int8(x)
+        plain.quantize_int8(x)
+    assert fast._fused_away, "VGG-9's ReLUs should be fused"
+    _unfused(plain)
+    assert np.array_equal(fast.run(x), plain.run(x))
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_outputs_are_not_overwritten_by_the_next_call(vgg, int8):
+    rng = np.random.default_rng(3)
+    eng = Engine(vgg, threads=2)
+    x1, x2 = (rng.standard_normal((3, 3, 32, 32)).astype(np.float32) for _ in range(2))
+    if int8:
+        eng.quantize_int8(x1)
+    y1 = eng.run(x1)
+    keep = y1.copy()
+    eng.run(x2)
+    assert np.array_equal(y1, keep)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_int8_dense_small_batches_equal_the_gemm_rows(vgg, signed):
+    """≤ 4 rows take the dense layers' bit-plane path (8 planes × 1-bit weights on the XNOR
+    kernels), larger batches the int8 GEMM: the same integer sums, the same epilogue, bit for bit."""
+    from onebit.deploy.engine import BITPLANE_MAX_ROWS
+
+    rng = np.random.default_rng(4)
+    eng = Engine(vgg, threads=2)
+    eng.quantize_int8(rng.standard_normal((8, 3, 32, 32)).astype(np.float32))
+    dense = [i for _, _, i, _ in eng._ops if isinstance(i, _FloatLinear) and i.int8 is not None and i.op["op"] == "dense"]
+    assert len(dense) == 2
+    for impl in dense:
+        w8, s, fused, bias, unsigned = impl.int8
+        impl.int8 = (w8, s, fused, bias, not signed)
+        k = impl.w4.shape[1]
+        x = (rng.standard_normal((BITPLANE_MAX_ROWS + 3, k)) * 100 * s).astype(np.float32)
+        if not signed:
+            x = np.abs(x)
+        batched = impl(x, 2).copy()
+        for r in range(len(x)):
+            assert np.array_equal(impl(x[r:r + 1], 2)[0], batched[r])
+        assert np.array_equal(impl(x[:BITPLANE_MAX_ROWS], 2), batched[:BITPLANE_MAX_ROWS])

@@ -61,3 +61,60 @@ def test_igemm_bad_inputs():
         kernels.igemm_s8(np.zeros((2, 128), np.int8), prepared, scale=np.ones(3))
     with pytest.raises(ValueError, match="path"):
         kernels.igemm_s8(np.zeros((2, 128), np.int8), prepared, path="vnni")
+
+
+# ---- the fused int8 convolution (quantise + im2col per tile + GEMM + epilogue) ----------------
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n,h,w,c,cout,k,s,p", [
+    (1, 7, 9, 3, 5, 3, 1, 1),      # RGB-sized input, odd output count
+    (3, 8, 8, 70, 33, 3, 2, 1),    # stride 2, C_in and C_out not multiples of 64/16, batch > 1
+    (2, 5, 6, 129, 130, 3, 1, 0),  # no padding, K = 1161 (tail of 55 in the last 64)
+    (2, 6, 6, 16, 17, 1, 1, 0),    # 1×1
+    (1, 9, 7, 8, 9, (3, 1), (2, 1), (1, 0)),  # non-square kernel, stride and padding
+])
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_iconv_equals_reference_bit_for_bit(path, n, h, w, c, cout, k, s, p, unsigned, rng):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    wt = rng.choice(np.array([-1, 1], np.int8), (cout, kh, kw, c))
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    if unsigned:
+        x = np.maximum(x, 0)
+    x[0, 0, 0, 0] = 0.5 * 0.037  # an exact tie: rint rounds it to even
+    act = np.float32(0.037)
+    scale = rng.random(cout).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    prepared = kernels.prepare_int8_weights(wt.reshape(cout, -1))
+    want = kernels.reference.iconv2d_s8(x, wt, act, k, s, p, unsigned=unsigned, scale=scale, bias=bias)
+    got = kernels.iconv2d_s8(x, prepared, act, k, s, p, unsigned=unsigned, scale=scale, bias=bias, path=path,
+                             threads=2)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    res = rng.standard_normal(want.shape).astype(np.float32)
+    want = kernels.reference.iconv2d_s8(x, wt, act, k, s, p, unsigned=unsigned, scale=scale, bias=bias,
+                                        residual=res, relu=True)
+    got = kernels.iconv2d_s8(x, prepared, act, k, s, p, unsigned=unsigned, scale=scale, bias=bias, residual=res,
+                             relu=True, path=path, threads=1)
+    assert np.array_equal(got, want) and (got >= 0).all()
+
+
+def test_quantize_s8_matches_numpy_rint_and_clip(rng):
+    x = (rng.standard_normal((5, 77)) * 60).astype(np.float32)
+    x[0, :6] = [0.5, 1.5, 2.5, -0.5, -1.5, 1e9]  # ties to even, and saturation
+    for unsigned in (False, True):
+        got = kernels.quantize_s8(x, 1.0, unsigned=unsigned, ld=128)
+        assert got.shape == (5, 128) and not got[:, 77:].any()
+        assert np.array_equal(got[:, :77], kernels.reference.quantize_s8(x, 1.0, unsigned))
+    assert list(kernels.quantize_s8(x[:1, :6], 1.0)[0]) == [0, 2, 2, 0, -2, 127]
+
+
+def test_iconv_bad_inputs(rng):
+    prepared = kernels.prepare_int8_weights(np.ones((4, 27), np.int8))
+    x = np.zeros((1, 5, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="K = 27"):
+        kernels.iconv2d_s8(np.zeros((1, 5, 5, 4), np.float32), prepared, 1.0, 3)
+    with pytest.raises(ValueError, match="act_scale"):
+        kernels.iconv2d_s8(x, prepared, 0.0, 3)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        kernels.iconv2d_s8(np.zeros((1, 2, 2, 3), np.float32), prepared, 1.0, 3)
+    with pytest.raises(ValueError, match="residual"):
+        kernels.iconv2d_s8(x, prepared, 1.0, 3, padding=1, residual=np.zeros((1, 5, 5, 5), np.float32))

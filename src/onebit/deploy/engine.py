@@ -16,6 +16,7 @@ from .errors import DeployError
 
 
 _PLANE_WEIGHTS = (1 << np.arange(8)).astype(np.int32)  # 2^n for bit-plane n
+BITPLANE_MAX_ROWS = 4  # int8 dense layers with at most this many rows use the bit-plane path
 
 
 def _im2col(x: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
@@ -58,8 +59,23 @@ def _pool(x: np.ndarray, kind: str, k: tuple[int, int], s: tuple[int, int], p: t
 
 
 class _Op:
+    #: ops whose output may take a following ReLU in place (see Engine._fuse_relus)
+    can_fuse_relu = False
+
     def __init__(self, op: dict, t: dict[str, np.ndarray]):
         self.op, self.t = op, t
+        self.fuse_relu = False
+        self.reuse_output = False  # set by the Engine for ops whose output is not the network's
+        self._buf: np.ndarray | None = None
+
+    def out_buffer(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """This op's float32 output array, kept between calls (fresh big arrays cost page faults),
+        or None when the output goes back to the caller."""
+        if not self.reuse_output:
+            return None
+        if self._buf is None or self._buf.shape != tuple(shape):
+            self._buf = np.empty(shape, np.float32)
+        return self._buf
 
     def __call__(self, x: np.ndarray, threads: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -92,10 +108,15 @@ class _FloatLinear(_Op):
         self.w32, self.mult32, self.bias32 = (self.w.astype(np.float32), self.mult.astype(np.float32),
                                               self.bias.astype(np.float32))
         self._bitplane = None
+        self._fw = None  # float weights packed for fconv2d_f32 (prepared at first use)
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
         self._thresholds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
         self.int8 = None  # (prepared ±1 int8 weights, activation scale, fused scale, bias): see set_int8
+
+    @property
+    def can_fuse_relu(self) -> bool:  # every path but the packed-bits output applies fuse_relu
+        return self.op.get("out") != "bits"
 
     @property
     def int8_eligible(self) -> bool:
@@ -116,29 +137,64 @@ class _FloatLinear(_Op):
         self.int8 = (prepare_int8_weights(w8), np.float32(act_scale), fused, self.bias32, bool(unsigned))
 
     def _int8_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
-        """``y = fl(fl(float(q·w)·(s·mult)) + bias)`` with ``q = clip(rint(x/s), −127, 127)`` (int8; or
-        0..255 uint8 for a non-negative input) on the int8 GEMM (AMX-INT8 where the CPU has it): the
-        weights are exact, the activations rounded."""
-        from ..kernels import igemm_s8
+        """``y = fl(fl(float(q·w)·(s·mult)) + bias)`` (``+ residual``; ``max(y, 0)`` when a following
+        ReLU was fused, see :meth:`Engine.quantize_int8`) with ``q = clip(rint(x/s), −127, 127)`` (int8;
+        or 0..255 uint8 for a non-negative input) on the int8 GEMM (AMX-INT8 where the CPU has it):
+        the weights are exact, the activations rounded. A conv runs fused in C++ (quantise once,
+        im2col per 32-pixel tile, GEMM, epilogue: :func:`onebit.kernels.iconv2d_s8`)."""
+        from ..kernels import iconv2d_s8, igemm_s8, quantize_s8
 
         w8, s, fused, bias, unsigned = self.int8
-        lo, hi, dt = (0, 255, np.uint8) if unsigned else (-127, 127, np.int8)
-        q = np.clip(np.rint(x * (np.float32(1) / s)), lo, hi).astype(dt)
         op = self.op
+        x = np.ascontiguousarray(x, dtype=np.float32)
         if op["op"] == "conv":
-            ph, pw = op["padding"]
-            qp = np.pad(q, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else q  # zero padding: q = 0
-            cols = _im2col(qp, *op["kernel"], *op["stride"])
-            lead = cols.shape[:-1]
-            rows = cols.reshape(-1, cols.shape[-1])
+            res = None if residual is None else np.ascontiguousarray(residual, dtype=np.float32)
+            out = self.out_buffer((x.shape[0], *layer_out_shape(x, self)))
+            return iconv2d_s8(x, w8, s, op["kernel"], op["stride"], op["padding"], unsigned=unsigned, scale=fused,
+                              bias=bias, residual=res, relu=self.fuse_relu, threads=threads, out=out)
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] <= BITPLANE_MAX_ROWS:
+            # few rows (batch 1): the weight matrix would be streamed from memory as int8 for one
+            # row; as 8 bit-planes × 1-bit weights on the XNOR-popcount GEMM it is 8× smaller
+            q = quantize_s8(rows, s, unsigned=unsigned, threads=threads)
+            if unsigned:
+                acc = self._bitplane_acc(q, threads)
+            else:  # q + 127 ∈ [0, 254] is a uint8; w·q = w·(q + 127) − 127·Σw, exactly
+                u = (q.astype(np.int16) + 127).astype(np.uint8)
+                acc = self._bitplane_acc(u, threads) - 127 * self._bitplane[1]
+            y = (acc.astype(np.float32) * fused + bias).reshape(*lead, -1)  # the GEMM's epilogue order
         else:
-            lead, rows = q.shape[:-1], q.reshape(-1, q.shape[-1])
-        a = np.zeros((rows.shape[0], w8.Kp), dt)
-        a[:, :rows.shape[1]] = rows
-        y = igemm_s8(a, w8, fused, bias, threads=threads).reshape(*lead, -1)
+            a = quantize_s8(rows, s, unsigned=unsigned, ld=w8.Kp, threads=threads)
+            y = igemm_s8(a, w8, fused, bias, threads=threads).reshape(*lead, -1)
         if residual is not None:
             y = y + residual
+        if self.fuse_relu:
+            np.maximum(y, np.float32(0), out=y)
         return y.astype(np.float32, copy=False)
+
+    def _float32_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
+        """``y = fl(fl(Σ x·w)·mult) + bias`` (``+ residual``, ReLU when fused) in float32 on
+        :func:`onebit.kernels.fconv2d_f32`; a dense layer runs as a 1×1 conv."""
+        from ..kernels import fconv2d_f32, prepare_float_weights
+
+        if self._fw is None:
+            self._fw = prepare_float_weights(np.ascontiguousarray(self.w32.T))
+        op = self.op
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        res = None if residual is None else np.ascontiguousarray(residual, dtype=np.float32)
+        if op["op"] == "conv":
+            out = self.out_buffer((x.shape[0], *layer_out_shape(x, self)))
+            return fconv2d_f32(x, self._fw, op["kernel"], op["stride"], op["padding"], scale=self.mult32,
+                               bias=self.bias32, residual=res, relu=self.fuse_relu, threads=threads, out=out)
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, 1, 1, x.shape[-1])
+        cout = self.w32.shape[1]
+        out = self.out_buffer((rows.shape[0], 1, 1, cout))
+        y = fconv2d_f32(rows, self._fw, 1, scale=self.mult32, bias=self.bias32,
+                        residual=None if res is None else res.reshape(-1, 1, 1, cout), relu=self.fuse_relu,
+                        threads=threads, out=out)
+        return y.reshape(*lead, cout)
 
     def _cols(self, x: np.ndarray, dtype) -> np.ndarray:
         op = self.op
@@ -176,7 +232,7 @@ class _FloatLinear(_Op):
         pad = -k % 64
         if pad:
             planes = np.concatenate([planes, np.zeros((*planes.shape[:-1], pad), np.uint8)], axis=-1)
-        packed = np.packbits(planes, axis=-1, bitorder="little").view(np.uint64)  # bit 1 = plane bit = −1
+        packed = np.ascontiguousarray(np.packbits(planes, axis=-1, bitorder="little")).view(np.uint64)  # bit 1 = −1
         rows = packed.reshape(-1, packed.shape[-1])
         acc = layer(np.ascontiguousarray(rows), threads=threads).reshape(8, n, *layer_out_shape(x8, self))
         # Σ_n 2^n·acc_n as one int32 contraction over the plane axis (|acc| ≤ K, so 255·K fits easily)
@@ -242,15 +298,18 @@ class _FloatLinear(_Op):
             if op.get("out") == "bits" and residual is None:
                 return self._threshold_bits(s8, valid, x.shape[1:3])
             y = s8.astype(np.float64) * (self.mult / 127.5) + (self.bias - valid * self.mult)
+        elif op.get("out") != "bits":
+            # float32 on the core's own conv/GEMM (no BLAS threads), transform and ReLU fused
+            return self._float32_call(x, threads, residual)
         else:
-            # float64 where the output is a sign decision (exact vs. PyTorch), float32 BLAS otherwise
-            exact = op.get("out") == "bits"
-            cols = self._cols(x, np.float64 if exact else np.float32)
-            w = self.w if exact else self.w32
-            y = (cols.reshape(-1, cols.shape[-1]) @ w).reshape(*cols.shape[:-1], w.shape[1])
-            y = y * (self.mult if exact else self.mult32) + (self.bias if exact else self.bias32)
+            # float64 where the output is a sign decision (exact vs. PyTorch)
+            cols = self._cols(x, np.float64)
+            y = (cols.reshape(-1, cols.shape[-1]) @ self.w).reshape(*cols.shape[:-1], self.w.shape[1])
+            y = y * self.mult + self.bias
         if residual is not None:
             y = y + residual
+        if self.fuse_relu:
+            np.maximum(y, 0, out=y)
         if op.get("out") == "bits":
             from ..kernels import pack_bits
 
@@ -313,10 +372,20 @@ class _Quantize(_Op):
 
 
 class _Pool(_Op):
+    """Float max/avg pooling on the C++ core (:func:`onebit.kernels.pool2d`; ``_pool`` is its NumPy twin)."""
+
     def __call__(self, x, threads):
+        from ..kernels import pool2d
+        from .format import pool_out
+
         op = self.op
-        return _pool(as_float(x), "max" if op["op"] == "maxpool" else "avg", tuple(op["kernel"]),
-                     tuple(op["stride"]), tuple(op.get("padding", (0, 0))), bool(op.get("ceil_mode", False)))
+        x = np.ascontiguousarray(as_float(x), dtype=np.float32)
+        k, s, p = tuple(op["kernel"]), tuple(op["stride"]), tuple(op.get("padding", (0, 0)))
+        ceil = bool(op.get("ceil_mode", False))
+        shape = (x.shape[0], pool_out(x.shape[1], k[0], s[0], p[0], ceil), pool_out(x.shape[2], k[1], s[1], p[1], ceil),
+                 x.shape[3])
+        return pool2d(x, "max" if op["op"] == "maxpool" else "avg", k, s, p, ceil_mode=ceil, threads=threads,
+                      out=self.out_buffer(shape))
 
 
 class _GlobalAvgPool(_Op):
@@ -347,8 +416,17 @@ class _Flatten(_Op):
 
 
 class _Affine(_Op):
+    can_fuse_relu = True
+
+    #: the input feeds nothing else and is not the caller's array: transform it in place
+    inplace = False
+
     def __call__(self, x, threads):
-        return (as_float(x) * self.t["mult"] + self.t["bias"]).astype(np.float32)
+        from ..kernels import channel_affine_
+
+        x = as_float(x)
+        y = x if self.inplace and x.dtype == np.float32 and x.flags.c_contiguous else np.array(x, np.float32, order="C")
+        return channel_affine_(y, self.t["mult"], self.t["bias"], relu=self.fuse_relu, threads=threads)
 
 
 class _Act(_Op):
@@ -417,6 +495,10 @@ class Engine:
         except (ValueError, KeyError, TypeError) as e:
             raise DeployError(f"{self.path}: cannot prepare op {op.get('op')!r}: {e}") from None
         self._lock = threading.Lock()
+        self._fused_away: set[int] = set()  # ReLUs applied in place by the op before them
+        self._fuse_relus()
+        for _, dst, impl, _ in self._ops:  # intermediate outputs live in per-op buffers
+            impl.reuse_output = dst != self.graph["output"]
 
     @staticmethod
     def _check_threads(threads) -> int:
@@ -456,11 +538,16 @@ class Engine:
         for src, dst, impl, res in self._ops:
             if observe is not None:
                 observe(impl, values[src])
-            if res is None:
+            if id(impl) in self._fused_away:  # a ReLU already applied by the layer before it
+                values[dst] = values[src]
+            elif res is None:
                 values[dst] = impl(values[src], threads)
             else:
                 values[dst] = impl(values[src], threads, residual=values[res])
-        return values[self.graph["output"]]
+        out = values[self.graph["output"]]
+        if any(impl._buf is not None and np.may_share_memory(out, impl._buf) for _, _, impl, _ in self._ops):
+            out = out.copy()  # never hand the caller a buffer the next call overwrites
+        return out
 
     def int8_layers(self) -> list[str]:
         """Outputs of the layers that :meth:`quantize_int8` would run in int8."""
@@ -508,7 +595,31 @@ class Engine:
                     s = peaks[id(impl)] / top if peaks[id(impl)] > 0 else 1.0
                     impl.set_int8(s, unsigned=nonneg[id(impl)])
                     scales[dst] = s
+            self._fuse_relus()
             return scales
+
+    def _fuse_relus(self) -> None:
+        """Apply each ReLU in place at the end of the op that produces its input (in the int8
+        epilogue for int8 layers) when that output feeds nothing else: ``max(y, 0)`` is exact, so
+        results are unchanged and one pass over the activations is saved."""
+        uses: dict[str, int] = {}
+        for src, _, _, res in self._ops:
+            uses[src] = uses.get(src, 0) + 1
+            if res is not None:
+                uses[res] = uses.get(res, 0) + 1
+        producer = {dst: impl for _, dst, impl, _ in self._ops}
+        self._fused_away = set()
+        for _, _, impl, _ in self._ops:
+            impl.fuse_relu = False
+        for src, _, impl, _ in self._ops:
+            if isinstance(impl, _Affine):
+                impl.inplace = (uses.get(src) == 1 and src in producer and src != self.graph["output"]
+                                and not isinstance(producer[src], _Flatten))  # a view: its input may be shared
+            prev = producer.get(src)
+            if (isinstance(impl, _Act) and impl.op.get("fn") == "relu" and prev is not None and prev.can_fuse_relu
+                    and uses.get(src) == 1 and src != self.graph["output"]):
+                prev.fuse_relu = True
+                self._fused_away.add(id(impl))
 
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, ops={len(self._ops)}, threads={self.threads})"

@@ -336,3 +336,83 @@ def igemm_s8(a: np.ndarray, w, scale: Optional[np.ndarray] = None, bias: Optiona
     ``path``: "auto" (AMX where usable, else portable), "amx" or "portable". Returns float32 (M, N)."""
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
     return _c().igemm_s8(a, w, f32(scale), f32(bias), path, _threads(threads))
+
+
+def quantize_s8(x: np.ndarray, act_scale: float, *, unsigned: bool = False, ld: Optional[int] = None,
+                threads: Optional[int] = None) -> np.ndarray:
+    """``clip(rint(x / s), −127, 127)`` as int8 (``unsigned``: ``clip(…, 0, 255)`` as uint8) of float32 rows
+    ``x`` (M, K), in rows of ``ld ≥ K`` bytes with zeros after column K (the int8 GEMM's K padding).
+    ``x / s`` is computed as ``x · fl(1/s)`` in float32, ties round to even (NumPy's ``rint``)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (rows, K), got shape {x.shape}")
+    return _c().quantize_s8(x, float(np.float32(act_scale)), bool(unsigned), int(ld or x.shape[1]), _threads(threads))
+
+
+def iconv2d_s8(x: np.ndarray, w, act_scale: float, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0, *,
+               unsigned: bool = False, scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
+               residual: Optional[np.ndarray] = None, relu: bool = False, path: str = "auto",
+               threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Fused int8 convolution of a binary-weight layer on a float NHWC input ``x`` (N, H, W, C).
+
+    The input is quantised once (:func:`quantize_s8`, zero padding = 0), patches are gathered
+    32 output pixels at a time into cache and multiplied on the int8 GEMM (AMX-INT8 where
+    usable) against ``w`` (:func:`prepare_int8_weights` of the (C_out, kh·kw·C_in) weights in
+    (kh, kw, C_in) order); then per channel ``y = fl(fl(acc·scale) + bias)``, ``+ residual``,
+    ``max(y, 0)`` if ``relu``. Equal, bit for bit, to :func:`onebit.kernels.reference.iconv2d_s8`.
+    ``out``: a float32 (N, OH, OW, C_out) array to write into (reused buffers avoid page faults).
+    """
+    f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return _c().iconv2d_s8(x, w, float(np.float32(act_scale)), bool(unsigned), list(_pair(kernel, "kernel")),
+                           list(_pair(stride, "stride")), list(_pair(padding, "padding")), f32(scale), f32(bias),
+                           f32(residual), bool(relu), path, _threads(threads), out)
+
+
+def channel_affine_(y: np.ndarray, mult: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None, *,
+                    relu: bool = False, threads: Optional[int] = None) -> np.ndarray:
+    """In place over the last (channel) axis of float32 ``y``: ``y = fl(y·mult) + bias``, then
+    ``max(y, 0)`` if ``relu`` — the roundings of NumPy's ``y * mult + bias`` in float32. Returns ``y``."""
+    f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    return _c().channel_affine_(y, f32(mult), f32(bias), bool(relu), _threads(threads))
+
+
+def prepare_float_weights(w: np.ndarray):
+    """Float weights (N, K) (a conv's (C_out, kh, kw, C_in) flattened) packed once for :func:`fconv2d_f32`."""
+    return _c().prepare_float_weights(np.ascontiguousarray(w, dtype=np.float32))
+
+
+def fconv2d_f32(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0, *,
+                scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
+                residual: Optional[np.ndarray] = None, relu: bool = False, path: str = "auto",
+                threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Float convolution of a real-valued layer on NHWC ``x`` (N, H, W, C), zero padding, with the
+    output transform fused: ``y = fl(fl(Σ_k x·w)·scale) + bias`` (``+ residual``, ``max(y, 0)``).
+
+    Runs on the core's thread pool (AVX-512 FMA where available, else the portable twin) so the
+    engine never wakes NumPy's BLAS threads. The sum runs in k order in float32: it matches a
+    float64 reference to float rounding (:func:`onebit.kernels.reference.fconv2d_f32`). A dense
+    layer is the 1×1 conv of an (M, 1, 1, K) input.
+    """
+    f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return _c().fconv2d_f32(x, w, list(_pair(kernel, "kernel")), list(_pair(stride, "stride")),
+                            list(_pair(padding, "padding")), f32(scale), f32(bias), f32(residual), bool(relu), path,
+                            _threads(threads), out)
+
+
+def pool2d(x: np.ndarray, kind: str, kernel: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0, *,
+           ceil_mode: bool = False, threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Max (``kind="max"``) or average (``"avg"``) pooling of float NHWC ``x`` with PyTorch's window
+    placement; padding is never counted (max ignores it, average divides by the in-image taps)."""
+    if kind not in ("max", "avg"):
+        raise ValueError(f"kind must be 'max' or 'avg', got {kind!r}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")
+    k, p = _pair(kernel, "kernel"), _pair(padding, "padding")
+    s = _pair(stride if stride is not None else kernel, "stride")
+    from ..deploy.format import pool_out
+
+    oh, ow = pool_out(x.shape[1], k[0], s[0], p[0], ceil_mode), pool_out(x.shape[2], k[1], s[1], p[1], ceil_mode)
+    return _c().pool2d_f32(x, kind == "max", list(k), list(s), list(p), [oh, ow], _threads(threads), out)

@@ -159,3 +159,50 @@ def maxpool2d_pm1(x: np.ndarray, kernel, stride=None, padding=0, min_channels=No
             mn = xmin[:, hs : hs + kh, ws : ws + kw].min(axis=(1, 2))
             out[:, oh, ow] = np.where(mins, mn, mx)
     return out
+
+
+def quantize_s8(x: np.ndarray, act_scale: float, unsigned: bool = False) -> np.ndarray:
+    """``clip(rint(x · fl(1/s)), −127, 127)`` int8, or ``clip(…, 0, 255)`` uint8 (float32 arithmetic)."""
+    s = np.float32(act_scale)
+    lo, hi, dt = (0, 255, np.uint8) if unsigned else (-127, 127, np.int8)
+    return np.clip(np.rint(x.astype(np.float32) * (np.float32(1) / s)), lo, hi).astype(dt)
+
+
+def iconv2d_s8(x: np.ndarray, w: np.ndarray, act_scale: float, kernel, stride=1, padding=0, *, unsigned=False,
+               scale=None, bias=None, residual=None, relu=False) -> np.ndarray:
+    """Reference int8 conv: ``x`` float NHWC, ``w`` int (C_out, kh, kw, C_in); exact integer sums,
+    then ``fl(fl(acc·scale) + bias)``, ``+ residual``, ``max(·, 0)`` — the C++ kernel's order."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    q = quantize_s8(x, act_scale, unsigned).astype(np.int64)
+    q = np.pad(q, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    n, h, wd, c = q.shape
+    oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    cols = np.stack([q[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+                     for i in range(kh) for j in range(kw)], axis=3).reshape(n, oh, ow, kh * kw * c)
+    acc = (cols @ w.reshape(w.shape[0], -1).astype(np.int64).T).astype(np.float32)
+    y = acc * np.float32(1) if scale is None else acc * np.asarray(scale, np.float32)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float32)
+    if residual is not None:
+        y = y + residual.astype(np.float32)
+    return np.maximum(y, np.float32(0)) if relu else y.astype(np.float32)
+
+
+def fconv2d_f32(x: np.ndarray, w: np.ndarray, kernel, stride=1, padding=0, *, scale=None, bias=None, residual=None,
+                relu=False) -> np.ndarray:
+    """Reference float conv in float64 (``x`` NHWC, ``w`` (C_out, kh, kw, C_in)), zero padding, then
+    ``y·scale + bias (+ residual)``, ``max(y, 0)``."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    n, h, wd, c = xp.shape
+    oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    cols = np.stack([xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+                     for i in range(kh) for j in range(kw)], axis=3).reshape(n, oh, ow, kh * kw * c)
+    y = cols @ w.reshape(w.shape[0], -1).astype(np.float64).T
+    if scale is not None:
+        y = y * np.asarray(scale, np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    if residual is not None:
+        y = y + residual
+    return np.maximum(y, 0) if relu else y

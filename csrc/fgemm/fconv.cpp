@@ -1,0 +1,88 @@
+// onebit/csrc/fgemm/fconv.cpp — weight packing and the float conv driver (see fgemm.h): a padded
+// copy of the input, then per task of kBM output pixels the patches are gathered into a
+// thread-local A block, multiplied, and transformed into the output.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "fgemm/fgemm.h"
+
+namespace onebit {
+
+FloatWeights prepare_float_weights(const float* w, int N, int K) {
+  FloatWeights p;
+  p.N = N;
+  p.K = K;
+  p.Np = (N + 31) / 32 * 32;
+  p.packed.assign(static_cast<size_t>(K) * p.Np, 0.0f);
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) p.packed[static_cast<size_t>(k) * p.Np + n] = w[static_cast<size_t>(n) * K + k];
+  return p;
+}
+
+void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale, const float* bias,
+                 const float* residual, bool relu, float* out, bool use_avx512, int threads) {
+  const int OH = g.OH(), OW = g.OW(), C = g.C;
+  const bool padded = g.ph || g.pw;
+  const int HP = g.H + 2 * g.ph, WP = g.W + 2 * g.pw;
+  const int64_t K = static_cast<int64_t>(g.kh) * g.kw * C;
+  // zero-padded copy of the input (the caller's thread keeps the buffer between calls)
+  thread_local std::vector<float> xp_buffer;
+  const float* xs = x;
+  if (padded) {
+    xp_buffer.assign(static_cast<size_t>(g.N) * HP * WP * C, 0.0f);
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int y = 0; y < g.H; ++y)
+        std::memcpy(xp_buffer.data() + ((n * HP + y + g.ph) * WP + g.pw) * C, x + (n * g.H + y) * g.W * C,
+                    sizeof(float) * g.W * C);
+    xs = xp_buffer.data();
+  }
+  constexpr int kBM = 64;  // a multiple of the 8-row micro-tile
+  const int64_t M = static_cast<int64_t>(g.N) * OH * OW;
+  const int64_t tasks = (M + kBM - 1) / kBM;
+  const int64_t row_floats = static_cast<int64_t>(g.kw) * C;
+  parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {
+    thread_local std::vector<float> a, acc;
+    a.resize(static_cast<size_t>(kBM) * K);
+    acc.resize(static_cast<size_t>(kBM) * W.Np);
+    const int64_t m0 = t * kBM;
+    const int rows = static_cast<int>(std::min<int64_t>(kBM, M - m0));
+    const int rows8 = (rows + 7) / 8 * 8;
+    for (int r = 0; r < rows8; ++r) {
+      float* dst = a.data() + r * K;
+      if (r >= rows) {
+        std::fill(dst, dst + K, 0.0f);
+        continue;
+      }
+      const int64_t m = m0 + r, n = m / (OH * OW), p = m % (OH * OW), oy = p / OW, ox = p % OW;
+      const float* src = xs + ((n * HP + oy * g.sh) * WP + ox * g.sw) * C;
+      for (int ky = 0; ky < g.kh; ++ky)
+        std::memcpy(dst + ky * row_floats, src + static_cast<int64_t>(ky) * WP * C, sizeof(float) * row_floats);
+    }
+#ifdef ONEBIT_HAVE_X86_KERNELS
+    if (use_avx512)
+      fgemm_block_avx512(a.data(), rows8, W, acc.data());
+    else
+#endif
+      fgemm_block_ref(a.data(), rows8, W, acc.data());
+    for (int r = 0; r < rows; ++r) {
+      const float* s = acc.data() + static_cast<int64_t>(r) * W.Np;
+      float* o = out + (m0 + r) * W.N;
+      if (scale)
+        for (int c = 0; c < W.N; ++c) o[c] = s[c] * scale[c];
+      else
+        for (int c = 0; c < W.N; ++c) o[c] = s[c];
+      if (bias)
+        for (int c = 0; c < W.N; ++c) o[c] = o[c] + bias[c];
+      if (residual) {
+        const float* res = residual + (m0 + r) * W.N;
+        for (int c = 0; c < W.N; ++c) o[c] = o[c] + res[c];
+      }
+      if (relu)
+        for (int c = 0; c < W.N; ++c) o[c] = std::max(o[c], 0.0f);
+    }
+  });
+}
+
+}  // namespace onebit

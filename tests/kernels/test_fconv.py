@@ -1,0 +1,72 @@
+"""The float conv/GEMM of the real-valued layers: AVX-512 and portable paths against float64."""
+
+import numpy as np
+import pytest
+
+from onebit import kernels
+
+PATHS = ["portable"] + (["avx512"] if "avx512" in kernels.isa_paths() else [])
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n,h,w,c,cout,k,s,p", [
+    (1, 7, 9, 3, 5, 3, 1, 1),      # RGB first layer, N not a multiple of 32
+    (3, 8, 8, 70, 33, 3, 2, 1),    # stride 2, odd channels, batch > 1
+    (2, 11, 11, 3, 64, 7, 2, 3),   # a 7×7/2 stem
+    (5, 1, 1, 129, 10, 1, 1, 0),   # a dense layer as a 1×1 conv
+    (1, 9, 7, 8, 9, (3, 1), (2, 1), (1, 0)),
+])
+def test_fconv_matches_float64(path, n, h, w, c, cout, k, s, p, rng):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    wt = rng.standard_normal((cout, kh, kw, c)).astype(np.float32)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    scale = rng.random(cout).astype(np.float32) + 0.5
+    bias = rng.standard_normal(cout).astype(np.float32)
+    prepared = kernels.prepare_float_weights(wt.reshape(cout, -1))
+    want = kernels.reference.fconv2d_f32(x, wt, k, s, p, scale=scale, bias=bias)
+    got = kernels.fconv2d_f32(x, prepared, k, s, p, scale=scale, bias=bias, path=path, threads=2)
+    assert got.shape == want.shape and got.dtype == np.float32
+    tol = 1e-5 * np.sqrt(kh * kw * c) * (np.abs(want).max() + 1)
+    assert np.abs(got - want).max() <= tol
+    res = rng.standard_normal(want.shape).astype(np.float32)
+    out = np.empty(want.shape, np.float32)
+    got = kernels.fconv2d_f32(x, prepared, k, s, p, scale=scale, bias=bias, residual=res, relu=True, path=path,
+                              threads=1, out=out)
+    assert got is not None and np.shares_memory(got, out)
+    want = kernels.reference.fconv2d_f32(x, wt, k, s, p, scale=scale, bias=bias, residual=res, relu=True)
+    assert np.abs(out - want).max() <= tol and (out >= 0).all()
+
+
+def test_fconv_bad_inputs(rng):
+    prepared = kernels.prepare_float_weights(np.ones((4, 27), np.float32))
+    x = np.zeros((1, 5, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="K = 27"):
+        kernels.fconv2d_f32(np.zeros((1, 5, 5, 4), np.float32), prepared, 3)
+    with pytest.raises(ValueError, match="out"):
+        kernels.fconv2d_f32(x, prepared, 3, padding=1, out=np.zeros((1, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="path"):
+        kernels.fconv2d_f32(x, prepared, 3, path="gpu")
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("n,h,w,c,k,s,p,ceil", [
+    (2, 8, 8, 5, 2, 2, 0, False),
+    (1, 9, 7, 70, 3, 2, 1, False),   # Bi-Real / ResNet stem max-pool
+    (3, 7, 7, 3, 2, 2, 0, True),     # ceil mode: a last window that hangs over the edge
+    (1, 5, 6, 17, (3, 2), (2, 1), (1, 0), True),
+])
+def test_pool2d_equals_the_numpy_twin(kind, n, h, w, c, k, s, p, ceil, rng):
+    from onebit.deploy.engine import _pool
+
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+    want = _pool(x, kind, pair(k), pair(s), pair(p), ceil)
+    got = kernels.pool2d(x, kind, k, s, p, ceil_mode=ceil, threads=2)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_pool2d_bad_inputs():
+    with pytest.raises(ValueError, match="kind"):
+        kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "min", 2)
+    with pytest.raises(ValueError, match="half the kernel"):
+        kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "max", 2, 1, 2)

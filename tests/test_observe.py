@@ -97,3 +97,42 @@ def test_tensorboard_event_files(tiny_mnist, tmp_path):
         assert tag in tags["scalars"], (tag, tags["scalars"])
     assert "weights/1" in tags["histograms"]
     assert [e.step for e in acc.Scalars("acc/test")] == [0, 1]
+
+
+def _fake_run(path, layer, epochs):
+    """A run folder whose histograms.json holds ``epochs`` = [(epoch, counts), ...] for one layer."""
+    path.mkdir(parents=True)
+    entries = [{"epoch": e, "lo": -1.0, "hi": 1.0, "counts": [int(v) for v in c]} for e, c in epochs]
+    (path / "histograms.json").write_text(json.dumps({"bins": len(epochs[0][1]), "layers": {layer: entries}}))
+    return path
+
+
+def test_valley_ratio_tells_one_mode_from_two():
+    import numpy as np
+
+    from onebit.analysis.plots import valley_ratio
+
+    x = np.linspace(-1, 1, 40)
+    gauss = 1000 * np.exp(-x ** 2 / 0.1)
+    bimodal = 1000 * (np.exp(-(x - 0.6) ** 2 / 0.01) + np.exp(-(x + 0.6) ** 2 / 0.01))
+    assert valley_ratio({"counts": gauss.round()}) > 0.95
+    assert valley_ratio({"counts": bimodal.round()}) < 0.05
+    assert valley_ratio({"counts": [0] * 40}) != valley_ratio({"counts": [0] * 40})  # nan: no weights
+
+
+def test_cli_plots_the_kernel_distribution_of_a_layer_for_several_runs(tmp_path, capsys):
+    import numpy as np
+
+    x = np.linspace(-1, 1, 40)
+    g = (1000 * np.exp(-x ** 2 / 0.1)).round().astype(int)
+    b = (1000 * (np.exp(-(x - 0.6) ** 2 / 0.01) + np.exp(-(x + 0.6) ** 2 / 0.01))).round().astype(int)
+    bonn = _fake_run(tmp_path / "bonn", "l.conv", [(0, g), (1, b)])
+    base = _fake_run(tmp_path / "base", "l.conv", [(0, g), (1, g)])
+    out = tmp_path / "k.png"
+    assert cli(["plot", str(bonn), str(base), "--layer", "l.conv", "--label", "BONN", "--label", "plain",
+                "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert "BONN: valley/peak by epoch 1:1.00 2:0.00" in text and "plain: valley/peak by epoch 1:1.00 2:1.00" in text
+    assert cli(["plot", str(bonn), "--layer", "nope"]) == 2
+    assert "its binary layers: l.conv" in capsys.readouterr().err

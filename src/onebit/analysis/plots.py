@@ -158,3 +158,74 @@ def plot_histograms(run_dir: str | Path, out: str | Path) -> Path | None:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def kernel_histograms(run_dir: str | Path, layer: str) -> list[dict]:
+    """The per-epoch latent-weight histograms of one binary layer of a run (``histograms.json``)."""
+    import json
+
+    path = Path(run_dir) / "histograms.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no histograms.json in {run_dir}: not an onebit run folder, or no binary layer")
+    try:
+        layers = json.loads(path.read_text())["layers"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not an onebit histogram file ({e})") from None
+    if layer not in layers or not layers[layer]:
+        raise ValueError(f"{run_dir} has no histogram for layer {layer!r}; its binary layers: "
+                         f"{', '.join(n for n, h in layers.items() if h)}")
+    return sorted(layers[layer], key=lambda h: h["epoch"])
+
+
+def valley_ratio(hist: dict) -> float:
+    """Bimodality of a symmetric latent-weight histogram: the density at 0 over the highest density
+    (both after a 3-bin moving average). About 1 for one mode at 0 (a Gaussian); near 0 when the
+    weights have split into two modes at ±μ, BONN's bimodal prior (methods.md §4.4)."""
+    import numpy as np
+
+    c = np.asarray(hist["counts"], float)
+    if c.sum() == 0:
+        return float("nan")
+    s = np.convolve(c, np.ones(3) / 3, mode="same")
+    mid = len(s) // 2
+    centre = s[mid - 1:mid + 1].mean() if len(s) % 2 == 0 else s[mid]
+    return float(centre / s.max())
+
+
+def plot_kernel_distribution(run_dirs: list[str | Path], layer: str, out: str | Path,
+                             labels: list[str] | None = None) -> tuple[Path, dict[str, list[tuple[int, float]]]]:
+    """One panel per run: the latent-kernel distribution of ``layer`` at every recorded epoch
+    (colour = epoch) — BONN's figure of a single Gaussian turning into two compact modes, beside
+    a baseline. Returns the PNG path and, per run, ``(epoch, valley_ratio)`` for every epoch."""
+    import numpy as np
+
+    labels = labels or [Path(r).name for r in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs")
+    hists = [kernel_histograms(r, layer) for r in run_dirs]
+    plt = _pyplot()
+    from matplotlib import cm
+
+    fig, axes = plt.subplots(1, len(run_dirs), figsize=(5.2 * len(run_dirs) + 1, 3.8), squeeze=False,
+                             layout="constrained")
+    last = max(h["epoch"] for hs in hists for h in hs) or 1
+    stats: dict[str, list[tuple[int, float]]] = {}
+    for ax, label, hs in zip(axes.flat, labels, hists):
+        for h in hs:
+            n = len(h["counts"])
+            width = (h["hi"] - h["lo"]) / n
+            centers = h["lo"] + (np.arange(n) + 0.5) * width
+            total = sum(h["counts"]) or 1
+            ax.plot(centers, np.asarray(h["counts"]) / (total * width), color=cm.viridis(h["epoch"] / last), lw=1)
+        stats[label] = [(h["epoch"] + 1, valley_ratio(h)) for h in hs]
+        first, end = stats[label][0], stats[label][-1]
+        ax.set(title=f"{label}\nvalley/peak {first[1]:.2f} (epoch {first[0]}) → {end[1]:.2f} (epoch {end[0]})",
+               xlabel=f"latent kernel value, layer {layer}", ylabel="density")
+        ax.grid(alpha=0.3)
+    sm = cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(1, last + 1))
+    fig.colorbar(sm, ax=axes.ravel().tolist(), label="epoch", shrink=0.8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out, stats

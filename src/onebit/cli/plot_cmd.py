@@ -14,13 +14,25 @@ def plot(
                                           help="curves PNG (default: RUN_DIR/curves.png for one run, "
                                           "curves.png for several)"),
     label: list[str] = typer.Option([], "--label", help="legend label per run (repeat)"),
+    layer: Optional[str] = typer.Option(None, "--layer", help="instead: the latent-kernel distribution of this "
+                                        "binary layer over the epochs, one panel per run (e.g. BONN beside its "
+                                        "baseline), with each epoch's valley/peak bimodality ratio"),
 ) -> None:
     """Plot loss, accuracy and learning rate per epoch of training runs; for one run also the
-    flip ratio / saturation of every binary layer and its weight histograms over the epochs."""
+    flip ratio / saturation of every binary layer and its weight histograms over the epochs.
+    With --layer: the latent-kernel distribution of that layer across epochs, one panel per run."""
     from ..analysis.plots import plot_curves, plot_histograms, plot_layers
 
     if label and len(label) != len(runs):
         raise ValueError(f"got {len(label)} --label for {len(runs)} runs")
+    if layer is not None:
+        from ..analysis.plots import plot_kernel_distribution
+
+        path, stats = plot_kernel_distribution(runs, layer, output or Path(f"kernels-{layer}.png"), label or None)
+        for name, rows in stats.items():
+            typer.echo(f"{name}: valley/peak by epoch " + " ".join(f"{e}:{v:.2f}" for e, v in rows))
+        typer.echo(f"wrote {path}")
+        return
     out = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
     typer.echo(f"wrote {plot_curves(runs, out, label or None)}")
     if len(runs) == 1:

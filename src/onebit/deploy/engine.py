@@ -287,10 +287,16 @@ class _FloatLinear(_Op):
             if self.packed is not None and op["op"] == "conv":
                 # integers: x8 ≤ 255 times ±1, summed over kh·kw·C_in taps, stay far below 2^24, so a
                 # float32 GEMM is exact here and beats 8 bit-plane passes for a small-C_in conv
-                cols = self._cols(x, np.float32)
-                s8 = (cols.reshape(-1, cols.shape[-1]) @ self.w32).reshape(*cols.shape[:-1], -1)
+                # (on the core's float conv: every partial sum is an integer below 2^24, so any order is exact)
                 if self.w.shape[0] * 255 >= 1 << 24:
                     s8 = self._bitplane_acc(x, threads)  # too many taps for exact float32
+                else:
+                    from ..kernels import fconv2d_f32, prepare_float_weights
+
+                    if self._fw is None:
+                        self._fw = prepare_float_weights(np.ascontiguousarray(self.w32.T))
+                    s8 = fconv2d_f32(x.astype(np.float32), self._fw, op["kernel"], op["stride"], op["padding"],
+                                     threads=threads)
             elif self.packed is not None:
                 s8 = self._bitplane_acc(x, threads)
             valid = self._valid_sums(x.shape[1], x.shape[2]) if op["op"] == "conv" else self._dense_sum

@@ -467,6 +467,22 @@ def test_param_groups_never_decay_bonn_extras_and_centers_are_buffers():
     assert torch.equal(clone.fc.prior.centers, model.fc.prior.centers)
 
 
+def test_recon_vector_has_its_own_learning_rate():
+    """PCNN's η₂: w is stepped at recon_lr_scale × the recipe's lr (default 0.01); 1 = joint SGD."""
+    model = models.create("bonn-wrn22", **SMALL_WRN)
+    recons = {id(c.weight_quantizer.recon) for _, c in model.bonn_convs()}
+    groups = param_groups(model, 0.1, weight_decay=5e-4)
+    (g,) = [g for g in groups if any(id(p) in recons for p in g["params"])]
+    assert {id(p) for p in g["params"]} == recons and g["lr"] == pytest.approx(1e-3) and g["weight_decay"] == 0
+    joint = models.create("bonn-wrn22", **SMALL_WRN, recon_lr_scale=1.0)
+    jrecons = {id(c.weight_quantizer.recon) for _, c in joint.bonn_convs()}
+    for g in param_groups(joint, 0.1, weight_decay=5e-4):
+        if any(id(p) in jrecons for p in g["params"]):
+            assert g["lr"] == 0.1
+    with pytest.raises(ValueError, match="recon_lr_scale"):
+        BonnKernelSign(3, recon_lr_scale=-1.0)
+
+
 def test_resnet18_accounting_matches_xnor_convention():
     # §4.10 check 8 / §0.6: ≈ 11.1× compression with BONN's real layers; priors and w are not deployed
     from onebit.analysis.summary import summary

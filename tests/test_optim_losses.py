@@ -92,7 +92,30 @@ def test_param_groups_glorot_and_no_decay_on_binary():
     n = sum(len(g["params"]) for g in groups)
     assert n == len(list(model.parameters()))
     g2 = param_groups(model, 1.0, glorot=True, pow2=True)
-    assert g2[0]["lr_scale"] == 8.0  # AP2(12.25)
+    assert g2[0]["lr_factor"] == 8.0 and g2[0]["lr"] == 8.0  # AP2(12.25)
+
+
+def test_param_groups_honour_a_parameters_own_lr_scale_without_decay():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    model[1].weight.onebit_lr_scale = 0.01
+    groups = param_groups(model, 0.1, weight_decay=5e-4)
+    scaled = [g for g in groups if len(g["params"]) == 1 and g["params"][0] is model[1].weight]
+    assert len(scaled) == 1 and scaled[0]["lr"] == pytest.approx(1e-3) and scaled[0]["weight_decay"] == 0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_shift_adamax_applies_a_glorot_group_lr_once():
+    """param_groups puts the Glorot factor into the group's lr; ShiftAdaMax must not multiply it again."""
+    torch.manual_seed(0)
+    lin = BinaryLinear(100, 50, input_quantizer=None)
+    model = nn.Sequential(lin)
+    groups = param_groups(model, 2.0 ** -6, glorot=True, pow2=True)
+    w0 = lin.weight.detach().clone()
+    lin.weight.grad = torch.ones_like(lin.weight)
+    ShiftAdaMax(groups, lr=2.0 ** -6, shift=False).step()
+    # first AdaMax step: m = (1-β1)·g, v = |g|, step = lr/(1-β1) → Δ = lr_group · g/(|g|+eps) ≈ lr_group
+    delta = (w0 - lin.weight.detach()).abs().mean().item()
+    assert delta == pytest.approx(groups[0]["lr"], rel=1e-4)
 
 
 def test_squared_hinge_matches_definition():

@@ -137,11 +137,11 @@ class BonnResNet(_BonnModel, ResNet):
         return (out, f) if return_features else out
 
 
-def _split_bonn_kwargs(code_scale, scale_grad, ste_clip, recon_init, recon_min, sigma_param, prior_init,
+def _split_bonn_kwargs(code_scale, scale_grad, ste_clip, recon_init, recon_min, recon_lr_scale, sigma_param, prior_init,
                        lam, nu, theta, kernel_loss, feature_loss, feature_start_epoch, feature_reduction,
                        center_alpha, normalize_prior_grad) -> tuple[dict, BayesConfig]:
     conv_kwargs = dict(code_scale=code_scale, scale_grad=scale_grad, clip=ste_clip, recon_init=recon_init,
-                       recon_min=recon_min, prior=True, sigma_param=sigma_param, prior_init=prior_init)
+                       recon_min=recon_min, recon_lr_scale=recon_lr_scale, prior=True, sigma_param=sigma_param, prior_init=prior_init)
     bayes = BayesConfig(lam=lam, nu=nu, theta=theta, kernel_loss=kernel_loss, feature_loss=feature_loss,
                         feature_start_epoch=feature_start_epoch, feature_reduction=feature_reduction,
                         center_alpha=center_alpha, normalize_prior_grad=normalize_prior_grad)
@@ -155,6 +155,7 @@ _BONN_ARGS_DOC = """
         scale_grad: back-propagate through the forward scale 1/w̄ too (default False: §4.6's δw).
         ste_clip: STE window on |w∘k| (1).
         recon_init, recon_min: initial value (1) and post-step lower bound (1e-3) of w's entries.
+        recon_lr_scale: learning-rate factor of w (0.01: PCNN's separate η₂ [?]; 1: joint SGD).
         sigma_param: σ parameterisation of both priors — ``"log"`` (default), ``"softplus"``, ``"direct"``.
         prior_init: μ, σ from the kernel — ``"abs"`` (mean|k|, std|k|; default) or ``"moments"``.
         lam, nu, theta: λ (1e-4), ν (1.0 [?]), θ (1e-2) — stored in ``model.bayes``.
@@ -173,7 +174,8 @@ def bonn_wrn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, 
              widths=(16, 16, 32, 64), activation: quant.QuantizerSpec = "ste_sign",
              activation_kwargs: dict | None = None, pad_value: float = 0.0, downsample: str = "conv",
              code_scale: str = "one", scale_grad: bool = False, ste_clip: float = 1.0, recon_init: float = 1.0,
-             recon_min: float | None = 1e-3, sigma_param: str = "log", prior_init: str = "abs",
+             recon_min: float | None = 1e-3, recon_lr_scale: float = 0.01, sigma_param: str = "log",
+             prior_init: str = "abs",
              lam: float = 1e-4, nu: float = 1.0, theta: float = 1e-2, kernel_loss: bool = True,
              feature_loss: bool = True, feature_start_epoch: int = 0, feature_reduction: str = "mean",
              center_alpha: float = 0.5, normalize_prior_grad: bool = True) -> WideResNet:
@@ -192,7 +194,7 @@ def bonn_wrn(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, 
         raise ValueError(f"widths must be 4 positive ints (stem, stage1, stage2, stage3), got {widths!r}")
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    conv_kwargs, bayes = _split_bonn_kwargs(code_scale, scale_grad, ste_clip, recon_init, recon_min, sigma_param,
+    conv_kwargs, bayes = _split_bonn_kwargs(code_scale, scale_grad, ste_clip, recon_init, recon_min, recon_lr_scale, sigma_param,
                                             prior_init, lam, nu, theta, kernel_loss, feature_loss,
                                             feature_start_epoch, feature_reduction, center_alpha,
                                             normalize_prior_grad)
@@ -209,7 +211,8 @@ def bonn_resnet(num_classes: int = 1000, in_channels: int = 3, image_size: int =
                 depth: int = 18, stem: str = "imagenet", activation: quant.QuantizerSpec = "ste_sign",
                 activation_kwargs: dict | None = None, pad_value: float = 0.0, downsample: str = "conv",
                 code_scale: str = "one", scale_grad: bool = False, ste_clip: float = 1.0, recon_init: float = 1.0,
-                recon_min: float | None = 1e-3, sigma_param: str = "log", prior_init: str = "abs",
+                recon_min: float | None = 1e-3, recon_lr_scale: float = 0.01, sigma_param: str = "log",
+             prior_init: str = "abs",
                 lam: float = 1e-4, nu: float = 1.0, theta: float = 1e-3, kernel_loss: bool = True,
                 feature_loss: bool = True, feature_start_epoch: int = 0, feature_reduction: str = "mean",
                 center_alpha: float = 0.5, normalize_prior_grad: bool = True) -> BonnResNet:
@@ -226,7 +229,7 @@ def bonn_resnet(num_classes: int = 1000, in_channels: int = 3, image_size: int =
         raise ValueError(f"unknown depth {depth!r}; use one of {sorted(STAGE_CONVS)}")
     if width < 1 or image_size < 1:
         raise ValueError(f"width and image_size must be positive, got {width}, {image_size}")
-    conv_kwargs, bayes = _split_bonn_kwargs(code_scale, scale_grad, ste_clip, recon_init, recon_min, sigma_param,
+    conv_kwargs, bayes = _split_bonn_kwargs(code_scale, scale_grad, ste_clip, recon_init, recon_min, recon_lr_scale, sigma_param,
                                             prior_init, lam, nu, theta, kernel_loss, feature_loss,
                                             feature_start_epoch, feature_reduction, center_alpha,
                                             normalize_prior_grad)

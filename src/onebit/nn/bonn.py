@@ -36,8 +36,8 @@ class BonnConv2d(BinaryConv2d):
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups: as ``nn.Conv2d``.
         input_quantizer: activation binarizer spec (default ``"ste_sign"``).
-        code_scale, scale_grad, clip, recon_init, recon_min: options of
-            :class:`~onebit.quant.bonn.BonnKernelSign` (defaults ``"one"``, False, 1.0, 1.0, 1e-3).
+        code_scale, scale_grad, clip, recon_init, recon_min, recon_lr_scale: options of
+            :class:`~onebit.quant.bonn.BonnKernelSign` (defaults ``"one"``, False, 1.0, 1.0, 1e-3, 0.01).
         prior: create the kernel prior (μ, σ) — default True.
         sigma_param: σ parameterisation of the prior, ``"log"`` (default) | ``"softplus"`` | ``"direct"``.
         prior_init: ``"abs"`` (μ = mean|k|, σ = std|k| per output channel; default) or ``"moments"``.
@@ -47,11 +47,11 @@ class BonnConv2d(BinaryConv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = False, *, input_quantizer: quant.QuantizerSpec = "ste_sign",
                  code_scale: str = "one", scale_grad: bool = False, clip: float = 1.0, recon_init: float = 1.0,
-                 recon_min: float | None = 1e-3, prior: bool = True, sigma_param: str = "log",
+                 recon_min: float | None = 1e-3, recon_lr_scale: float = 0.01, prior: bool = True, sigma_param: str = "log",
                  prior_init: str = "abs", pad_value: float = 0.0, init: str = "default", device=None, dtype=None):
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         wq = BonnKernelSign(ks, code_scale=code_scale, scale_grad=scale_grad, clip=clip,
-                            recon_init=recon_init, recon_min=recon_min)
+                            recon_init=recon_init, recon_min=recon_min, recon_lr_scale=recon_lr_scale)
         super().__init__(in_channels, out_channels, ks, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, input_quantizer=input_quantizer, weight_quantizer=wq,
                          scale="none", clip_weights=False, pad_value=pad_value, init=init,

@@ -19,9 +19,12 @@ def param_groups(model: nn.Module, lr: float, *, glorot: bool = False, pow2: boo
     """Groups for an optimizer.
 
     Binary-weight layers get their own group when ``glorot`` (``lr · gamma``; ``gamma`` rounded
-    by AP2 when ``pow2``) and never weight decay; everything else shares one group with
-    ``weight_decay`` applied to tensors of rank > 1 only (not BN parameters or biases).
-    Each group records ``lr_scale`` for optimizers that read it.
+    by AP2 when ``pow2``) and never weight decay; a parameter that carries an
+    ``onebit_lr_scale`` attribute (e.g. BONN's reconstruction vector, whose own learning rate is
+    PCNN's η₂) gets a group with ``lr · onebit_lr_scale`` and no weight decay; everything else
+    shares one group with ``weight_decay`` applied to tensors of rank > 1 only (not BN parameters
+    or biases). Each group records its factor as ``lr_factor`` (information only: the group's
+    ``lr`` already includes it, so no optimizer applies it again).
     """
     groups: list[dict] = []
     seen: set[int] = set()
@@ -30,16 +33,24 @@ def param_groups(model: nn.Module, lr: float, *, glorot: bool = False, pow2: boo
             scale = glorot_lr_scale(m) if glorot else 1.0
             if pow2 and glorot:
                 scale = float(ap2(torch.tensor(scale)))
-            groups.append({"params": [m.weight], "lr": lr * scale, "lr_scale": scale,
+            groups.append({"params": [m.weight], "lr": lr * scale, "lr_factor": scale,
                            "weight_decay": 0.0, "name": f"{name}.weight"})
             seen.add(id(m.weight))
+    scaled: dict[float, list] = {}
+    for p in model.parameters():
+        s = getattr(p, "onebit_lr_scale", None)
+        if s is not None and id(p) not in seen and p.requires_grad:
+            scaled.setdefault(float(s), []).append(p)
+            seen.add(id(p))
+    for s, ps in scaled.items():
+        groups.append({"params": ps, "lr": lr * s, "lr_factor": s, "weight_decay": 0.0, "name": f"lr_x{s:g}"})
     decay, no_decay = [], []
     for p in model.parameters():
         if id(p) in seen or not p.requires_grad:
             continue
         (decay if p.dim() > 1 and weight_decay else no_decay).append(p)
     if decay:
-        groups.append({"params": decay, "lr": lr, "lr_scale": 1.0, "weight_decay": weight_decay, "name": "decay"})
+        groups.append({"params": decay, "lr": lr, "lr_factor": 1.0, "weight_decay": weight_decay, "name": "decay"})
     if no_decay:
-        groups.append({"params": no_decay, "lr": lr, "lr_scale": 1.0, "weight_decay": 0.0, "name": "other"})
+        groups.append({"params": no_decay, "lr": lr, "lr_factor": 1.0, "weight_decay": 0.0, "name": "other"})
     return groups

@@ -31,6 +31,12 @@ Options (every choice the spec leaves open):
 * ``recon_init`` — initial value of every entry of ``w`` (1.0: ``k̂ = sign(k)``, ``c = 1``, so an
   untrained BONN conv equals a plain sign conv; the book says "randomly", which only matters for
   ``w̄``, absorbed by BN).
+* ``recon_lr_scale`` — ``w``'s learning rate relative to the recipe's (PCNN updates the
+  projection with its own rate η₂, §4.2; its value is not given [?]). Default 0.01: ``w``'s
+  gradient is a sum over all ``C_out·C_in`` kernels of the layer, and with the recipe's
+  SGD 0.1 at full rate ``w̄`` grew by ≈ 2 per epoch in our WRN-22 runs, so ``|w∘k|`` left the
+  STE window and the latent kernels stopped learning; 1.0 is plain joint SGD.
+  :func:`onebit.optim.param_groups` reads it from the parameter (``onebit_lr_scale``).
 * ``recon_min`` — ``w`` is kept ``>= recon_min > 0`` by a constraint applied after every optimizer
   step (:mod:`onebit.nn.constraints`). Positive ``w`` makes ``sign(w∘k) = sign(k)``, which is what
   the exporter packs, and keeps the scale ``m/w̄`` positive. ``None`` switches the clamp off; the
@@ -76,6 +82,7 @@ class BonnKernelSign(Quantizer):
         clip: STE window ``1[|w∘k| <= clip]`` (default 1).
         recon_init: initial value of every entry of ``w`` (default 1).
         recon_min: lower bound of ``w`` kept by a post-step constraint (default 1e-3; None: off).
+        recon_lr_scale: learning-rate factor of ``w`` (default 0.01; module docstring).
     """
 
     binary = True
@@ -83,8 +90,10 @@ class BonnKernelSign(Quantizer):
     export_as = "sign"
 
     def __init__(self, kernel_size=3, code_scale: str = "one", scale_grad: bool = False, clip: float = 1.0,
-                 recon_init: float = 1.0, recon_min: float | None = 1e-3):
+                 recon_init: float = 1.0, recon_min: float | None = 1e-3, recon_lr_scale: float = 0.01):
         super().__init__()
+        if not (math.isfinite(recon_lr_scale) and recon_lr_scale >= 0):
+            raise ValueError(f"recon_lr_scale must be a finite number >= 0, got {recon_lr_scale!r}")
         if code_scale not in CODE_SCALES:
             raise ValueError(f"unknown code_scale {code_scale!r}; use one of {CODE_SCALES}")
         if recon_min is not None and not recon_min > 0:
@@ -97,6 +106,9 @@ class BonnKernelSign(Quantizer):
         self.recon_init = float(recon_init)
         #: the reconstruction vector w, stored flat ``(H·W,)`` — :meth:`recon_matrix` gives ``(H, W)``
         self.recon = nn.Parameter(torch.full((math.prod(self.kernel_size),), self.recon_init))
+        self.recon_lr_scale = float(recon_lr_scale)
+        if self.recon_lr_scale != 1.0:
+            self.recon.onebit_lr_scale = self.recon_lr_scale  # type: ignore[attr-defined]
         if self.recon_min is not None:
             from ..nn.constraints import Clip, constrain  # here, not at import: onebit.nn imports onebit.quant
 
@@ -162,4 +174,4 @@ class BonnKernelSign(Quantizer):
     def config(self) -> dict:
         return {"name": self.name, "kernel_size": list(self.kernel_size), "code_scale": self.code_scale,
                 "scale_grad": self.scale_grad, "clip": self.clip, "recon_init": self.recon_init,
-                "recon_min": self.recon_min}
+                "recon_min": self.recon_min, "recon_lr_scale": self.recon_lr_scale}

@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--int8", action="store_true", help="calibrate and run the binary-weight layers in int8")
+    ap.add_argument("--float-precision", default="fp32", choices=("fp32", "bf16x3"),
+                    help="the engine's real-valued convs (Engine float_precision)")
     a = ap.parse_args()
     shape = SHAPES.get(a.model, (3, 32, 32))
     torch.manual_seed(0)
@@ -38,7 +40,7 @@ def main() -> None:
     path = Path(tempfile.mkdtemp()) / "m.onebit"
     normalize = "meanstd" if a.int8 else "pm1"
     export(model, path, torch.zeros(1, *shape), preprocess={"normalize": normalize})
-    eng = Engine(path, threads=a.threads)
+    eng = Engine(path, threads=a.threads, float_precision=a.float_precision)
     if a.int8:
         eng.quantize_int8(torch.randn(32, *shape).numpy())
     spent: dict[int, float] = collections.defaultdict(float)

@@ -298,6 +298,7 @@ PYBIND11_MODULE(_core, m) {
     d["popcnt"] = f.popcnt; d["avx2"] = f.avx2; d["avx512f"] = f.avx512f;
     d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl; d["avx512dq"] = f.avx512dq;
     d["avx512vpopcntdq"] = f.avx512vpopcntdq; d["avx512vnni"] = f.avx512vnni; d["amx"] = f.amx;
+    d["amx_bf16"] = f.amx_bf16; d["amx_int8"] = f.amx_int8;
     d["os_avx"] = f.os_avx; d["os_avx512"] = f.os_avx512;
     return d;
   });
@@ -633,17 +634,26 @@ PYBIND11_MODULE(_core, m) {
   py::class_<FloatWeights, std::shared_ptr<FloatWeights>>(m, "FloatWeights",
       "float weights (N, K) packed once for the float conv/GEMM")
       .def_property_readonly("N", [](const FloatWeights& w) { return w.N; })
-      .def_property_readonly("K", [](const FloatWeights& w) { return w.K; });
-  m.def("prepare_float_weights", [](const py::object& w_obj) {
+      .def_property_readonly("K", [](const FloatWeights& w) { return w.K; })
+      .def_property_readonly("bf16x3", [](const FloatWeights& w) { return w.Kb > 0; });
+  m.def("prepare_float_weights", [](const py::object& w_obj, bool bf16x3) {
     py::array w = as_array<float>(w_obj, "w", 2);
     const int N = check_int(w.shape(0), "N", 1), K = check_int(w.shape(1), "K", 1);
-    return std::make_shared<FloatWeights>(prepare_float_weights(static_cast<const float*>(w.data()), N, K));
-  }, py::arg("w"));
+    const float* wp = static_cast<const float*>(w.data());
+    for (py::ssize_t i = 0; i < w.size(); ++i)
+      if (!std::isfinite(wp[i])) fail("w holds a NaN or infinite value");
+    return std::make_shared<FloatWeights>(prepare_float_weights(wp, N, K, bf16x3));
+  }, py::arg("w"), py::arg("bf16x3") = false);
+  m.def("amx_bf16_usable", []() { return amx_bf16_usable(); });
   m.def("fconv2d_f32", [](const py::object& x_obj, const std::shared_ptr<FloatWeights>& W, std::vector<int> kernel,
                           std::vector<int> stride, std::vector<int> padding, const py::object& scale_obj,
                           const py::object& bias_obj, const py::object& res_obj, bool relu, const std::string& path,
-                          int64_t threads, const py::object& out_obj) {
+                          int64_t threads, const py::object& out_obj, const std::string& precision) {
     if (!W) fail("w must be prepared with prepare_float_weights");
+    if (precision != "fp32" && precision != "bf16x3")
+      fail("precision must be 'fp32' or 'bf16x3', got '" + precision + "'");
+    const bool split = precision == "bf16x3";
+    if (split && W->Kb == 0) fail("w was prepared without its bf16 halves: prepare_float_weights(w, bf16x3=True)");
     py::array x = as_array<float>(x_obj, "x", 4);
     if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2)
       fail("kernel, stride and padding must each have two values");
@@ -654,14 +664,22 @@ PYBIND11_MODULE(_core, m) {
     if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
     if (static_cast<int64_t>(g.kh) * g.kw * g.C != W->K)
       fail("w has K = " + std::to_string(W->K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
-    bool avx512;
-    const bool have = cpu_features().avx512f && cpu_features().os_avx512;
-    if (path == "auto") avx512 = have && current_isa() == Isa::Avx512;
-    else if (path == "avx512") {
-      if (!have) fail("the AVX-512 path is not available on this CPU/OS");
-      avx512 = true;
-    } else if (path == "portable") avx512 = false;
-    else fail("path must be 'auto', 'avx512' or 'portable', got '" + path + "'");
+    bool avx512 = false, amx = false;
+    if (split) {
+      if (path == "auto") amx = amx_bf16_usable();
+      else if (path == "amx") {
+        if (!amx_bf16_usable()) fail("the AMX-BF16 path is not available on this CPU/OS");
+        amx = true;
+      } else if (path != "portable") fail("path must be 'auto', 'amx' or 'portable' for bf16x3, got '" + path + "'");
+    } else {
+      const bool have = cpu_features().avx512f && cpu_features().os_avx512;
+      if (path == "auto") avx512 = have && current_isa() == Isa::Avx512;
+      else if (path == "avx512") {
+        if (!have) fail("the AVX-512 path is not available on this CPU/OS");
+        avx512 = true;
+      } else if (path == "portable") avx512 = false;
+      else fail("path must be 'auto', 'avx512' or 'portable', got '" + path + "'");
+    }
 #ifndef ONEBIT_HAVE_X86_KERNELS
     avx512 = false;
 #endif
@@ -696,13 +714,18 @@ PYBIND11_MODULE(_core, m) {
     }
     {
       py::gil_scoped_release nogil;
-      fconv2d_f32(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
-                  static_cast<float*>(out.mutable_data()), avx512, static_cast<int>(threads));
+      if (split)
+        fconv2d_bf16x3(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
+                       static_cast<float*>(out.mutable_data()), amx, static_cast<int>(threads));
+      else
+        fconv2d_f32(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
+                    static_cast<float*>(out.mutable_data()), avx512, static_cast<int>(threads));
     }
     return out;
   }, py::arg("x"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
      py::arg("scale") = py::none(), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
-     py::arg("relu") = false, py::arg("path") = "auto", py::arg("threads") = 0, py::arg("out") = py::none());
+     py::arg("relu") = false, py::arg("path") = "auto", py::arg("threads") = 0, py::arg("out") = py::none(),
+     py::arg("precision") = "fp32");
   m.def("pool2d_f32", [](const py::object& x_obj, bool is_max, std::vector<int> kernel, std::vector<int> stride,
                          std::vector<int> padding, std::vector<int> out_hw, int64_t threads, const py::object& out_obj) {
     py::array x = as_array<float>(x_obj, "x", 4);

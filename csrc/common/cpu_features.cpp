@@ -44,6 +44,8 @@ CpuFeatures detect() {
     f.avx512vnni = (c >> 11) & 1;
     f.avx512vpopcntdq = (c >> 14) & 1;
     f.amx = (d >> 24) & 1;
+    f.amx_bf16 = (d >> 22) & 1;
+    f.amx_int8 = (d >> 25) & 1;
   }
 #endif
   return f;

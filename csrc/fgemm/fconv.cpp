@@ -5,12 +5,14 @@
 #include <cstring>
 #include <vector>
 
+#include "common/copy_small.h"
 #include "common/thread_pool.h"
+#include "fgemm/bf16.h"
 #include "fgemm/fgemm.h"
 
 namespace onebit {
 
-FloatWeights prepare_float_weights(const float* w, int N, int K) {
+FloatWeights prepare_float_weights(const float* w, int N, int K, bool bf16x3) {
   FloatWeights p;
   p.N = N;
   p.K = K;
@@ -18,6 +20,7 @@ FloatWeights prepare_float_weights(const float* w, int N, int K) {
   p.packed.assign(static_cast<size_t>(K) * p.Np, 0.0f);
   for (int n = 0; n < N; ++n)
     for (int k = 0; k < K; ++k) p.packed[static_cast<size_t>(k) * p.Np + n] = w[static_cast<size_t>(n) * K + k];
+  if (bf16x3) prepare_bf16x3_halves(w, &p);
   return p;
 }
 
@@ -58,7 +61,7 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
       const int64_t m = m0 + r, n = m / (OH * OW), p = m % (OH * OW), oy = p / OW, ox = p % OW;
       const float* src = xs + ((n * HP + oy * g.sh) * WP + ox * g.sw) * C;
       for (int ky = 0; ky < g.kh; ++ky)
-        std::memcpy(dst + ky * row_floats, src + static_cast<int64_t>(ky) * WP * C, sizeof(float) * row_floats);
+        copy_small(dst + ky * row_floats, src + static_cast<int64_t>(ky) * WP * C, sizeof(float) * row_floats);
     }
 #ifdef ONEBIT_HAVE_X86_KERNELS
     if (use_avx512)
@@ -66,23 +69,29 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
     else
 #endif
       fgemm_block_ref(a.data(), rows8, W, acc.data());
-    for (int r = 0; r < rows; ++r) {
-      const float* s = acc.data() + static_cast<int64_t>(r) * W.Np;
-      float* o = out + (m0 + r) * W.N;
-      if (scale)
-        for (int c = 0; c < W.N; ++c) o[c] = s[c] * scale[c];
-      else
-        for (int c = 0; c < W.N; ++c) o[c] = s[c];
-      if (bias)
-        for (int c = 0; c < W.N; ++c) o[c] = o[c] + bias[c];
-      if (residual) {
-        const float* res = residual + (m0 + r) * W.N;
-        for (int c = 0; c < W.N; ++c) o[c] = o[c] + res[c];
-      }
-      if (relu)
-        for (int c = 0; c < W.N; ++c) o[c] = std::max(o[c], 0.0f);
-    }
+    float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
+                   out + m0 * W.N);
   });
+}
+
+void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,
+                    const float* residual, bool relu, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = acc + static_cast<int64_t>(r) * ld;
+    float* o = out + static_cast<int64_t>(r) * N;
+    if (scale)
+      for (int c = 0; c < N; ++c) o[c] = s[c] * scale[c];
+    else
+      for (int c = 0; c < N; ++c) o[c] = s[c];
+    if (bias)
+      for (int c = 0; c < N; ++c) o[c] = o[c] + bias[c];
+    if (residual) {
+      const float* res = residual + static_cast<int64_t>(r) * N;
+      for (int c = 0; c < N; ++c) o[c] = o[c] + res[c];
+    }
+    if (relu)
+      for (int c = 0; c < N; ++c) o[c] = std::max(o[c], 0.0f);
+  }
 }
 
 }  // namespace onebit

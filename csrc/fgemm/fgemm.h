@@ -17,15 +17,39 @@ namespace onebit {
 struct FloatWeights {
   int N = 0, K = 0, Np = 0;     // Np: N padded to a multiple of 32
   std::vector<float> packed;    // K x Np, row-major, zero padded columns
+  // bf16x3 (optional, prepare_float_weights(..., bf16x3 = true)): w = hi + lo with hi = bf16(w),
+  // lo = bf16(w - hi), each in the AMX-BF16 B-tile layout (Kb/2) x Np x 2, Kb = K padded to 32
+  int Kb = 0;
+  std::vector<uint16_t> hi, lo;
 };
 
-// w: N x K float row-major (a conv's (C_out, kh, kw, C_in) flattened).
-FloatWeights prepare_float_weights(const float* w, int N, int K);
+// w: N x K float row-major (a conv's (C_out, kh, kw, C_in) flattened). bf16x3: also lay out the
+// two bf16 halves for fconv2d_bf16x3.
+FloatWeights prepare_float_weights(const float* w, int N, int K, bool bf16x3 = false);
+
+// ---- bf16x3: the float conv as three bf16 products on AMX-BF16 ----
+// x = xh + xl and w = wh + wl (each half the nearest bf16 of what is left), and
+//     sum_k x w  ~  sum_k (xh wh + xh wl + xl wh)          (xl wl, ~2^-16 relative, dropped)
+// with the products exact in float and float accumulation (TDPBF16PS). The relative error of a
+// product is about 2^-16 instead of fp32's 2^-24: close to float, not bit-identical to it.
+// Zero padding; output transform as fconv2d_f32. W must hold the bf16 halves.
+void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
+                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads);
+// True when the CPU has AMX-BF16 and the OS granted the tile state.
+bool amx_bf16_usable();
+// acc (32 x Np) = Ah.Bh + Ah.Bl + Al.Bh for 32 rows of Kb bf16 (row stride Kb): AMX and portable twin
+void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);
+void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);
 
 // x: N x H x W x C float (zero padding); out: N x OH x OW x W.N. A dense layer is the 1 x 1 conv
 // of an (M, 1, 1, K) input.
 void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale, const float* bias,
                  const float* residual, bool relu, float* out, bool use_avx512, int threads);
+
+// out[r, c] = fl(acc[r, c] * scale[c]) + bias[c] (+ residual[r, c]) (max 0 if relu), r < rows,
+// c < N; acc rows of ld floats (scale, bias, residual may be null)
+void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,
+                    const float* residual, bool relu, float* out);
 
 // acc (rows x Np) = A (rows x K, rows a multiple of 8, row stride K) . packed weights
 void fgemm_block_ref(const float* A, int rows, const FloatWeights& W, float* acc);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/copy_small.h"
 #include "common/thread_pool.h"
 #include "igemm/igemm.h"
 
@@ -128,7 +129,7 @@ void iconv2d_s8(const float* x, const IConvGeom& g, float inv_scale, bool a_unsi
         const int64_t m = m0 + r, n = m / (OH * OW), p = m % (OH * OW), oy = p / OW, ox = p % OW;
         const int8_t* src = xq + ((n * HP + oy * g.sh) * WP + ox * g.sw) * C;
         for (int ky = 0; ky < g.kh; ++ky)  // the kw taps of one kernel row are contiguous in NHWC
-          std::memcpy(dst + ky * row_bytes, src + static_cast<int64_t>(ky) * WP * C, static_cast<size_t>(row_bytes));
+          copy_small(dst + ky * row_bytes, src + static_cast<int64_t>(ky) * WP * C, static_cast<size_t>(row_bytes));
       }
 #ifdef ONEBIT_HAVE_AMX
       if (use_amx)

@@ -33,11 +33,8 @@ Int8Weights prepare_int8_weights(const int8_t* w, int N, int K) {
   return p;
 }
 
-bool amx_int8_usable() {
+bool amx_tile_permission() {
   static const bool ok = [] {
-#ifndef ONEBIT_HAVE_AMX
-    return false;  // the compiler could not build the AMX path
-#endif
     if (!cpu_features().amx) return false;
 #ifdef ONEBIT_LINUX_X86
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
@@ -47,6 +44,14 @@ bool amx_int8_usable() {
 #endif
   }();
   return ok;
+}
+
+bool amx_int8_usable() {
+#ifndef ONEBIT_HAVE_AMX
+  return false;  // the compiler could not build the AMX path
+#else
+  return cpu_features().amx_int8 && amx_tile_permission();
+#endif
 }
 
 void igemm_s8(const int8_t* A, int64_t M, int64_t lda, const Int8Weights& W, const float* scale,

@@ -25,6 +25,9 @@ Int8Weights prepare_int8_weights(const int8_t* w, int N, int K);
 
 // True when the CPU has AMX-INT8 and the OS granted this process the tile state.
 bool amx_int8_usable();
+// True when the CPU has the AMX tile architecture and the OS granted this process the tile
+// state (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, asked once).
+bool amx_tile_permission();
 
 // A: M rows of lda >= Kp bytes (columns K..Kp-1 must be 0), int8, or uint8 when a_unsigned.
 // C: M rows of ldc floats. use_amx: run the AMX path (caller checked amx_int8_usable()), else

@@ -70,3 +70,63 @@ def test_pool2d_bad_inputs():
         kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "min", 2)
     with pytest.raises(ValueError, match="half the kernel"):
         kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "max", 2, 1, 2)
+
+
+# ---- bf16x3: the float conv as three bf16 products (AMX-BF16, portable twin) ----
+
+BF16_PATHS = ["portable"] + (["amx"] if kernels.amx_bf16_usable() else [])
+
+
+def test_bf16_rounding_is_round_to_nearest_even_and_halves_keep_16_bits(rng):
+    import torch
+
+    v = (rng.standard_normal(10_000) * 10.0 ** rng.integers(-6, 6, 10_000)).astype(np.float32)
+    ties = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8)], np.float32)  # exactly halfway: to even
+    v = np.concatenate([v, ties])
+    want = torch.from_numpy(v).to(torch.bfloat16).float().numpy()
+    assert np.array_equal(kernels.reference.to_bf16(v), want)
+    hi, lo = kernels.reference.bf16_halves(v)
+    assert np.all(np.abs(v.astype(np.float64) - hi - lo) <= 2.0 ** -16 * np.abs(v))
+
+
+@pytest.mark.parametrize("path", BF16_PATHS)
+@pytest.mark.parametrize("n,h,w,c,cout,k,s,p", [
+    (2, 13, 11, 3, 37, 7, 2, 3),   # a 7×7/2 stem, C_out not a multiple of 32, batch > 1
+    (1, 9, 9, 5, 64, 3, 1, 1),     # K = 45: K padded to 64
+    (3, 8, 7, 33, 70, 1, 2, 0),    # a strided 1×1 shortcut, odd channels
+    (1, 3, 40, 2, 3, (3, 1), (1, 2), (1, 0)),  # 40 pixels: a partial block of 32
+])
+def test_fconv_bf16x3_matches_its_reference_and_float(path, n, h, w, c, cout, k, s, p, rng):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    wt = rng.standard_normal((cout, kh, kw, c)).astype(np.float32)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    scale = rng.random(cout).astype(np.float32) + 0.5
+    bias = rng.standard_normal(cout).astype(np.float32)
+    res = rng.standard_normal((n, *kernels.reference.fconv2d_f32(x[:1], wt, k, s, p).shape[1:])).astype(np.float32)
+    prepared = kernels.prepare_float_weights(wt.reshape(cout, -1), bf16x3=True)
+    assert prepared.bf16x3
+    got = kernels.fconv2d_bf16x3(x, prepared, k, s, p, scale=scale, bias=bias, residual=res, relu=True,
+                                 path=path, threads=2)
+    split = kernels.reference.fconv2d_bf16x3(x, wt, k, s, p, scale=scale, bias=bias, residual=res, relu=True)
+    exact = kernels.reference.fconv2d_f32(x, wt, k, s, p, scale=scale, bias=bias, residual=res, relu=True)
+    # error budget per output: Σ|x|·|w|·|scale| (+ the |bias| and |residual| terms)
+    mag = kernels.reference.fconv2d_f32(np.abs(x), np.abs(wt), k, s, p, scale=scale) + np.abs(bias) + np.abs(res) + 1
+    assert got.shape == exact.shape and got.dtype == np.float32 and (got >= 0).all()
+    assert np.all(np.abs(got - split) <= 1e-6 * mag)          # the split products, float accumulation
+    assert np.all(np.abs(got - exact) <= 4 * 2.0 ** -16 * mag)  # ≈ 2⁻¹⁶ per product vs the exact conv
+    assert np.abs(got - exact).max() > 0  # not the fp32 kernel under another name
+
+
+def test_fconv_bf16x3_bad_inputs():
+    w = np.ones((4, 27), np.float32)
+    x = np.zeros((1, 5, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="bf16x3=True"):
+        kernels.fconv2d_bf16x3(x, kernels.prepare_float_weights(w), 3)
+    prepared = kernels.prepare_float_weights(w, bf16x3=True)
+    with pytest.raises(ValueError, match="path"):
+        kernels.fconv2d_bf16x3(x, prepared, 3, path="avx512")
+    if not kernels.amx_bf16_usable():
+        with pytest.raises(ValueError, match="AMX-BF16"):
+            kernels.fconv2d_bf16x3(x, prepared, 3, path="amx")
+    with pytest.raises(ValueError, match="NaN"):
+        kernels.prepare_float_weights(np.full((2, 3), np.nan, np.float32), bf16x3=True)

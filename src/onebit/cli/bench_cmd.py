@@ -15,6 +15,8 @@ def bench(
                                     help="networks to time: bnn-mlp, bnn-convnet, bireal-resnet18"),
     layers: bool = typer.Option(False, "--layers", help="per-layer kernel benchmark instead (ResNet-18 "
                                 "3×3 convs, the 4096² dense layer) with the measured popcount peak"),
+    bf16x3: bool = typer.Option(False, "--bf16x3", help="also time the engine with its real-valued convs as "
+                                "three bf16 products on AMX-BF16 (Engine float_precision='bf16x3')"),
 ) -> None:
     """Time the bit-packed engine against PyTorch on the same shapes, in the same run."""
     if threads < 1 or repeats < 1:
@@ -32,5 +34,5 @@ def bench(
         raise ValueError(f"--batches must look like 1,8 — got {batches!r}") from None
     if min(bs) < 1:
         raise ValueError(f"--batches must be positive, got {batches!r}")
-    res = end_to_end(threads, repeats, bs, tuple(model), echo=typer.echo)
+    res = end_to_end(threads, repeats, bs, tuple(model), echo=typer.echo, bf16x3=bf16x3)
     typer.echo(json.dumps(res))

@@ -377,9 +377,36 @@ def channel_affine_(y: np.ndarray, mult: Optional[np.ndarray] = None, bias: Opti
     return _c().channel_affine_(y, f32(mult), f32(bias), bool(relu), _threads(threads))
 
 
-def prepare_float_weights(w: np.ndarray):
-    """Float weights (N, K) (a conv's (C_out, kh, kw, C_in) flattened) packed once for :func:`fconv2d_f32`."""
-    return _c().prepare_float_weights(np.ascontiguousarray(w, dtype=np.float32))
+def prepare_float_weights(w: np.ndarray, bf16x3: bool = False):
+    """Float weights (N, K) (a conv's (C_out, kh, kw, C_in) flattened) packed once for :func:`fconv2d_f32`;
+    with ``bf16x3`` also split into the two bf16 halves :func:`fconv2d_bf16x3` needs."""
+    return _c().prepare_float_weights(np.ascontiguousarray(w, dtype=np.float32), bool(bf16x3))
+
+
+def amx_bf16_usable() -> bool:
+    """True when the AMX-BF16 path of :func:`fconv2d_bf16x3` runs here (CPU support, OS tile permission)."""
+    return bool(_c().amx_bf16_usable())
+
+
+def fconv2d_bf16x3(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0, *,
+                   scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
+                   residual: Optional[np.ndarray] = None, relu: bool = False, path: str = "auto",
+                   threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The float convolution of :func:`fconv2d_f32` as three bf16 products on AMX-BF16.
+
+    ``x = xh + xl`` and ``w = wh + wl`` (each half the nearest bfloat16 of what is left), and
+    ``Σ x·w ≈ Σ (xh·wh + xh·wl + xl·wh)``: every product exact in float, float accumulation; the
+    dropped ``xl·wl`` and the halves' rounding leave a relative error of about 2⁻¹⁶ per product
+    (fp32: 2⁻²⁴) — close to float, not bit-identical to it (reference:
+    :func:`onebit.kernels.reference.fconv2d_bf16x3`). ``w`` must come from
+    ``prepare_float_weights(w, bf16x3=True)``; ``path``: ``"auto"`` / ``"amx"`` / ``"portable"``
+    (the twin, slow: for tests and CPUs without AMX-BF16). Inputs must be finite.
+    """
+    f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return _c().fconv2d_f32(x, w, list(_pair(kernel, "kernel")), list(_pair(stride, "stride")),
+                            list(_pair(padding, "padding")), f32(scale), f32(bias), f32(residual), bool(relu), path,
+                            _threads(threads), out, "bf16x3")
 
 
 def fconv2d_f32(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0, *,

@@ -188,6 +188,37 @@ def iconv2d_s8(x: np.ndarray, w: np.ndarray, act_scale: float, kernel, stride=1,
     return np.maximum(y, np.float32(0)) if relu else y.astype(np.float32)
 
 
+def to_bf16(v: np.ndarray) -> np.ndarray:
+    """Nearest bfloat16 (ties to even) of float32 values, returned as float32."""
+    u = np.ascontiguousarray(v, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16
+    return (u & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+
+
+def bf16_halves(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(hi, lo)`` with ``hi = bf16(v)``, ``lo = bf16(v − hi)`` (float32)."""
+    v = np.asarray(v, dtype=np.float32)
+    hi = to_bf16(v)
+    return hi, to_bf16(v - hi)
+
+
+def fconv2d_bf16x3(x: np.ndarray, w: np.ndarray, kernel, stride=1, padding=0, *, scale=None, bias=None,
+                   residual=None, relu=False) -> np.ndarray:
+    """Reference of :func:`onebit.kernels.fconv2d_bf16x3` in float64: the conv of the split
+    operands, ``xh·wh + xh·wl + xl·wh``, then the output transform of :func:`fconv2d_f32`."""
+    xh, xl = bf16_halves(x)
+    wh, wl = bf16_halves(w)
+    conv = lambda a, b: fconv2d_f32(a, b, kernel, stride, padding)  # noqa: E731
+    y = conv(xh, wh) + conv(xh, wl) + conv(xl, wh)
+    if scale is not None:
+        y = y * np.asarray(scale, np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    if residual is not None:
+        y = y + residual
+    return np.maximum(y, 0) if relu else y
+
+
 def fconv2d_f32(x: np.ndarray, w: np.ndarray, kernel, stride=1, padding=0, *, scale=None, bias=None, residual=None,
                 relu=False) -> np.ndarray:
     """Reference float conv in float64 (``x`` NHWC, ``w`` (C_out, kh, kw, C_in)), zero padding, then

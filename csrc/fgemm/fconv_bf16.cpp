@@ -1,0 +1,136 @@
+// onebit/csrc/fgemm/fconv_bf16.cpp — the bf16x3 float conv (see fgemm.h): the input is split
+// once into two padded bf16 buffers (hi, lo), then per block of 32 output pixels the patches of
+// both halves are gathered into thread-local A blocks, multiplied (AMX-BF16 or the portable
+// twin) and transformed into the output like fconv2d_f32.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/copy_small.h"
+#include "common/isa.h"
+#include "common/thread_pool.h"
+#include "fgemm/bf16.h"
+#include "fgemm/fgemm.h"
+
+namespace onebit {
+
+void prepare_bf16x3_halves(const float* w, FloatWeights* W) {
+  W->Kb = (W->K + 31) / 32 * 32;
+  const size_t size = static_cast<size_t>(W->Kb) * W->Np;
+  W->hi.assign(size, 0);
+  W->lo.assign(size, 0);
+  for (int n = 0; n < W->N; ++n)
+    for (int k = 0; k < W->K; ++k) {
+      const size_t at = (static_cast<size_t>(k / 2) * W->Np + n) * 2 + (k % 2);
+      split_bf16(w[static_cast<size_t>(n) * W->K + k], &W->hi[at], &W->lo[at]);
+    }
+}
+
+bool amx_bf16_usable() {
+#ifdef ONEBIT_HAVE_AMX_BF16
+  static const bool ok = cpu_features().amx_bf16 && amx_tile_permission();
+  return ok;
+#else
+  return false;  // the compiler could not build the AMX-BF16 path
+#endif
+}
+
+void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc) {
+  for (int r = 0; r < 32; ++r) {
+    const uint16_t* ah = Ah + static_cast<int64_t>(r) * W.Kb;
+    const uint16_t* al = Al + static_cast<int64_t>(r) * W.Kb;
+    float* c = acc + static_cast<int64_t>(r) * W.Np;
+    for (int n = 0; n < W.Np; ++n) {
+      float s = 0.0f;
+      for (int k = 0; k < W.Kb; ++k) {
+        const size_t at = (static_cast<size_t>(k / 2) * W.Np + n) * 2 + (k % 2);
+        const float xh = from_bf16(ah[k]), xl = from_bf16(al[k]);
+        const float wh = from_bf16(W.hi[at]), wl = from_bf16(W.lo[at]);
+        s = s + xh * wh;  // every product of two bf16 values is exact in float
+        s = s + xh * wl;
+        s = s + xl * wh;
+      }
+      c[n] = s;
+    }
+  }
+}
+
+void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
+                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads) {
+  const int OH = g.OH(), OW = g.OW(), HP = g.H + 2 * g.ph, WP = g.W + 2 * g.pw, C = g.C;
+  const int64_t K = static_cast<int64_t>(g.kh) * g.kw * C;
+  // 1. split into two zero-padded bf16 buffers (the caller's thread keeps them between calls;
+  //    the workers below only read them through the pointers)
+  thread_local std::vector<uint16_t> hi_buffer, lo_buffer;
+  const size_t total = static_cast<size_t>(g.N) * HP * WP * C;
+  if (g.ph || g.pw) {
+    hi_buffer.assign(total, 0);
+    lo_buffer.assign(total, 0);
+  } else {
+    hi_buffer.resize(total);
+    lo_buffer.resize(total);
+  }
+  uint16_t* const xh = hi_buffer.data();
+  uint16_t* const xl = lo_buffer.data();
+  const int64_t in_rows = static_cast<int64_t>(g.N) * g.H;
+  parallel_for(resolve_threads(threads, in_rows), in_rows, [&](int64_t r) {
+    const int64_t n = r / g.H, y = r % g.H;
+    const float* src = x + r * g.W * C;
+    const size_t at = ((n * HP + y + g.ph) * WP + g.pw) * static_cast<size_t>(C);
+    for (int64_t i = 0; i < static_cast<int64_t>(g.W) * C; ++i) split_bf16(src[i], xh + at + i, xl + at + i);
+  });
+  // 2. blocks of 32 output pixels; a task is kGroup blocks (one tile configuration per task)
+  constexpr int BM = 32, kGroup = 8;
+  const int64_t M = static_cast<int64_t>(g.N) * OH * OW;
+  const int64_t blocks = (M + BM - 1) / BM;
+  const int64_t tasks = (blocks + kGroup - 1) / kGroup;
+  const int64_t row_elems = static_cast<int64_t>(g.kw) * C;
+  parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {
+    thread_local std::vector<uint16_t> ah, al;
+    thread_local std::vector<float> acc;
+    thread_local int64_t zeroed_for = -1;  // the K padding (K..Kb) of every row stays 0 while K is the same
+    if (zeroed_for != K * 4096 + W.Kb) {
+      ah.assign(static_cast<size_t>(BM) * W.Kb, 0);
+      al.assign(static_cast<size_t>(BM) * W.Kb, 0);
+      zeroed_for = K * 4096 + W.Kb;
+    }
+    acc.resize(static_cast<size_t>(BM) * W.Np);
+#ifdef ONEBIT_HAVE_AMX_BF16
+    if (use_amx) amx_tiles_begin();
+#endif
+    const int64_t b_end = std::min(blocks, (t + 1) * kGroup);
+    for (int64_t b = t * kGroup; b < b_end; ++b) {
+      const int64_t m0 = b * BM;
+      const int rows = static_cast<int>(std::min<int64_t>(BM, M - m0));
+      for (int r = 0; r < BM; ++r) {
+        uint16_t* dh = ah.data() + static_cast<int64_t>(r) * W.Kb;
+        uint16_t* dl = al.data() + static_cast<int64_t>(r) * W.Kb;
+        if (r >= rows) {  // rows past M: AMX loads whole 16-row tiles
+          std::memset(dh, 0, sizeof(uint16_t) * W.Kb);
+          std::memset(dl, 0, sizeof(uint16_t) * W.Kb);
+          continue;
+        }
+        const int64_t m = m0 + r, n = m / (OH * OW), p = m % (OH * OW), oy = p / OW, ox = p % OW;
+        const size_t at = ((n * HP + oy * g.sh) * WP + ox * g.sw) * static_cast<size_t>(C);
+        for (int ky = 0; ky < g.kh; ++ky) {  // the kw taps of one kernel row are contiguous in NHWC
+          const size_t src = at + static_cast<size_t>(ky) * WP * C;
+          copy_small(dh + ky * row_elems, xh + src, sizeof(uint16_t) * row_elems);
+          copy_small(dl + ky * row_elems, xl + src, sizeof(uint16_t) * row_elems);
+        }
+      }
+#ifdef ONEBIT_HAVE_AMX_BF16
+      if (use_amx)
+        fgemm_bf16x3_block_amx(ah.data(), al.data(), W, acc.data());
+      else
+#endif
+        fgemm_bf16x3_block_ref(ah.data(), al.data(), W, acc.data());
+      float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
+                     out + m0 * W.N);
+    }
+#ifdef ONEBIT_HAVE_AMX_BF16
+    if (use_amx) amx_tiles_end();
+#endif
+  });
+}
+
+}  // namespace onebit

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/clones.h"
 #include "common/copy_small.h"
 #include "common/thread_pool.h"
 #include "fgemm/bf16.h"
@@ -43,12 +44,23 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
   }
   constexpr int kBM = 64;  // a multiple of the 8-row micro-tile
   const int64_t M = static_cast<int64_t>(g.N) * OH * OW;
-  const int64_t tasks = (M + kBM - 1) / kBM;
+  const int64_t row_blocks = (M + kBM - 1) / kBM;
+  // fewer row blocks than threads (a dense layer at batch 1-64): split the columns too, in whole
+  // 32-column panels, so every thread streams its own part of the weights
+  const int panels = W.Np / 32;
+  const int nthreads = resolve_threads(threads, row_blocks * panels);
+  const int col_parts = row_blocks >= nthreads ? 1 : std::min<int>(panels, (nthreads + row_blocks - 1) / row_blocks);
+  const int64_t tasks = row_blocks * col_parts;
   const int64_t row_floats = static_cast<int64_t>(g.kw) * C;
-  parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {
+  parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t task) {
     thread_local std::vector<float> a, acc;
     a.resize(static_cast<size_t>(kBM) * K);
     acc.resize(static_cast<size_t>(kBM) * W.Np);
+    const int64_t t = task / col_parts;
+    const int part = static_cast<int>(task % col_parts);
+    const int p0 = static_cast<int>(static_cast<int64_t>(panels) * part / col_parts);
+    const int p1 = static_cast<int>(static_cast<int64_t>(panels) * (part + 1) / col_parts);
+    const int c0 = p0 * 32, c1 = std::min(p1 * 32, W.N);
     const int64_t m0 = t * kBM;
     const int rows = static_cast<int>(std::min<int64_t>(kBM, M - m0));
     const int rows8 = (rows + 7) / 8 * 8;
@@ -65,32 +77,34 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
     }
 #ifdef ONEBIT_HAVE_X86_KERNELS
     if (use_avx512)
-      fgemm_block_avx512(a.data(), rows8, W, acc.data());
+      fgemm_block_avx512(a.data(), rows8, W, acc.data(), p0 * 32, p1 * 32);
     else
 #endif
-      fgemm_block_ref(a.data(), rows8, W, acc.data());
-    float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
-                   out + m0 * W.N);
+      fgemm_block_ref(a.data(), rows8, W, acc.data(), p0 * 32, p1 * 32);
+    if (c0 < c1)
+      float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
+                     out + m0 * W.N, c0, c1);
   });
 }
 
-void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,
-                    const float* residual, bool relu, float* out) {
+ONEBIT_CLONES void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,
+                                  const float* residual, bool relu, float* out, int c0, int c1) {
+  if (c1 < 0) c1 = N;
   for (int r = 0; r < rows; ++r) {
     const float* s = acc + static_cast<int64_t>(r) * ld;
     float* o = out + static_cast<int64_t>(r) * N;
     if (scale)
-      for (int c = 0; c < N; ++c) o[c] = s[c] * scale[c];
+      for (int c = c0; c < c1; ++c) o[c] = s[c] * scale[c];
     else
-      for (int c = 0; c < N; ++c) o[c] = s[c];
+      for (int c = c0; c < c1; ++c) o[c] = s[c];
     if (bias)
-      for (int c = 0; c < N; ++c) o[c] = o[c] + bias[c];
+      for (int c = c0; c < c1; ++c) o[c] = o[c] + bias[c];
     if (residual) {
       const float* res = residual + static_cast<int64_t>(r) * N;
-      for (int c = 0; c < N; ++c) o[c] = o[c] + res[c];
+      for (int c = c0; c < c1; ++c) o[c] = o[c] + res[c];
     }
     if (relu)
-      for (int c = 0; c < N; ++c) o[c] = std::max(o[c], 0.0f);
+      for (int c = c0; c < c1; ++c) o[c] = std::max(o[c], 0.0f);
   }
 }
 

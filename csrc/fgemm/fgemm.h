@@ -48,11 +48,14 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
 
 // out[r, c] = fl(acc[r, c] * scale[c]) + bias[c] (+ residual[r, c]) (max 0 if relu), r < rows,
 // c < N; acc rows of ld floats (scale, bias, residual may be null)
+// Only columns [c0, c1) when given (c1 < 0: up to N).
 void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,
-                    const float* residual, bool relu, float* out);
+                    const float* residual, bool relu, float* out, int c0 = 0, int c1 = -1);
 
-// acc (rows x Np) = A (rows x K, rows a multiple of 8, row stride K) . packed weights
-void fgemm_block_ref(const float* A, int rows, const FloatWeights& W, float* acc);
-void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* acc);
+// acc (rows x Np) = A (rows x K, rows a multiple of 8, row stride K) . packed weights, for the
+// columns [n_begin, n_end) (multiples of 32; n_end < 0: Np)
+void fgemm_block_ref(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0, int n_end = -1);
+void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0,
+                        int n_end = -1);
 
 }  // namespace onebit

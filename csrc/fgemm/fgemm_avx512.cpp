@@ -9,13 +9,14 @@
 
 namespace onebit {
 
-void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* acc) {
+void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin, int n_end) {
   constexpr int kKC = 256;
   const int K = W.K, Np = W.Np;
+  if (n_end < 0) n_end = Np;
   const float* B = W.packed.data();
   for (int kc0 = 0; kc0 < K; kc0 += kKC) {
     const int kc1 = kc0 + kKC < K ? kc0 + kKC : K;
-    for (int n0 = 0; n0 < Np; n0 += 32) {
+    for (int n0 = n_begin; n0 < n_end; n0 += 32) {
       for (int r0 = 0; r0 < rows; r0 += 8) {
         const float* a = A + static_cast<int64_t>(r0) * K;
         float* o = acc + static_cast<int64_t>(r0) * Np + n0;

@@ -14,6 +14,7 @@ PATHS = ["portable"] + (["avx512"] if "avx512" in kernels.isa_paths() else [])
     (3, 8, 8, 70, 33, 3, 2, 1),    # stride 2, odd channels, batch > 1
     (2, 11, 11, 3, 64, 7, 2, 3),   # a 7×7/2 stem
     (5, 1, 1, 129, 10, 1, 1, 0),   # a dense layer as a 1×1 conv
+    (1, 1, 1, 200, 257, 1, 1, 0),  # batch 1, 9 column panels: the threads split the columns
     (1, 9, 7, 8, 9, (3, 1), (2, 1), (1, 0)),
 ])
 def test_fconv_matches_float64(path, n, h, w, c, cout, k, s, p, rng):

@@ -12,7 +12,7 @@ def bench(
     batches: str = typer.Option("1,8", help="comma-separated batch sizes"),
     repeats: int = typer.Option(5, help="best of this many timing rounds"),
     model: list[str] = typer.Option(["bnn-mlp", "bnn-convnet"], "--model",
-                                    help="networks to time: bnn-mlp, bnn-convnet, bireal-resnet18"),
+                                    help="networks to time: bnn-mlp, bnn-convnet, bireal-resnet18, vgg9-bwn"),
     layers: bool = typer.Option(False, "--layers", help="per-layer kernel benchmark instead (ResNet-18 "
                                 "3×3 convs, the 4096² dense layer) with the measured popcount peak"),
     bf16x3: bool = typer.Option(False, "--bf16x3", help="also time the engine with its real-valued convs as "

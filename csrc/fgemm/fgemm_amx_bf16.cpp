@@ -10,6 +10,18 @@
 
 namespace onebit {
 
+namespace {
+
+// the 2 x 2 block of products: acc tiles 0-3 += A tiles 4-5 x B tiles 6-7
+inline void dp_2x2() {
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_dpbf16ps(1, 4, 7);
+  _tile_dpbf16ps(2, 5, 6);
+  _tile_dpbf16ps(3, 5, 7);
+}
+
+}  // namespace
+
 void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc) {
   const int64_t lda = static_cast<int64_t>(W.Kb) * 2;  // bytes per A row
   const int64_t ldb = static_cast<int64_t>(W.Np) * 4;  // bytes per B row (Np columns x 2 bf16)
@@ -28,24 +40,15 @@ void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatW
       _tile_loadd(5, Ah + a16 + k0, lda);
       _tile_loadd(6, bh, ldb);
       _tile_loadd(7, bh + 32, ldb);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
+      dp_2x2();
       _tile_loadd(6, bl, ldb);
       _tile_loadd(7, bl + 32, ldb);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
+      dp_2x2();
       _tile_loadd(4, Al + k0, lda);
       _tile_loadd(5, Al + a16 + k0, lda);
       _tile_loadd(6, bh, ldb);
       _tile_loadd(7, bh + 32, ldb);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
+      dp_2x2();
     }
     float* c = acc + n0;
     _tile_stored(0, c, ldc);

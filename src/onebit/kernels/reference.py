@@ -209,7 +209,11 @@ def fconv2d_bf16x3(x: np.ndarray, w: np.ndarray, kernel, stride=1, padding=0, *,
     xh, xl = bf16_halves(x)
     wh, wl = bf16_halves(w)
     conv = lambda a, b: fconv2d_f32(a, b, kernel, stride, padding)  # noqa: E731
-    y = conv(xh, wh) + conv(xh, wl) + conv(xl, wh)
+    return _output_transform(conv(xh, wh) + conv(xh, wl) + conv(xl, wh), scale, bias, residual, relu)
+
+
+def _output_transform(y: np.ndarray, scale, bias, residual, relu: bool) -> np.ndarray:
+    """``y·scale + bias (+ residual)``, then ``max(y, 0)`` when ``relu`` (float64)."""
     if scale is not None:
         y = y * np.asarray(scale, np.float64)
     if bias is not None:
@@ -230,10 +234,4 @@ def fconv2d_f32(x: np.ndarray, w: np.ndarray, kernel, stride=1, padding=0, *, sc
     cols = np.stack([xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
                      for i in range(kh) for j in range(kw)], axis=3).reshape(n, oh, ow, kh * kw * c)
     y = cols @ w.reshape(w.shape[0], -1).astype(np.float64).T
-    if scale is not None:
-        y = y * np.asarray(scale, np.float64)
-    if bias is not None:
-        y = y + np.asarray(bias, np.float64)
-    if residual is not None:
-        y = y + residual
-    return np.maximum(y, 0) if relu else y
+    return _output_transform(y, scale, bias, residual, relu)

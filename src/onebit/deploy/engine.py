@@ -467,11 +467,11 @@ class Engine:
 
     ``float_precision``: how the real-valued convs (a Bi-Real stem, 1×1 shortcuts) compute —
     ``"fp32"`` (default: float32, matches a float64 reference to float rounding) or ``"bf16x3"``
-    (three bf16 products per multiply-add on AMX-BF16, :func:`onebit.kernels.fconv2d_bf16x3`:
-    ≈ 2⁻¹⁶ relative error per product instead of 2⁻²⁴, about 2× faster on a 7×7 stem; a sign
-    decided downstream may then differ from PyTorch's where a value lies within that error of
-    0). Where the CPU has no AMX-BF16 the engine warns and stays in fp32
-    (:attr:`float_precision` says which one runs).
+    (three bf16 products per multiply-add on AMX-BF16, :func:`onebit.kernels.fconv2d_bf16x3`):
+    ≈ 2⁻¹⁶ relative error per product instead of 2⁻²⁴, ≈ 1.2× faster on a 7×7 RGB stem at 2
+    threads (docs/benchmarks.md §2); a sign decided downstream may then differ from PyTorch's
+    where a value lies within that error of 0. Where the CPU has no AMX-BF16 the engine warns
+    and stays in fp32 (:attr:`float_precision` says which one runs).
     """
 
     FLOAT_PRECISIONS = ("fp32", "bf16x3")

@@ -25,6 +25,7 @@
 #include "common/peak.h"
 #include "common/thread_pool.h"
 #include "elementwise/affine.h"
+#include "elementwise/layout.h"
 #include "elementwise/pool.h"
 #include "fgemm/fgemm.h"
 #include "igemm/igemm.h"
@@ -160,9 +161,10 @@ Epilogue build_epilogue(const ConvWeights& W, int mode, const EpilogueArgs& ea) 
 }
 
 // Runs the conv on a validated 4-D packed input; returns the output array.
+// With signs (FLOAT only) *signs receives the packed signs of the output, (.., ceil(cout/64)) uint64.
 py::array run_conv(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const py::array& x,
                    const py::object& residual_obj, const py::object& out_obj, int threads,
-                   bool gemm, ConvTableCache* cache) {
+                   bool gemm, ConvTableCache* cache, py::array* signs = nullptr) {
   // x: (N, H, W, kwin) for conv, (M, kwin) for gemm (viewed as N=1, H=1, W=M)
   int64_t N, H, Wd;
   if (gemm) {
@@ -217,12 +219,19 @@ py::array run_conv(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, c
     else if (e.mode == kModeFloat) out = py::array_t<float>(sh);
     else out = py::array_t<uint64_t>(sh);
   }
+  uint64_t* sp = nullptr;
+  if (signs) {
+    std::vector<py::ssize_t> sh(oshape.begin(), oshape.end());
+    sh.back() = (W.cout + 63) / 64;
+    *signs = py::array_t<uint64_t>(sh);
+    sp = static_cast<uint64_t*>(signs->mutable_data());
+  }
   const uint64_t* xp = static_cast<const uint64_t*>(x.data());
   void* op = out.mutable_data();
   {
     py::gil_scoped_release nogil;
     bconv_run(W, g, e, xp, N, static_cast<int>(H), static_cast<int>(Wd), residual, op, threads,
-              cache);
+              cache, sp);
   }
   return out;
 }
@@ -398,16 +407,22 @@ PYBIND11_MODULE(_core, m) {
            py::arg("output") = "int", py::arg("mult") = py::none(), py::arg("bias") = py::none(),
            py::arg("thresh") = py::none(), py::arg("flip") = py::none(), py::arg("gemm") = false)
       .def("__call__", [](const ConvPlan& p, const py::object& x_obj, const py::object& residual,
-                          const py::object& out, int64_t threads) {
+                          const py::object& out, int64_t threads, bool signs) -> py::object {
              check_int(threads, "threads", 0, 256);
              if (!residual.is_none() && p.e.mode != kModeFloat)
                fail("residual is only used with output='float'");
+             if (signs && p.e.mode != kModeFloat) fail("signs is only produced with output='float'");
              py::array x = as_array<uint64_t>(x_obj, p.gemm ? "a" : "x", p.gemm ? 2 : 4);
-             return run_conv(*p.W, p.g, p.e, x, residual, out, static_cast<int>(threads), p.gemm,
-                             p.cache.get());
+             if (!signs)
+               return run_conv(*p.W, p.g, p.e, x, residual, out, static_cast<int>(threads), p.gemm,
+                               p.cache.get());
+             py::array bits;
+             py::array y = run_conv(*p.W, p.g, p.e, x, residual, out, static_cast<int>(threads), p.gemm,
+                                    p.cache.get(), &bits);
+             return py::make_tuple(y, bits);
            },
            py::arg("x"), py::arg("residual") = py::none(), py::arg("out") = py::none(),
-           py::arg("threads") = 0)
+           py::arg("threads") = 0, py::arg("signs") = false)
       .def_property_readonly("weights", [](const ConvPlan& p) { return p.W; })
       .def_property_readonly("output", [](const ConvPlan& p) {
         return std::string(p.e.mode == kModeInt ? "int" : p.e.mode == kModeFloat ? "float" : "bits");
@@ -603,6 +618,28 @@ PYBIND11_MODULE(_core, m) {
     }
     return out;
   }, py::arg("x"), py::arg("act_scale"), py::arg("unsigned"), py::arg("ld"), py::arg("threads") = 0);
+  m.def("nchw_to_nhwc", [](const py::object& x_obj, bool pm1, int64_t threads) {
+    if (!py::isinstance<py::array>(x_obj)) fail("x must be a numpy.ndarray");
+    const bool u8 = py::reinterpret_borrow<py::array>(x_obj).dtype().equal(py::dtype::of<uint8_t>());
+    if (pm1 && !u8) fail("pm1 preprocessing needs uint8 input");
+    py::array x = u8 ? as_array<uint8_t>(x_obj, "x", 4) : as_array<float>(x_obj, "x", 4);
+    const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+    const std::vector<py::ssize_t> oshape{N, H, W, C};
+    py::array out = (u8 && !pm1) ? py::array(py::array_t<uint8_t>(oshape)) : py::array(py::array_t<float>(oshape));
+    {
+      py::gil_scoped_release nogil;
+      if (pm1)
+        nchw_u8_to_nhwc_pm1(static_cast<const uint8_t*>(x.data()), static_cast<float*>(out.mutable_data()), N, C, H,
+                            W, static_cast<int>(threads));
+      else if (u8)
+        nchw_to_nhwc_u8(static_cast<const uint8_t*>(x.data()), static_cast<uint8_t*>(out.mutable_data()), N, C, H,
+                        W, static_cast<int>(threads));
+      else
+        nchw_to_nhwc_f32(static_cast<const float*>(x.data()), static_cast<float*>(out.mutable_data()), N, C, H, W,
+                         static_cast<int>(threads));
+    }
+    return out;
+  }, py::arg("x"), py::arg("pm1") = false, py::arg("threads") = 0);
   m.def("channel_affine_", [](const py::object& y_obj, const py::object& mult_obj, const py::object& bias_obj,
                               bool relu, int64_t threads) {
     py::array y = as_array<float>(y_obj, "y", -1, true);

@@ -198,7 +198,7 @@ std::shared_ptr<const ConvTables> make_conv_tables(const ConvWeights& W, const C
 
 void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const uint64_t* x,
                int64_t N, int H, int Wd, const float* residual, void* out, int threads,
-               ConvTableCache* cache) {
+               ConvTableCache* cache, uint64_t* sign_out) {
   std::shared_ptr<const ConvTables> tab;
   if (cache) {
     std::lock_guard<std::mutex> lk(cache->m);
@@ -278,6 +278,7 @@ void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const
   J.fmask = e.fmask.empty() ? nullptr : e.fmask.data();
   J.out = out;
   J.kwout = (W.cout + 63) / 64;
+  J.sign_out = e.mode == kModeFloat ? sign_out : nullptr;
 
   TileFn fn;
   int P;

@@ -77,8 +77,10 @@ struct ConvTableCache {
 
 // x: (N, H, W, kwin) packed; out: (N, OH, OW, cout) int32/float32 or (N, OH, OW, kwout)
 // uint64; residual: (N, OH, OW, cout) float32 or null (FLOAT only). cache may be null.
+// sign_out (FLOAT only, may be null): (N, OH, OW, kwout) uint64, the packed signs of out
+// (bit 1 <=> out < 0), i.e. pack_bits(out) without a pass of its own.
 void bconv_run(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, const uint64_t* x,
                int64_t N, int H, int Wd, const float* residual, void* out, int threads,
-               ConvTableCache* cache = nullptr);
+               ConvTableCache* cache = nullptr, uint64_t* sign_out = nullptr);
 
 }  // namespace onebit

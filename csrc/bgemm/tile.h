@@ -15,6 +15,9 @@
 //   mode INT  : out_i32[q, co] = acc
 //   mode FLOAT: out_f32[q, co] = float(acc)*mult[co] + bias[co] (+ residual[q, co])
 //               (mul then add, no FMA contraction: bit-identical to NumPy float32)
+//               and, when sign_out is set, the signs of those floats too, packed as BITS mode
+//               packs (bit 1 <=> y < 0, a NaN gives 0) into sign_out[q, co/64] (kwout words):
+//               the input of the next binary conv of a Bi-Real block, without a pass of its own
 //   mode BITS : bit(q, co) = !(flip[co] ? acc <= thresh[co] : acc >= thresh[co])
 //               (bit 0 = +1), packed LSB-first into out_u64[q, co/64]; tail bits are 0.
 //               The vector paths test the popcount sum directly against a per-position
@@ -58,7 +61,20 @@ struct TileJob {
   const int32_t* fmask;       // [cout_pad]: -1 on flipped channels, 0 elsewhere
   void* out;                  // int32/float [N*HW, cout] or uint64 [N*HW, kwout]
   int kwout;
+  uint64_t* sign_out;         // FLOAT mode, optional: uint64 [N*HW, kwout] signs of the floats
 };
+
+// Writes the 32 bits of channel block blk of pixel q into a packed [.., kwout] uint64 output
+// (the lower or upper half of word blk/2), zeroing the upper half of the last word when the
+// last block is an even one. Plain code, safe to include in any translation unit.
+static inline void store_block_bits(void* out, int kwout, int nblk, int blk, int64_t q, uint32_t bits) {
+  unsigned char* o = static_cast<unsigned char*>(out) + q * kwout * 8 + blk * 4;
+  __builtin_memcpy(o, &bits, 4);
+  if (blk == nblk - 1 && (blk & 1) == 0) {
+    const uint32_t z = 0;
+    __builtin_memcpy(o + 4, &z, 4);
+  }
+}
 
 // Compute output pixels r in [r0, r1) of image n (q = n*HW + r), channel blocks
 // [blk0, blk1). Loop order: block outer, pixel tiles inner (one weight block stays in L1).

@@ -89,7 +89,7 @@ inline void tile(const TileJob& J, int blk, const uint64_t* ximg, int64_t n, int
   const uint64_t* wblk = J.w + blk * J.w_blk_stride;
   const int nsub = (nvalid + 7) / 8;
   const int co0 = blk * kBlock;
-  uint32_t bits[P] = {};
+  uint32_t bits[P] = {};  // BITS mode, or the signs of FLOAT mode's outputs (sign_out)
   for (int sb = 0; sb < nsub; ++sb) {
     __m256i pc[P];
     popcounts8<P>(J, wblk + 8 * sb, xp, pc);
@@ -115,18 +115,16 @@ inline void tile(const TileJob& J, int blk, const uint64_t* ximg, int64_t n, int
         y = _mm256_add_ps(y, _mm256_loadu_ps(J.bias + c));
         if (J.residual) y = _mm256_add_ps(y, _mm256_maskload_ps(J.residual + q * J.cout + c, vmask));
         _mm256_maskstore_ps(static_cast<float*>(J.out) + q * J.cout + c, vmask, y);
+        if (J.sign_out) {
+          const __m256 neg = _mm256_and_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ), _mm256_castsi256_ps(vmask));
+          bits[p] |= static_cast<uint32_t>(_mm256_movemask_ps(neg)) << (8 * sb);
+        }
       }
     }
   }
-  if (J.mode == kModeBits) {
-    for (int p = 0; p < P; ++p) {
-      unsigned char* o = static_cast<unsigned char*>(J.out) + (n * J.HW + r + p) * J.kwout * 8 + blk * 4;
-      std::memcpy(o, &bits[p], 4);
-      if (blk == J.nblk - 1 && (blk & 1) == 0) {  // zero the upper half of the last word
-        const uint32_t z = 0;
-        std::memcpy(o + 4, &z, 4);
-      }
-    }
+  if (J.mode == kModeBits || (J.mode == kModeFloat && J.sign_out)) {
+    void* out = J.mode == kModeBits ? J.out : static_cast<void*>(J.sign_out);
+    for (int p = 0; p < P; ++p) store_block_bits(out, J.kwout, J.nblk, blk, n * J.HW + r + p, bits[p]);
   }
 }
 

@@ -92,12 +92,7 @@ __attribute__((always_inline)) inline void tile(const TileJob& J, int blk, const
         bits |= static_cast<uint32_t>(_mm512_mask_cmpgt_epi32_mask(valid1, f1, _mm512_loadu_si512(sth + 16)))
                 << 16;
       }
-      unsigned char* o = static_cast<unsigned char*>(J.out) + q * J.kwout * 8 + blk * 4;
-      std::memcpy(o, &bits, 4);
-      if (blk == J.nblk - 1 && (blk & 1) == 0) {  // zero the upper half of the last word
-        const uint32_t z = 0;
-        std::memcpy(o + 4, &z, 4);
-      }
+      store_block_bits(J.out, J.kwout, J.nblk, blk, q, bits);
     } else {
       const int32_t* base = J.base + J.pix_base[r + p] + co0;
 #pragma GCC unroll 2
@@ -110,6 +105,7 @@ __attribute__((always_inline)) inline void tile(const TileJob& J, int blk, const
       } else {
         float* o = static_cast<float*>(J.out) + q * J.cout + co0;
         const float* res = J.residual ? J.residual + q * J.cout + co0 : nullptr;
+        uint32_t signs = 0;
 #pragma GCC unroll 2
         for (int h = 0; h < H; ++h) {
           const __mmask16 vm = h ? valid1 : valid0;
@@ -117,7 +113,9 @@ __attribute__((always_inline)) inline void tile(const TileJob& J, int blk, const
           y = _mm512_add_ps(y, _mm512_loadu_ps(J.bias + co0 + 16 * h));
           if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(vm, res + 16 * h));
           _mm512_mask_storeu_ps(o + 16 * h, vm, y);
+          signs |= static_cast<uint32_t>(_mm512_mask_cmp_ps_mask(vm, y, _mm512_setzero_ps(), _CMP_LT_OQ)) << (16 * h);
         }
+        if (J.sign_out) store_block_bits(J.sign_out, J.kwout, J.nblk, blk, q, signs);
       }
     }
   }

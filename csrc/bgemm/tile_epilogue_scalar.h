@@ -21,13 +21,16 @@ static inline void epilogue_scalar(const TileJob& J, int blk, int64_t q, const i
   } else if (J.mode == kModeFloat) {
     float* o = static_cast<float*>(J.out) + q * J.cout + co0;
     const float* res = J.residual ? J.residual + q * J.cout + co0 : nullptr;
+    uint32_t signs = 0;
     for (int j = 0; j < nvalid; ++j) {
       const float a = static_cast<float>(base[j] - 2 * pc[j]);
       float y = a * J.mult[co0 + j];
       y = y + J.bias[co0 + j];
       if (res) y = y + res[j];
       o[j] = y;
+      signs |= static_cast<uint32_t>(y < 0.0f) << j;
     }
+    if (J.sign_out) store_block_bits(J.sign_out, J.kwout, J.nblk, blk, q, signs);
   } else {
     const uint32_t flip = J.flip[blk];
     uint32_t bits = 0;
@@ -37,12 +40,7 @@ static inline void epilogue_scalar(const TileJob& J, int blk, int64_t q, const i
       const bool pos = ((flip >> j) & 1) ? (a <= th) : (a >= th);
       bits |= static_cast<uint32_t>(!pos) << j;
     }
-    unsigned char* o = static_cast<unsigned char*>(J.out) + q * J.kwout * 8 + blk * 4;
-    std::memcpy(o, &bits, 4);
-    if (blk == J.nblk - 1 && (blk & 1) == 0) {  // zero the upper half of the last word
-      const uint32_t z = 0;
-      std::memcpy(o + 4, &z, 4);
-    }
+    store_block_bits(J.out, J.kwout, J.nblk, blk, q, bits);
   }
 }
 

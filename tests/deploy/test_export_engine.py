@@ -238,6 +238,26 @@ def test_uint8_input_bitplane_first_layer_is_exact(name, shape, kw, tmp_path):
     assert (y8.argmax(1) == ref.argmax(1)).all()
 
 
+@pytest.mark.parametrize("name, reads_float", [("bireal-resnet18-cifar", True), ("bnn-convnet", False),
+                                                ("bnn-mlp", False)])
+def test_uint8_batch_is_preprocessed_up_front_only_for_real_first_layers(name, reads_float, tmp_path):
+    """With a real-weight first layer the engine turns uint8 pixels into x/127.5 − 1 in its input
+    step; the logits are then bit-identical to feeding that float batch. A binary first layer
+    (exact integer path) and a flatten keep the integers."""
+    kw, shape = _small(name)
+    torch.manual_seed(2)
+    model = models.create(name, **kw).eval()
+    _randomize_bn(model, seed=2)
+    export(model, tmp_path / "m.onebit", torch.zeros(1, *shape), preprocess={"normalize": "pm1"})
+    e = Engine(tmp_path / "m.onebit", threads=2)
+    assert e._input_pm1 is reads_float
+    x8 = np.random.default_rng(0).integers(0, 256, (3, *shape)).astype(np.uint8)
+    y8 = e.run(x8)
+    if reads_float:
+        yf = e.run(x8.astype(np.float32) / np.float32(127.5) - np.float32(1))
+        assert np.array_equal(y8.view(np.uint32), yf.view(np.uint32))
+
+
 def test_engine_is_safe_to_call_from_several_threads(good_file):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -88,6 +88,21 @@ def test_bconv2d_all_outputs(isa, i):
     y0 = K.bconv2d(xp, W, c["ci"], **geo, output="float", mult=mult, bias=bias)
     np.testing.assert_allclose(y0, R.affine(acc, mult, bias), rtol=1e-6, atol=1e-6)
 
+    # float with its packed signs (Bi-Real: the next conv's input from the same epilogue),
+    # including channels that are exactly +0.0 and -0.0 (both pack as +1)
+    m0, b0 = mult.copy(), bias.copy()
+    m0[:: 3], b0[:: 3] = 0.0, 0.0
+    m0[1:: 5], b0[1:: 5] = -0.0, -0.0
+    layer = K.BConv2d(K.pack_conv_weights(w), c["ci"], c["k"], c["s"], c["p"], c["pv"], output="float",
+                      mult=m0, bias=b0)
+    for r in (res, None):
+        want_y = layer(xp, residual=r)
+        for threads in (1, 2):
+            ys, bits = layer(xp, residual=r, threads=threads, signs=True)
+            np.testing.assert_array_equal(ys, want_y)
+            assert bits.dtype == np.uint64 and bits.shape == acc.shape[:-1] + ((co + 63) // 64,)
+            np.testing.assert_array_equal(bits, R.pack_bits(ys))  # also checks tail bits are 0
+
     # bits: sign(scale*acc + shift) with negative scales (flip) and exact ties at the
     # threshold (shift = -scale * an accumulator value that occurs, scale a power of 2)
     scale = rng.choice([-2.0, -0.5, 0.25, 1.0, 4.0], co)
@@ -140,6 +155,13 @@ def test_batch_zero(isa):
     W = K.prepare_conv_weights(np.zeros((4, 3, 3, 1), np.uint64), 10)
     r = K.bconv2d(np.zeros((0, 5, 5, 1), np.uint64), W, 10, 3, 1, 1)
     assert r.shape == (0, 5, 5, 4)
+
+
+def test_signs_only_with_float_output():
+    w = K.pack_conv_weights(np.ones((4, 3, 3, 3), np.float32))
+    x = K.pack_bits(np.ones((1, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="signs"):
+        K.BConv2d(w, 3, 3)(x, signs=True)
 
 
 def test_bad_inputs():

@@ -366,9 +366,15 @@ class _BinaryLinear(_Op):
                 k = words * 64
             self.layer = kernels.BDense(t["weight"], k, **kw)
 
+    #: float output whose signs the next op packs (a Bi-Real block): the conv's epilogue packs them
+    #: too and returns ``(y, bits)`` (set by :meth:`Engine._fuse_sign_packing`)
+    signs = False
+
     def __call__(self, x, threads, residual=None):
         if residual is not None:
             residual = np.ascontiguousarray(residual, dtype=np.float32)
+        if self.signs:
+            return self.layer(np.ascontiguousarray(x), residual=residual, threads=threads, signs=True)
         return self.layer(np.ascontiguousarray(x), residual=residual, threads=threads)
 
 
@@ -443,6 +449,15 @@ class _Act(_Op):
         return np.clip(x, -1, 1) if self.op["fn"] == "htanh" else np.maximum(x, 0)
 
 
+def _reads_input_as_float(impl: _Op) -> bool:
+    """True when ``impl`` reads a uint8 input only through :func:`as_float` (``x/127.5 − 1``), so the
+    engine may convert the batch before it; False for the exact integer paths (a binary-weight first
+    layer) and for ops that pass the integers on (flatten)."""
+    if isinstance(impl, _FloatLinear):
+        return impl.packed is None
+    return isinstance(impl, (_Pool, _GlobalAvgPool, _Quantize, _Affine, _Act))
+
+
 def check_batch(shape: tuple[int, ...], is_uint8: bool, input_shape: tuple[int, ...], graph: dict) -> None:
     """The checks every engine makes on a batch's shape (and on uint8 pixels) before it runs."""
     if shape[1:] != tuple(input_shape) or len(shape) != len(input_shape) + 1:
@@ -515,8 +530,14 @@ class Engine:
         except (ValueError, KeyError, TypeError) as e:
             raise DeployError(f"{self.path}: cannot prepare op {op.get('op')!r}: {e}") from None
         self._lock = threading.Lock()
+        # a uint8 batch becomes x/127.5 − 1 up front when no op reads the input as integers
+        self._input_pm1 = all(_reads_input_as_float(impl) and res != "input"
+                              for src, _, impl, res in self._ops if src == "input")
         self._fused_away: set[int] = set()  # ReLUs applied in place by the op before them
         self._fuse_relus()
+        self._signs_to: dict[str, str] = {}  # float output of a binary conv → the value of its packed signs
+        self._packed_by_producer: set[str] = set()  # quantize outputs those convs write
+        self._fuse_sign_packing()
         for _, dst, impl, _ in self._ops:  # intermediate outputs live in per-op buffers
             impl.reuse_output = dst != self.graph["output"]
         self.float_precision = "fp32"
@@ -566,18 +587,24 @@ class Engine:
             return self._forward(x, threads)
 
     def _forward(self, x: np.ndarray, threads: int, observe=None) -> np.ndarray:
-        if x.ndim == 4:
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW → NHWC
+        if x.ndim == 4:  # NCHW → NHWC in one pass on the core (with x/127.5 − 1 where every reader wants it)
+            from ..kernels import nchw_to_nhwc
+
+            x = nchw_to_nhwc(x, pm1=self._input_pm1 and x.dtype == np.uint8, threads=threads)
         values = {"input": x}
         for src, dst, impl, res in self._ops:
             if observe is not None:
                 observe(impl, values[src])
             if id(impl) in self._fused_away:  # a ReLU already applied by the layer before it
                 values[dst] = values[src]
-            elif res is None:
-                values[dst] = impl(values[src], threads)
+            elif dst in self._packed_by_producer:  # already packed by the conv that wrote values[src]
+                continue
             else:
-                values[dst] = impl(values[src], threads, residual=values[res])
+                y = impl(values[src], threads) if res is None else impl(values[src], threads, residual=values[res])
+                if type(y) is tuple:  # a float output and its packed signs
+                    values[dst], values[self._signs_to[dst]] = y
+                else:
+                    values[dst] = y
         out = values[self.graph["output"]]
         if any(impl._buf is not None and np.may_share_memory(out, impl._buf) for _, _, impl, _ in self._ops):
             out = out.copy()  # never hand the caller a buffer the next call overwrites
@@ -654,6 +681,20 @@ class Engine:
                     and uses.get(src) == 1 and src != self.graph["output"]):
                 prev.fuse_relu = True
                 self._fused_away.add(id(impl))
+
+    def _fuse_sign_packing(self) -> None:
+        """Where a quantize op packs the float output of a binary conv (the real-valued stream of a
+        Bi-Real block, read by the next binary conv), let the conv's epilogue pack the signs while it
+        writes the floats (:class:`onebit.kernels.BConv2d` ``signs=True``): bit for bit what
+        ``pack_bits`` gives, one pass over the activations and one op call fewer."""
+        producer = {dst: impl for _, dst, impl, _ in self._ops}
+        for src, dst, impl, _ in self._ops:
+            prev = producer.get(src)
+            if (isinstance(impl, _Quantize) and id(impl) not in self._fused_away and isinstance(prev, _BinaryLinear)
+                    and prev.layer.output == "float" and not prev.signs and src != self.graph["output"]):
+                prev.signs = True
+                self._signs_to[src] = dst
+                self._packed_by_producer.add(dst)
 
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, ops={len(self._ops)}, threads={self.threads})"

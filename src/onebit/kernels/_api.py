@@ -179,7 +179,9 @@ class BConv2d:
     """A prepared binary conv layer (weights re-laid once, transform arrays padded once).
 
     ``layer(x_packed, residual=None, out=None, threads=None)`` runs it on packed NHWC input
-    (N, H, W, ceil(c_in/64)) uint64. See :func:`bconv2d` for the parameters.
+    (N, H, W, ceil(c_in/64)) uint64. See :func:`bconv2d` for the parameters. With
+    ``output="float"``, ``signs=True`` returns ``(y, pack_bits(y))``: the signs are packed in the
+    conv's epilogue (bit 1 ⇔ y < 0), the next binary conv's input without a pass of its own.
     """
 
     def __init__(self, w, c_in: Optional[int] = None, kernel: Optional[IntPair] = None,
@@ -195,8 +197,8 @@ class BConv2d:
         self._plan = _c().ConvPlan(self.weights, self.stride, self.padding, self.pad_value,
                                    output, mult, bias, thresh, flip, False)
 
-    def __call__(self, x, residual=None, out=None, threads: Optional[int] = None):
-        return self._plan(x, residual, out, _threads(threads))
+    def __call__(self, x, residual=None, out=None, threads: Optional[int] = None, signs: bool = False):
+        return self._plan(x, residual, out, _threads(threads), bool(signs))
 
     def output_shape(self, x_shape) -> tuple:
         return tuple(self._plan.output_shape(list(x_shape)))
@@ -214,8 +216,8 @@ class BDense:
         self._plan = _c().ConvPlan(self.weights, (1, 1), (0, 0), 1, output, mult, bias,
                                    thresh, flip, True)
 
-    def __call__(self, a, residual=None, out=None, threads: Optional[int] = None):
-        return self._plan(a, residual, out, _threads(threads))
+    def __call__(self, a, residual=None, out=None, threads: Optional[int] = None, signs: bool = False):
+        return self._plan(a, residual, out, _threads(threads), bool(signs))
 
 
 def bconv2d(x: np.ndarray, w, c_in: Optional[int] = None, kernel: Optional[IntPair] = None,
@@ -367,6 +369,16 @@ def iconv2d_s8(x: np.ndarray, w, act_scale: float, kernel: IntPair, stride: IntP
     return _c().iconv2d_s8(x, w, float(np.float32(act_scale)), bool(unsigned), list(_pair(kernel, "kernel")),
                            list(_pair(stride, "stride")), list(_pair(padding, "padding")), f32(scale), f32(bias),
                            f32(residual), bool(relu), path, _threads(threads), out)
+
+
+def nchw_to_nhwc(x: np.ndarray, *, pm1: bool = False, threads: Optional[int] = None) -> np.ndarray:
+    """A float32 or uint8 batch (N, C, H, W) in the NHWC layout (N, H, W, C) the kernels read, in one
+    pass on the core's threads. ``pm1`` (uint8 only): also the BNN preprocessing, float32
+    ``x/127.5 - 1`` with NumPy's two roundings (reference: :func:`onebit.kernels.reference.nchw_to_nhwc`)."""
+    x = np.ascontiguousarray(x)
+    if x.dtype not in (np.uint8, np.float32):
+        raise ValueError(f"x must have dtype uint8 or float32, got {x.dtype}")
+    return _c().nchw_to_nhwc(x, bool(pm1), _threads(threads))
 
 
 def channel_affine_(y: np.ndarray, mult: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None, *,

@@ -188,6 +188,12 @@ def iconv2d_s8(x: np.ndarray, w: np.ndarray, act_scale: float, kernel, stride=1,
     return np.maximum(y, np.float32(0)) if relu else y.astype(np.float32)
 
 
+def nchw_to_nhwc(x: np.ndarray, *, pm1: bool = False) -> np.ndarray:
+    """(N, C, H, W) → (N, H, W, C); ``pm1``: uint8 → float32 ``x/127.5 - 1`` (the BNN preprocessing)."""
+    y = np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1))
+    return y.astype(np.float32) / np.float32(127.5) - np.float32(1) if pm1 else y
+
+
 def to_bf16(v: np.ndarray) -> np.ndarray:
     """Nearest bfloat16 (ties to even) of float32 values, returned as float32."""
     u = np.ascontiguousarray(v, dtype=np.float32).view(np.uint32).astype(np.uint64)

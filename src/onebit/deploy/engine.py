@@ -487,6 +487,11 @@ class Engine:
     threads (docs/benchmarks.md §2); a sign decided downstream may then differ from PyTorch's
     where a value lies within that error of 0. Where the CPU has no AMX-BF16 the engine warns
     and stays in fp32 (:attr:`float_precision` says which one runs).
+
+    Fusions that change no bit of the result: a ReLU runs in the epilogue of the op before it; a
+    quantize op that packs a binary conv's float output (the real-valued stream of a Bi-Real block)
+    is done by that conv's epilogue; a uint8 batch is transposed to NHWC and, where every reader
+    wants floats, turned into ``x/127.5 - 1`` in the same pass.
     """
 
     FLOAT_PRECISIONS = ("fp32", "bf16x3")

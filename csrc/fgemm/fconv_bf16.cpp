@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/clones.h"
 #include "common/copy_small.h"
 #include "common/isa.h"
 #include "common/thread_pool.h"
@@ -26,9 +27,43 @@ void prepare_bf16x3_halves(const float* w, FloatWeights* W) {
     }
 }
 
+namespace {
+
+// hi[i], lo[i] = split_bf16(src[i]), compiled per CPU (the bit arithmetic vectorises)
+ONEBIT_CLONES void split_bf16_row(const float* src, uint16_t* hi, uint16_t* lo, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) split_bf16(src[i], hi + i, lo + i);
+}
+
+}  // namespace
+
+void gather_patches_bf16(const PatchGather& g) {
+  int64_t n = g.n, oy = g.oy, ox = g.ox;
+  for (int r = 0; r < g.block_rows; ++r) {
+    uint16_t* dh = g.ah + static_cast<int64_t>(r) * g.ld;
+    uint16_t* dl = g.al + static_cast<int64_t>(r) * g.ld;
+    if (r >= g.rows) {
+      std::memset(dh, 0, sizeof(uint16_t) * g.ld);
+      std::memset(dl, 0, sizeof(uint16_t) * g.ld);
+      continue;
+    }
+    const size_t at = ((n * g.HP + oy * g.sh) * g.WP + ox * g.sw) * static_cast<size_t>(g.C);
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const size_t src = at + static_cast<size_t>(ky) * g.WP * g.C;
+      copy_small(dh + ky * g.row_elems, g.xh + src, sizeof(uint16_t) * g.row_elems);
+      copy_small(dl + ky * g.row_elems, g.xl + src, sizeof(uint16_t) * g.row_elems);
+    }
+    if (++ox == g.OW) {  // the next output pixel
+      ox = 0;
+      if (++oy == g.OH) oy = 0, ++n;
+    }
+  }
+}
+
 bool amx_bf16_usable() {
 #ifdef ONEBIT_HAVE_AMX_BF16
-  static const bool ok = cpu_features().amx_bf16 && amx_tile_permission();
+  // (the AMX translation unit also gathers with AVX-512BW: every AMX CPU has it)
+  static const bool ok = cpu_features().amx_bf16 && cpu_features().avx512bw && cpu_features().os_avx512 &&
+                         amx_tile_permission();
   return ok;
 #else
   return false;  // the compiler could not build the AMX-BF16 path
@@ -75,9 +110,8 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
   const int64_t in_rows = static_cast<int64_t>(g.N) * g.H;
   parallel_for(resolve_threads(threads, in_rows), in_rows, [&](int64_t r) {
     const int64_t n = r / g.H, y = r % g.H;
-    const float* src = x + r * g.W * C;
     const size_t at = ((n * HP + y + g.ph) * WP + g.pw) * static_cast<size_t>(C);
-    for (int64_t i = 0; i < static_cast<int64_t>(g.W) * C; ++i) split_bf16(src[i], xh + at + i, xl + at + i);
+    split_bf16_row(x + r * g.W * C, xh + at, xl + at, static_cast<int64_t>(g.W) * C);
   });
   // 2. blocks of 32 output pixels; a task is kGroup blocks (one tile configuration per task)
   constexpr int BM = 32, kGroup = 8;
@@ -102,28 +136,21 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
     for (int64_t b = t * kGroup; b < b_end; ++b) {
       const int64_t m0 = b * BM;
       const int rows = static_cast<int>(std::min<int64_t>(BM, M - m0));
-      for (int r = 0; r < BM; ++r) {
-        uint16_t* dh = ah.data() + static_cast<int64_t>(r) * W.Kb;
-        uint16_t* dl = al.data() + static_cast<int64_t>(r) * W.Kb;
-        if (r >= rows) {  // rows past M: AMX loads whole 16-row tiles
-          std::memset(dh, 0, sizeof(uint16_t) * W.Kb);
-          std::memset(dl, 0, sizeof(uint16_t) * W.Kb);
-          continue;
-        }
-        const int64_t m = m0 + r, n = m / (OH * OW), p = m % (OH * OW), oy = p / OW, ox = p % OW;
-        const size_t at = ((n * HP + oy * g.sh) * WP + ox * g.sw) * static_cast<size_t>(C);
-        for (int ky = 0; ky < g.kh; ++ky) {  // the kw taps of one kernel row are contiguous in NHWC
-          const size_t src = at + static_cast<size_t>(ky) * WP * C;
-          copy_small(dh + ky * row_elems, xh + src, sizeof(uint16_t) * row_elems);
-          copy_small(dl + ky * row_elems, xl + src, sizeof(uint16_t) * row_elems);
-        }
-      }
+      // the patches of the block's output pixels (the kw taps of one kernel row are contiguous in
+      // NHWC); rows past M are zero, since AMX loads whole 16-row tiles
+      const int64_t p0 = m0 % (OH * OW), n0 = m0 / (OH * OW);
+      PatchGather pg{xh, xl, ah.data(), al.data(), W.Kb, rows, BM, n0, p0 / OW, p0 % OW, OH, OW, HP, WP, C,
+                     g.sh, g.sw, g.kh, row_elems};
 #ifdef ONEBIT_HAVE_AMX_BF16
-      if (use_amx)
+      if (use_amx) {
+        gather_patches_bf16_avx512(pg);
         fgemm_bf16x3_block_amx(ah.data(), al.data(), W, acc.data());
-      else
+      } else
 #endif
+      {
+        gather_patches_bf16(pg);
         fgemm_bf16x3_block_ref(ah.data(), al.data(), W, acc.data());
+      }
       float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
                      out + m0 * W.N);
     }

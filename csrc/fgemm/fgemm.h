@@ -35,8 +35,21 @@ FloatWeights prepare_float_weights(const float* w, int N, int K, bool bf16x3 = f
 // Zero padding; output transform as fconv2d_f32. W must hold the bf16 halves.
 void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
                     const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads);
-// True when the CPU has AMX-BF16 and the OS granted the tile state.
+// True when the CPU has AMX-BF16 (and AVX-512BW) and the OS granted the tile state.
 bool amx_bf16_usable();
+// The patch rows of `rows` consecutive output pixels (from (n, oy, ox)) gathered from the split
+// input (xh, xl: N x HP x WP x C, padded) into A blocks of block_rows rows of ld bf16 (ah, al);
+// rows past `rows` are zeroed. Portable, and AVX-512BW masked moves (AMX path only).
+struct PatchGather {
+  const uint16_t *xh, *xl;
+  uint16_t *ah, *al;
+  int ld, rows, block_rows;
+  int64_t n, oy, ox;
+  int OH, OW, HP, WP, C, sh, sw, kh;
+  int64_t row_elems;  // kw * C
+};
+void gather_patches_bf16(const PatchGather& g);
+void gather_patches_bf16_avx512(const PatchGather& g);
 // acc (32 x Np) = Ah.Bh + Ah.Bl + Al.Bh for 32 rows of Kb bf16 (row stride Kb): AMX and portable twin
 void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);
 void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);

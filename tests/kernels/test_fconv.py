@@ -96,6 +96,7 @@ def test_bf16_rounding_is_round_to_nearest_even_and_halves_keep_16_bits(rng):
     (1, 9, 9, 5, 64, 3, 1, 1),     # K = 45: K padded to 64
     (3, 8, 7, 33, 70, 1, 2, 0),    # a strided 1×1 shortcut, odd channels
     (1, 3, 40, 2, 3, (3, 1), (1, 2), (1, 0)),  # 40 pixels: a partial block of 32
+    (2, 6, 9, 32, 20, 2, 1, 0),    # kw·C = 64: whole 32-value moves in the gather, no tail
 ])
 def test_fconv_bf16x3_matches_its_reference_and_float(path, n, h, w, c, cout, k, s, p, rng):
     kh, kw = (k, k) if isinstance(k, int) else k

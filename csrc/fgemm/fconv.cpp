@@ -64,27 +64,41 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
     const int64_t m0 = t * kBM;
     const int rows = static_cast<int>(std::min<int64_t>(kBM, M - m0));
     const int rows8 = (rows + 7) / 8 * 8;
-    for (int r = 0; r < rows8; ++r) {
-      float* dst = a.data() + r * K;
-      if (r >= rows) {
-        std::fill(dst, dst + K, 0.0f);
-        continue;
-      }
-      const int64_t m = m0 + r, n = m / (OH * OW), p = m % (OH * OW), oy = p / OW, ox = p % OW;
-      const float* src = xs + ((n * HP + oy * g.sh) * WP + ox * g.sw) * C;
-      for (int ky = 0; ky < g.kh; ++ky)
-        copy_small(dst + ky * row_floats, src + static_cast<int64_t>(ky) * WP * C, sizeof(float) * row_floats);
-    }
+    const int64_t q0 = m0 % (OH * OW);
+    const FloatPatchGather pg{xs, a.data(), K, rows, rows8, m0 / (OH * OW), q0 / OW, q0 % OW, OH, OW, HP, WP, C,
+                              g.sh, g.sw, g.kh, row_floats};
 #ifdef ONEBIT_HAVE_X86_KERNELS
-    if (use_avx512)
+    if (use_avx512) {
+      gather_patches_f32_avx512(pg);
       fgemm_block_avx512(a.data(), rows8, W, acc.data(), p0 * 32, p1 * 32);
-    else
+    } else
 #endif
+    {
+      gather_patches_f32(pg);
       fgemm_block_ref(a.data(), rows8, W, acc.data(), p0 * 32, p1 * 32);
+    }
     if (c0 < c1)
       float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
                      out + m0 * W.N, c0, c1);
   });
+}
+
+void gather_patches_f32(const FloatPatchGather& g) {
+  int64_t n = g.n, oy = g.oy, ox = g.ox;
+  for (int r = 0; r < g.block_rows; ++r) {
+    float* dst = g.a + r * g.ld;
+    if (r >= g.rows) {
+      std::fill(dst, dst + g.ld, 0.0f);
+      continue;
+    }
+    const float* src = g.x + ((n * g.HP + oy * g.sh) * g.WP + ox * g.sw) * g.C;
+    for (int ky = 0; ky < g.kh; ++ky)
+      copy_small(dst + ky * g.row_elems, src + static_cast<int64_t>(ky) * g.WP * g.C, sizeof(float) * g.row_elems);
+    if (++ox == g.OW) {  // the next output pixel
+      ox = 0;
+      if (++oy == g.OH) oy = 0, ++n;
+    }
+  }
 }
 
 ONEBIT_CLONES void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,

@@ -65,6 +65,21 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
 void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,
                     const float* residual, bool relu, float* out, int c0 = 0, int c1 = -1);
 
+// The patch rows of `rows` consecutive output pixels (from (n, oy, ox)) gathered from the padded
+// input x (N x HP x WP x C) into an A block of block_rows rows of ld floats; rows past `rows`
+// are zeroed. Portable, and AVX-512 masked moves (the AVX-512 path only).
+struct FloatPatchGather {
+  const float* x;
+  float* a;
+  int64_t ld;
+  int rows, block_rows;
+  int64_t n, oy, ox;
+  int OH, OW, HP, WP, C, sh, sw, kh;
+  int64_t row_elems;  // kw * C
+};
+void gather_patches_f32(const FloatPatchGather& g);
+void gather_patches_f32_avx512(const FloatPatchGather& g);
+
 // acc (rows x Np) = A (rows x K, rows a multiple of 8, row stride K) . packed weights, for the
 // columns [n_begin, n_end) (multiples of 32; n_end < 0: Np)
 void fgemm_block_ref(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0, int n_end = -1);

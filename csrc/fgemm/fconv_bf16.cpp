@@ -113,10 +113,12 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
     const size_t at = ((n * HP + y + g.ph) * WP + g.pw) * static_cast<size_t>(C);
     split_bf16_row(x + r * g.W * C, xh + at, xl + at, static_cast<int64_t>(g.W) * C);
   });
-  // 2. blocks of 32 output pixels; a task is kGroup blocks (one tile configuration per task)
-  constexpr int BM = 32, kGroup = 8;
+  // 2. blocks of 32 output pixels; a task is up to kGroup blocks (one tile configuration per
+  //    task), fewer when that would leave threads idle (a 1x1 conv on a 7x7 or 14x14 map)
+  constexpr int BM = 32;
   const int64_t M = static_cast<int64_t>(g.N) * OH * OW;
   const int64_t blocks = (M + BM - 1) / BM;
+  const int64_t kGroup = std::clamp<int64_t>(blocks / std::max(1, resolve_threads(threads, blocks)), 1, 8);
   const int64_t tasks = (blocks + kGroup - 1) / kGroup;
   const int64_t row_elems = static_cast<int64_t>(g.kw) * C;
   parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--int8", action="store_true", help="calibrate and run the binary-weight layers in int8")
-    ap.add_argument("--float-precision", default="fp32", choices=("fp32", "bf16x3"),
+    ap.add_argument("--float-precision", default="fp32", choices=("fp32", "bf16x3", "bf16"),
                     help="the engine's real-valued convs (Engine float_precision)")
     a = ap.parse_args()
     shape = SHAPES.get(a.model, (3, 32, 32))

@@ -687,9 +687,9 @@ PYBIND11_MODULE(_core, m) {
                           const py::object& bias_obj, const py::object& res_obj, bool relu, const std::string& path,
                           int64_t threads, const py::object& out_obj, const std::string& precision) {
     if (!W) fail("w must be prepared with prepare_float_weights");
-    if (precision != "fp32" && precision != "bf16x3")
-      fail("precision must be 'fp32' or 'bf16x3', got '" + precision + "'");
-    const bool split = precision == "bf16x3";
+    if (precision != "fp32" && precision != "bf16x3" && precision != "bf16")
+      fail("precision must be 'fp32', 'bf16x3' or 'bf16', got '" + precision + "'");
+    const bool split = precision != "fp32";
     if (split && W->Kb == 0) fail("w was prepared without its bf16 halves: prepare_float_weights(w, bf16x3=True)");
     py::array x = as_array<float>(x_obj, "x", 4);
     if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2)
@@ -707,7 +707,7 @@ PYBIND11_MODULE(_core, m) {
       else if (path == "amx") {
         if (!amx_bf16_usable()) fail("the AMX-BF16 path is not available on this CPU/OS");
         amx = true;
-      } else if (path != "portable") fail("path must be 'auto', 'amx' or 'portable' for bf16x3, got '" + path + "'");
+      } else if (path != "portable") fail("path must be 'auto', 'amx' or 'portable' for bf16x3 and bf16, got '" + path + "'");
     } else {
       const bool have = cpu_features().avx512f && cpu_features().os_avx512;
       if (path == "auto") avx512 = have && current_isa() == Isa::Avx512;
@@ -753,7 +753,7 @@ PYBIND11_MODULE(_core, m) {
       py::gil_scoped_release nogil;
       if (split)
         fconv2d_bf16x3(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
-                       static_cast<float*>(out.mutable_data()), amx, static_cast<int>(threads));
+                       static_cast<float*>(out.mutable_data()), amx, static_cast<int>(threads), precision == "bf16");
       else
         fconv2d_f32(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
                     static_cast<float*>(out.mutable_data()), avx512, static_cast<int>(threads));

@@ -40,17 +40,17 @@ void gather_patches_bf16(const PatchGather& g) {
   int64_t n = g.n, oy = g.oy, ox = g.ox;
   for (int r = 0; r < g.block_rows; ++r) {
     uint16_t* dh = g.ah + static_cast<int64_t>(r) * g.ld;
-    uint16_t* dl = g.al + static_cast<int64_t>(r) * g.ld;
+    uint16_t* dl = g.al ? g.al + static_cast<int64_t>(r) * g.ld : nullptr;
     if (r >= g.rows) {
       std::memset(dh, 0, sizeof(uint16_t) * g.ld);
-      std::memset(dl, 0, sizeof(uint16_t) * g.ld);
+      if (dl) std::memset(dl, 0, sizeof(uint16_t) * g.ld);
       continue;
     }
     const size_t at = ((n * g.HP + oy * g.sh) * g.WP + ox * g.sw) * static_cast<size_t>(g.C);
     for (int ky = 0; ky < g.kh; ++ky) {
       const size_t src = at + static_cast<size_t>(ky) * g.WP * g.C;
       copy_small(dh + ky * g.row_elems, g.xh + src, sizeof(uint16_t) * g.row_elems);
-      copy_small(dl + ky * g.row_elems, g.xl + src, sizeof(uint16_t) * g.row_elems);
+      if (dl) copy_small(dl + ky * g.row_elems, g.xl + src, sizeof(uint16_t) * g.row_elems);
     }
     if (++ox == g.OW) {  // the next output pixel
       ox = 0;
@@ -73,17 +73,19 @@ bool amx_bf16_usable() {
 void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc) {
   for (int r = 0; r < 32; ++r) {
     const uint16_t* ah = Ah + static_cast<int64_t>(r) * W.Kb;
-    const uint16_t* al = Al + static_cast<int64_t>(r) * W.Kb;
+    const uint16_t* al = Al ? Al + static_cast<int64_t>(r) * W.Kb : nullptr;
     float* c = acc + static_cast<int64_t>(r) * W.Np;
     for (int n = 0; n < W.Np; ++n) {
       float s = 0.0f;
       for (int k = 0; k < W.Kb; ++k) {
         const size_t at = (static_cast<size_t>(k / 2) * W.Np + n) * 2 + (k % 2);
-        const float xh = from_bf16(ah[k]), xl = from_bf16(al[k]);
-        const float wh = from_bf16(W.hi[at]), wl = from_bf16(W.lo[at]);
+        const float xh = from_bf16(ah[k]), wh = from_bf16(W.hi[at]);
         s = s + xh * wh;  // every product of two bf16 values is exact in float
-        s = s + xh * wl;
-        s = s + xl * wh;
+        if (al) {
+          const float xl = from_bf16(al[k]), wl = from_bf16(W.lo[at]);
+          s = s + xh * wl;
+          s = s + xl * wh;
+        }
       }
       c[n] = s;
     }
@@ -91,7 +93,8 @@ void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatW
 }
 
 void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
-                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads) {
+                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads,
+                    bool one_term) {
   const int OH = g.OH(), OW = g.OW(), HP = g.H + 2 * g.ph, WP = g.W + 2 * g.pw, C = g.C;
   const int64_t K = static_cast<int64_t>(g.kh) * g.kw * C;
   // 1. split into two zero-padded bf16 buffers (the caller's thread keeps them between calls;
@@ -141,17 +144,18 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
       // the patches of the block's output pixels (the kw taps of one kernel row are contiguous in
       // NHWC); rows past M are zero, since AMX loads whole 16-row tiles
       const int64_t p0 = m0 % (OH * OW), n0 = m0 / (OH * OW);
-      PatchGather pg{xh, xl, ah.data(), al.data(), W.Kb, rows, BM, n0, p0 / OW, p0 % OW, OH, OW, HP, WP, C,
+      uint16_t* const lo_block = one_term ? nullptr : al.data();
+      PatchGather pg{xh, xl, ah.data(), lo_block, W.Kb, rows, BM, n0, p0 / OW, p0 % OW, OH, OW, HP, WP, C,
                      g.sh, g.sw, g.kh, row_elems};
 #ifdef ONEBIT_HAVE_AMX_BF16
       if (use_amx) {
         gather_patches_bf16_avx512(pg);
-        fgemm_bf16x3_block_amx(ah.data(), al.data(), W, acc.data());
+        fgemm_bf16x3_block_amx(ah.data(), lo_block, W, acc.data());
       } else
 #endif
       {
         gather_patches_bf16(pg);
-        fgemm_bf16x3_block_ref(ah.data(), al.data(), W, acc.data());
+        fgemm_bf16x3_block_ref(ah.data(), lo_block, W, acc.data());
       }
       float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
                      out + m0 * W.N);

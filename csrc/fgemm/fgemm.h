@@ -33,13 +33,17 @@ FloatWeights prepare_float_weights(const float* w, int N, int K, bool bf16x3 = f
 // with the products exact in float and float accumulation (TDPBF16PS). The relative error of a
 // product is about 2^-16 instead of fp32's 2^-24: close to float, not bit-identical to it.
 // Zero padding; output transform as fconv2d_f32. W must hold the bf16 halves.
+// one_term: the plain bf16 conv instead, sum_k xh wh alone (relative error ~2^-8 per product, what
+// a bf16 framework computes).
 void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
-                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads);
+                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads,
+                    bool one_term = false);
 // True when the CPU has AMX-BF16 (and AVX-512BW) and the OS granted the tile state.
 bool amx_bf16_usable();
 // The patch rows of `rows` consecutive output pixels (from (n, oy, ox)) gathered from the split
 // input (xh, xl: N x HP x WP x C, padded) into A blocks of block_rows rows of ld bf16 (ah, al);
-// rows past `rows` are zeroed. Portable, and AVX-512BW masked moves (AMX path only).
+// rows past `rows` are zeroed (al may be null: the hi halves only). Portable, and AVX-512BW
+// masked moves (AMX path only).
 struct PatchGather {
   const uint16_t *xh, *xl;
   uint16_t *ah, *al;
@@ -50,7 +54,8 @@ struct PatchGather {
 };
 void gather_patches_bf16(const PatchGather& g);
 void gather_patches_bf16_avx512(const PatchGather& g);
-// acc (32 x Np) = Ah.Bh + Ah.Bl + Al.Bh for 32 rows of Kb bf16 (row stride Kb): AMX and portable twin
+// acc (32 x Np) = Ah.Bh + Ah.Bl + Al.Bh for 32 rows of Kb bf16 (row stride Kb): AMX and portable
+// twin; Ah.Bh alone when Al is null
 void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);
 void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);
 

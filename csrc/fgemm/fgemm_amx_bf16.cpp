@@ -42,6 +42,7 @@ void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatW
       _tile_loadd(6, bh, ldb);
       _tile_loadd(7, bh + 32, ldb);
       dp_2x2();
+      if (!Al) continue;  // plain bf16: hi x hi alone
       _tile_loadd(6, bl, ldb);
       _tile_loadd(7, bl + 32, ldb);
       dp_2x2();
@@ -66,12 +67,12 @@ void gather_patches_bf16_avx512(const PatchGather& g) {
   int64_t n = g.n, oy = g.oy, ox = g.ox;
   for (int r = 0; r < g.block_rows; ++r) {
     uint16_t* dh = g.ah + static_cast<int64_t>(r) * g.ld;
-    uint16_t* dl = g.al + static_cast<int64_t>(r) * g.ld;
+    uint16_t* dl = g.al ? g.al + static_cast<int64_t>(r) * g.ld : nullptr;
     if (r >= g.rows) {
       const __m512i z = _mm512_setzero_si512();
       for (int k = 0; k < g.ld; k += 32) {  // ld is a multiple of 32
         _mm512_storeu_si512(dh + k, z);
-        _mm512_storeu_si512(dl + k, z);
+        if (dl) _mm512_storeu_si512(dl + k, z);
       }
       continue;
     }
@@ -80,15 +81,12 @@ void gather_patches_bf16_avx512(const PatchGather& g) {
       const uint16_t* sh = g.xh + at + static_cast<int64_t>(ky) * g.WP * g.C;
       const uint16_t* sl = g.xl + at + static_cast<int64_t>(ky) * g.WP * g.C;
       uint16_t* th = dh + ky * g.row_elems;
+      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(th + i, _mm512_loadu_si512(sh + i));
+      if (tail) _mm512_mask_storeu_epi16(th + full, tail, _mm512_maskz_loadu_epi16(tail, sh + full));
+      if (!dl) continue;
       uint16_t* tl = dl + ky * g.row_elems;
-      for (int64_t i = 0; i < full; i += 32) {
-        _mm512_storeu_si512(th + i, _mm512_loadu_si512(sh + i));
-        _mm512_storeu_si512(tl + i, _mm512_loadu_si512(sl + i));
-      }
-      if (tail) {
-        _mm512_mask_storeu_epi16(th + full, tail, _mm512_maskz_loadu_epi16(tail, sh + full));
-        _mm512_mask_storeu_epi16(tl + full, tail, _mm512_maskz_loadu_epi16(tail, sl + full));
-      }
+      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(tl + i, _mm512_loadu_si512(sl + i));
+      if (tail) _mm512_mask_storeu_epi16(tl + full, tail, _mm512_maskz_loadu_epi16(tail, sl + full));
     }
     if (++ox == g.OW) {
       ox = 0;

@@ -119,6 +119,30 @@ def test_fconv_bf16x3_matches_its_reference_and_float(path, n, h, w, c, cout, k,
     assert np.abs(got - exact).max() > 0  # not the fp32 kernel under another name
 
 
+@pytest.mark.parametrize("path", BF16_PATHS)
+@pytest.mark.parametrize("n,h,w,c,cout,k,s,p", [
+    (2, 13, 11, 3, 37, 7, 2, 3),   # a 7×7/2 stem, C_out not a multiple of 32, batch > 1
+    (3, 8, 7, 33, 70, 1, 2, 0),    # a strided 1×1 shortcut, odd channels
+    (1, 3, 40, 2, 3, (3, 1), (1, 2), (1, 0)),  # a partial block of 32
+])
+def test_fconv_bf16_is_the_conv_of_the_rounded_operands(path, n, h, w, c, cout, k, s, p, rng):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    wt = rng.standard_normal((cout, kh, kw, c)).astype(np.float32)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    scale = rng.random(cout).astype(np.float32) + 0.5
+    bias = rng.standard_normal(cout).astype(np.float32)
+    prepared = kernels.prepare_float_weights(wt.reshape(cout, -1), bf16x3=True)
+    got = kernels.fconv2d_bf16(x, prepared, k, s, p, scale=scale, bias=bias, relu=True, path=path, threads=2)
+    want = kernels.reference.fconv2d_bf16(x, wt, k, s, p, scale=scale, bias=bias, relu=True)
+    exact = kernels.reference.fconv2d_f32(x, wt, k, s, p, scale=scale, bias=bias, relu=True)
+    mag = kernels.reference.fconv2d_f32(np.abs(x), np.abs(wt), k, s, p, scale=scale) + np.abs(bias) + 1
+    assert got.shape == exact.shape and got.dtype == np.float32
+    assert np.all(np.abs(got - want) <= 1e-6 * mag)           # bf16 products, float accumulation
+    assert np.all(np.abs(got - exact) <= 2 * 2.0 ** -8 * mag)  # ≈ 2⁻⁸ per product vs the exact conv
+    three = kernels.fconv2d_bf16x3(x, prepared, k, s, p, scale=scale, bias=bias, relu=True, path=path)
+    assert np.abs(got - exact).max() > 8 * np.abs(three - exact).max()  # one product, not three
+
+
 def test_fconv_bf16x3_bad_inputs():
     w = np.ones((4, 27), np.float32)
     x = np.zeros((1, 5, 5, 3), np.float32)

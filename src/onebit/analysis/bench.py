@@ -29,13 +29,14 @@ def best_time(fn, repeats: int, inner: int) -> float:
 
 
 def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1, 8),
-               names: tuple[str, ...] = ("bnn-mlp", "bnn-convnet"), echo=print, bf16x3: bool = False) -> dict:
+               names: tuple[str, ...] = ("bnn-mlp", "bnn-convnet"), echo=print,
+               float_precisions: tuple[str, ...] = ()) -> dict:
     """Engine latency vs PyTorch fp32/bf16 for each model and batch size; returns a JSON-able dict.
 
-    ``bf16x3``: also time a second engine whose real-valued convs run as three bf16 products on
-    AMX-BF16 (``Engine(float_precision="bf16x3")``), for the models that have real convs, in the same
-    interleaved rounds; its rows add ``engine_bf16x3_ms`` and the agreement of its argmax with the fp32
-    engine on the timed batch."""
+    ``float_precisions`` (``"bf16x3"``, ``"bf16"``): also time an engine whose real-valued convs run
+    in that precision on AMX-BF16 (``Engine(float_precision=...)``), for the models that have real
+    convs, in the same run; its rows add ``engine_<p>_ms``, the ratios and the agreement of its argmax
+    with the fp32 engine on the timed batch."""
     from .. import models
     from ..deploy import Engine, export
 
@@ -63,16 +64,17 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
         engine = Engine(tmp / f"{name}.onebit", threads=threads)
         if int8:
             engine.quantize_int8(torch.randn(32, *shape).numpy())
-        engine_x3 = None
-        if bf16x3 and name == "bireal-resnet18":
+        low = {}  # float precision -> engine
+        for prec in float_precisions if name == "bireal-resnet18" else ():
             import warnings
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                engine_x3 = Engine(tmp / f"{name}.onebit", threads=threads, float_precision="bf16x3")
-            if engine_x3.float_precision != "bf16x3":
-                echo("note: no AMX-BF16 here; the bf16x3 engine is not timed")
-                engine_x3 = None
+                e = Engine(tmp / f"{name}.onebit", threads=threads, float_precision=prec)
+            if e.float_precision != prec:
+                echo(f"note: no AMX-BF16 here; the {prec} engine is not timed")
+            else:
+                low[prec] = e
         fmodel = models.create(float_name, num_classes=ncls, **float_kw).eval()
         # bf16 baseline: weights converted once (no per-call autocast casts); channels_last for convs
         fmodel_bf16 = models.create(float_name, num_classes=ncls, **float_kw).eval().to(torch.bfloat16)
@@ -96,11 +98,11 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
             results.append(row)
             echo(f"{name:12s} batch {bs:3d}: engine {row['engine_ms']:8.3f} ms | torch fp32 {row['torch_fp32_ms']:8.3f} ms "
                   f"({row['vs_fp32']:5.1f}×) | torch bf16 {row['torch_bf16_ms']:8.3f} ms ({row['vs_bf16']:5.1f}×)")
-            if engine_x3 is not None:
-                t_x3 = best_time(lambda: engine_x3.run(xn), repeats, inner)
-                agree = float((engine_x3.run(xn).argmax(1) == engine.run(xn).argmax(1)).mean())
-                row.update(engine_bf16x3_ms=1e3 * t_x3, vs_fp32_bf16x3=t_fp32 / t_x3, vs_bf16_bf16x3=t_bf16 / t_x3,
-                           bf16x3_argmax_agreement=agree)
-                echo(f"{'':12s} batch {bs:3d}: engine bf16x3 {1e3 * t_x3:8.3f} ms ({t_fp32 / t_x3:5.1f}× fp32, "
-                     f"{t_bf16 / t_x3:5.1f}× bf16; argmax = fp32 engine on {100 * agree:.0f} % of the batch)")
+            for prec, e in low.items():
+                t_low = best_time(lambda: e.run(xn), repeats, inner)
+                agree = float((e.run(xn).argmax(1) == engine.run(xn).argmax(1)).mean())
+                row.update({f"engine_{prec}_ms": 1e3 * t_low, f"vs_fp32_{prec}": t_fp32 / t_low,
+                            f"vs_bf16_{prec}": t_bf16 / t_low, f"{prec}_argmax_agreement": agree})
+                echo(f"{'':12s} batch {bs:3d}: engine {prec:6s} {1e3 * t_low:8.3f} ms ({t_fp32 / t_low:5.1f}× fp32, "
+                     f"{t_bf16 / t_low:5.1f}× bf16; argmax = fp32 engine on {100 * agree:.0f} % of the batch)")
     return {"threads": threads, "results": results}

@@ -17,6 +17,8 @@ def bench(
                                 "3×3 convs, the 4096² dense layer) with the measured popcount peak"),
     bf16x3: bool = typer.Option(False, "--bf16x3", help="also time the engine with its real-valued convs as "
                                 "three bf16 products on AMX-BF16 (Engine float_precision='bf16x3')"),
+    bf16: bool = typer.Option(False, "--bf16", help="also time the engine with its real-valued convs in plain "
+                              "bf16 on AMX-BF16, as PyTorch's bf16 runs them (Engine float_precision='bf16')"),
 ) -> None:
     """Time the bit-packed engine against PyTorch on the same shapes, in the same run."""
     if threads < 1 or repeats < 1:
@@ -34,5 +36,6 @@ def bench(
         raise ValueError(f"--batches must look like 1,8 — got {batches!r}") from None
     if min(bs) < 1:
         raise ValueError(f"--batches must be positive, got {batches!r}")
-    res = end_to_end(threads, repeats, bs, tuple(model), echo=typer.echo, bf16x3=bf16x3)
+    precisions = tuple(p for p, on in (("bf16x3", bf16x3), ("bf16", bf16)) if on)
+    res = end_to_end(threads, repeats, bs, tuple(model), echo=typer.echo, float_precisions=precisions)
     typer.echo(json.dumps(res))

@@ -48,8 +48,9 @@ def run(
     int8: bool = typer.Option(False, "--int8", help="run binary-weight layers (real activations) as 8-bit × ±1 "
                               "(AMX-INT8 where available), calibrated on training images"),
     calib: int = typer.Option(512, "--calib", help="training images used to calibrate --int8"),
-    float_precision: str = typer.Option("fp32", "--float-precision", help="real-valued convs: fp32, or bf16x3 "
-                                        "(three bf16 products on AMX-BF16: ≈ 2^-16 per product, faster)"),
+    float_precision: str = typer.Option("fp32", "--float-precision", help="real-valued convs: fp32, bf16x3 "
+                                        "(three bf16 products on AMX-BF16: ≈ 2^-16 per product, faster) or bf16 "
+                                        "(one bf16 product: ≈ 2^-8, fastest)"),
 ) -> None:
     """Test accuracy of a .onebit model on the engine (no PyTorch), or predictions for --input."""
     from ..deploy import Engine

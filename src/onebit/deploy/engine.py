@@ -109,7 +109,7 @@ class _FloatLinear(_Op):
                                               self.bias.astype(np.float32))
         self._bitplane = None
         self._fw = None  # float weights packed for fconv2d_f32 (prepared at first use)
-        self.bf16x3 = False  # run a real-weight conv as three bf16 products on AMX-BF16 (Engine float_precision)
+        self.float_precision = "fp32"  # a real-weight conv as fp32, bf16x3 or bf16 (Engine float_precision)
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
         self._thresholds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
@@ -177,16 +177,17 @@ class _FloatLinear(_Op):
     def _float32_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
         """``y = fl(fl(Σ x·w)·mult) + bias`` (``+ residual``, ReLU when fused) in float32 on
         :func:`onebit.kernels.fconv2d_f32`; a dense layer runs as a 1×1 conv."""
-        from ..kernels import fconv2d_bf16x3, fconv2d_f32, prepare_float_weights
+        from ..kernels import fconv2d_bf16, fconv2d_bf16x3, fconv2d_f32, prepare_float_weights
 
-        if self._fw is None or (self.bf16x3 and not self._fw.bf16x3):
-            self._fw = prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=self.bf16x3)
+        split = self.float_precision != "fp32"
+        if self._fw is None or (split and not self._fw.bf16x3):
+            self._fw = prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=split)
         op = self.op
         x = np.ascontiguousarray(x, dtype=np.float32)
         res = None if residual is None else np.ascontiguousarray(residual, dtype=np.float32)
         if op["op"] == "conv":
             out = self.out_buffer((x.shape[0], *layer_out_shape(x, self)))
-            conv = fconv2d_bf16x3 if self.bf16x3 else fconv2d_f32
+            conv = {"fp32": fconv2d_f32, "bf16x3": fconv2d_bf16x3, "bf16": fconv2d_bf16}[self.float_precision]
             return conv(x, self._fw, op["kernel"], op["stride"], op["padding"], scale=self.mult32,
                         bias=self.bias32, residual=res, relu=self.fuse_relu, threads=threads, out=out)
         lead = x.shape[:-1]
@@ -481,12 +482,13 @@ class Engine:
     (default: all cores). Safe to call from several Python threads (calls are serialised).
 
     ``float_precision``: how the real-valued convs (a Bi-Real stem, 1×1 shortcuts) compute —
-    ``"fp32"`` (default: float32, matches a float64 reference to float rounding) or ``"bf16x3"``
-    (three bf16 products per multiply-add on AMX-BF16, :func:`onebit.kernels.fconv2d_bf16x3`):
-    ≈ 2⁻¹⁶ relative error per product instead of 2⁻²⁴, ≈ 1.2× faster on a 7×7 RGB stem at 2
-    threads (docs/benchmarks.md §2); a sign decided downstream may then differ from PyTorch's
-    where a value lies within that error of 0. Where the CPU has no AMX-BF16 the engine warns
-    and stays in fp32 (:attr:`float_precision` says which one runs).
+    ``"fp32"`` (default: float32, matches a float64 reference to float rounding), ``"bf16x3"``
+    (three bf16 products per multiply-add on AMX-BF16, :func:`onebit.kernels.fconv2d_bf16x3`:
+    ≈ 2⁻¹⁶ relative error per product instead of 2⁻²⁴) or ``"bf16"`` (one bf16 product,
+    :func:`onebit.kernels.fconv2d_bf16`: ≈ 2⁻⁸, what PyTorch's and OpenVINO's bf16 modes compute);
+    speed and accuracy of each in docs/benchmarks.md §2. A sign decided downstream may then differ
+    from PyTorch's fp32 where a value lies within that error of 0. Where the CPU has no AMX-BF16
+    the engine warns and stays in fp32 (:attr:`float_precision` says which one runs).
 
     Fusions that change no bit of the result: a ReLU runs in the epilogue of the op before it; a
     quantize op that packs a binary conv's float output (the real-valued stream of a Bi-Real block)
@@ -494,7 +496,7 @@ class Engine:
     wants floats, turned into ``x/127.5 - 1`` in the same pass.
     """
 
-    FLOAT_PRECISIONS = ("fp32", "bf16x3")
+    FLOAT_PRECISIONS = ("fp32", "bf16x3", "bf16")
 
     def __init__(self, path: str | Path, threads: int | None = None, float_precision: str = "fp32"):
         if float_precision not in self.FLOAT_PRECISIONS:
@@ -546,18 +548,18 @@ class Engine:
         for _, dst, impl, _ in self._ops:  # intermediate outputs live in per-op buffers
             impl.reuse_output = dst != self.graph["output"]
         self.float_precision = "fp32"
-        if float_precision == "bf16x3":
+        if float_precision != "fp32":
             from ..kernels import amx_bf16_usable
 
             if amx_bf16_usable():
-                self.float_precision = "bf16x3"
+                self.float_precision = float_precision
                 for _, _, impl, _ in self._ops:
                     if isinstance(impl, _FloatLinear) and impl.op["op"] == "conv" and impl.packed is None:
-                        impl.bf16x3 = True
+                        impl.float_precision = float_precision
             else:
                 import warnings
 
-                warnings.warn("float_precision='bf16x3' needs AMX-BF16 (and the OS tile permission); "
+                warnings.warn(f"float_precision={float_precision!r} needs AMX-BF16 (and the OS tile permission); "
                               "this CPU runs the real-valued convs in fp32", RuntimeWarning, stacklevel=2)
 
     @staticmethod

@@ -218,6 +218,14 @@ def fconv2d_bf16x3(x: np.ndarray, w: np.ndarray, kernel, stride=1, padding=0, *,
     return _output_transform(conv(xh, wh) + conv(xh, wl) + conv(xl, wh), scale, bias, residual, relu)
 
 
+def fconv2d_bf16(x: np.ndarray, w: np.ndarray, kernel, stride=1, padding=0, *, scale=None, bias=None,
+                 residual=None, relu=False) -> np.ndarray:
+    """Reference of :func:`onebit.kernels.fconv2d_bf16` in float64: the conv of ``bf16(x)`` and
+    ``bf16(w)``, then the output transform of :func:`fconv2d_f32`."""
+    y = fconv2d_f32(to_bf16(x), to_bf16(w), kernel, stride, padding)
+    return _output_transform(y, scale, bias, residual, relu)
+
+
 def _output_transform(y: np.ndarray, scale, bias, residual, relu: bool) -> np.ndarray:
     """``y·scale + bias (+ residual)``, then ``max(y, 0)`` when ``relu`` (float64)."""
     if scale is not None:

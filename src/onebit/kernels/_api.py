@@ -34,6 +34,10 @@ def _c():
 
 
 def _pair(v: IntPair, name: str) -> Tuple[int, int]:
+    if type(v) is int:  # the common cases first: this runs on every layer call of the engine
+        return v, v
+    if (type(v) is tuple or type(v) is list) and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:
+        return v[0], v[1]
     if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
         return int(v), int(v)
     try:
@@ -49,6 +53,8 @@ def _pair(v: IntPair, name: str) -> Tuple[int, int]:
 def _threads(threads: Optional[int]) -> int:
     if threads is None:
         return 0
+    if type(threads) is int and threads >= 1:
+        return threads
     if not isinstance(threads, (numbers.Integral, np.integer)) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     return int(threads)

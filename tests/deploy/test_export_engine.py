@@ -268,3 +268,22 @@ def test_engine_is_safe_to_call_from_several_threads(good_file):
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(e.run, xs))
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_a_later_run_never_changes_logits_already_returned(tmp_path):
+    """The engine keeps per-op buffers between calls: a second batch must not change the first
+    batch's returned logits, and repeated runs agree."""
+    torch.manual_seed(3)
+    model = models.create("bireal-resnet18-cifar", width=8).eval()
+    _randomize_bn(model, seed=3)
+    export(model, tmp_path / "m.onebit", torch.zeros(1, 3, 32, 32))
+    e = Engine(tmp_path / "m.onebit", threads=2)
+    xa = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    xb = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    ya = e.run(xa)
+    ya_copy = ya.copy()
+    yb = e.run(xb)
+    assert np.array_equal(ya, ya_copy) and not np.array_equal(ya, yb)
+    assert np.array_equal(e.run(xa), ya_copy)
+    ref = _reference(model, torch.from_numpy(xa))
+    assert np.abs(ya - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-6

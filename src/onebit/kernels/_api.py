@@ -225,6 +225,9 @@ class BDense:
     def __call__(self, a, residual=None, out=None, threads: Optional[int] = None, signs: bool = False):
         return self._plan(a, residual, out, _threads(threads), bool(signs))
 
+    def output_shape(self, a_shape) -> tuple:
+        return tuple(self._plan.output_shape(list(a_shape)))
+
 
 def bconv2d(x: np.ndarray, w, c_in: Optional[int] = None, kernel: Optional[IntPair] = None,
             stride: IntPair = 1, padding: IntPair = 0, pad_value: int = 1, *,

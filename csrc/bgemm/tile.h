@@ -24,8 +24,9 @@
 //               table: bit <=> (pc XOR fmask[co]) > sth[class, co]  (derivation in bconv.cpp);
 //               the portable path evaluates the definition above (an independent check).
 //
-// Everything in this header is plain data so that ISA-specific translation units (compiled
-// with -mavx512*/-mavx2) share no inline code with generic ones.
+// Everything in this header is plain data or `static inline` (one private copy per translation
+// unit), so ISA-specific translation units (compiled with -mavx512*/-mavx2) share no inline
+// code with generic ones.
 #pragma once
 #include <cstdint>
 
@@ -61,7 +62,7 @@ struct TileJob {
   const int32_t* fmask;       // [cout_pad]: -1 on flipped channels, 0 elsewhere
   void* out;                  // int32/float [N*HW, cout] or uint64 [N*HW, kwout]
   int kwout;
-  uint64_t* sign_out;         // FLOAT mode, optional: uint64 [N*HW, kwout] signs of the floats
+  uint64_t* sign_out = nullptr;  // FLOAT mode, optional: uint64 [N*HW, kwout] signs of the floats
 };
 
 // Writes the 32 bits of channel block blk of pixel q into a packed [.., kwout] uint64 output

@@ -44,6 +44,7 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
   }
   constexpr int kBM = 64;  // a multiple of the 8-row micro-tile
   const int64_t M = static_cast<int64_t>(g.N) * OH * OW;
+  if (M == 0) return;  // an empty batch
   const int64_t row_blocks = (M + kBM - 1) / kBM;
   // fewer row blocks than threads (a dense layer at batch 1-64): split the columns too, in whole
   // 32-column panels, so every thread streams its own part of the weights

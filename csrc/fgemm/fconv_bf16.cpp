@@ -34,6 +34,11 @@ ONEBIT_CLONES void split_bf16_row(const float* src, uint16_t* hi, uint16_t* lo, 
   for (int64_t i = 0; i < n; ++i) split_bf16(src[i], hi + i, lo + i);
 }
 
+// hi[i] = bf16(src[i]) alone (the plain bf16 conv)
+ONEBIT_CLONES void round_bf16_row(const float* src, uint16_t* hi, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) hi[i] = to_bf16(src[i]);
+}
+
 }  // namespace
 
 void gather_patches_bf16(const PatchGather& g) {
@@ -103,10 +108,10 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
   const size_t total = static_cast<size_t>(g.N) * HP * WP * C;
   if (g.ph || g.pw) {
     hi_buffer.assign(total, 0);
-    lo_buffer.assign(total, 0);
+    if (!one_term) lo_buffer.assign(total, 0);  // (the plain bf16 conv reads the hi halves alone)
   } else {
     hi_buffer.resize(total);
-    lo_buffer.resize(total);
+    if (!one_term) lo_buffer.resize(total);
   }
   uint16_t* const xh = hi_buffer.data();
   uint16_t* const xl = lo_buffer.data();
@@ -114,14 +119,18 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
   parallel_for(resolve_threads(threads, in_rows), in_rows, [&](int64_t r) {
     const int64_t n = r / g.H, y = r % g.H;
     const size_t at = ((n * HP + y + g.ph) * WP + g.pw) * static_cast<size_t>(C);
-    split_bf16_row(x + r * g.W * C, xh + at, xl + at, static_cast<int64_t>(g.W) * C);
+    if (one_term)
+      round_bf16_row(x + r * g.W * C, xh + at, static_cast<int64_t>(g.W) * C);
+    else
+      split_bf16_row(x + r * g.W * C, xh + at, xl + at, static_cast<int64_t>(g.W) * C);
   });
   // 2. blocks of 32 output pixels; a task is up to kGroup blocks (one tile configuration per
   //    task), fewer when that would leave threads idle (a 1x1 conv on a 7x7 or 14x14 map)
   constexpr int BM = 32;
   const int64_t M = static_cast<int64_t>(g.N) * OH * OW;
   const int64_t blocks = (M + BM - 1) / BM;
-  const int64_t kGroup = std::clamp<int64_t>(blocks / std::max(1, resolve_threads(threads, blocks)), 1, 8);
+  //    (about two tasks per thread at least, claimed dynamically, so uneven tasks even out)
+  const int64_t kGroup = std::clamp<int64_t>(blocks / (2 * std::max(1, resolve_threads(threads, blocks))), 1, 8);
   const int64_t tasks = (blocks + kGroup - 1) / kGroup;
   const int64_t row_elems = static_cast<int64_t>(g.kw) * C;
   parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {

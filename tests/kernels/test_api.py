@@ -100,3 +100,10 @@ def test_kernels_work_after_fork():
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, False, 2.0, "2"])
+def test_threads_must_be_a_positive_int(bad):
+    x = np.ones((1, 70), np.float32)
+    with pytest.raises(ValueError, match="threads"):
+        K.pack_bits(x, threads=bad)

@@ -156,3 +156,13 @@ def test_fconv_bf16x3_bad_inputs():
             kernels.fconv2d_bf16x3(x, prepared, 3, path="amx")
     with pytest.raises(ValueError, match="NaN"):
         kernels.prepare_float_weights(np.full((2, 3), np.nan, np.float32), bf16x3=True)
+
+
+def test_float_convs_take_an_empty_batch(rng):
+    w = rng.standard_normal((4, 27)).astype(np.float32)
+    x = np.zeros((0, 5, 5, 3), np.float32)
+    assert kernels.fconv2d_f32(x, kernels.prepare_float_weights(w), 3, 1, 1).shape == (0, 5, 5, 4)
+    for path in BF16_PATHS:
+        prepared = kernels.prepare_float_weights(w, bf16x3=True)
+        assert kernels.fconv2d_bf16x3(x, prepared, 3, 1, 1, path=path).shape == (0, 5, 5, 4)
+        assert kernels.fconv2d_bf16(x, prepared, 3, 1, 1, path=path).shape == (0, 5, 5, 4)

@@ -538,8 +538,8 @@ class Engine:
             raise DeployError(f"{self.path}: cannot prepare op {op.get('op')!r}: {e}") from None
         self._lock = threading.Lock()
         # a uint8 batch becomes x/127.5 − 1 up front when no op reads the input as integers
-        self._input_pm1 = all(_reads_input_as_float(impl) and res != "input"
-                              for src, _, impl, res in self._ops if src == "input")
+        self._input_pm1 = (all(_reads_input_as_float(impl) for src, _, impl, _ in self._ops if src == "input")
+                           and not any(res == "input" for _, _, _, res in self._ops))
         self._fused_away: set[int] = set()  # ReLUs applied in place by the op before them
         self._fuse_relus()
         self._signs_to: dict[str, str] = {}  # float output of a binary conv → the value of its packed signs

@@ -55,7 +55,7 @@ def _threads(threads: Optional[int]) -> int:
         return 0
     if type(threads) is int and threads >= 1:
         return threads
-    if not isinstance(threads, (numbers.Integral, np.integer)) or threads < 1:
+    if not isinstance(threads, (numbers.Integral, np.integer)) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     return int(threads)
 

@@ -8,6 +8,17 @@ from onebit import kernels
 PATHS = ["portable"] + (["avx512"] if "avx512" in kernels.isa_paths() else [])
 
 
+
+def _random_case(rng, n, h, w, c, cout, k):
+    """Weights (C_out, kh, kw, C_in), an NHWC input and a per-channel scale and bias, in that draw order."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    wt = rng.standard_normal((cout, kh, kw, c)).astype(np.float32)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    scale = rng.random(cout).astype(np.float32) + 0.5
+    bias = rng.standard_normal(cout).astype(np.float32)
+    return kh, kw, wt, x, scale, bias
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n,h,w,c,cout,k,s,p", [
     (1, 7, 9, 3, 5, 3, 1, 1),      # RGB first layer, N not a multiple of 32
@@ -18,11 +29,7 @@ PATHS = ["portable"] + (["avx512"] if "avx512" in kernels.isa_paths() else [])
     (1, 9, 7, 8, 9, (3, 1), (2, 1), (1, 0)),
 ])
 def test_fconv_matches_float64(path, n, h, w, c, cout, k, s, p, rng):
-    kh, kw = (k, k) if isinstance(k, int) else k
-    wt = rng.standard_normal((cout, kh, kw, c)).astype(np.float32)
-    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
-    scale = rng.random(cout).astype(np.float32) + 0.5
-    bias = rng.standard_normal(cout).astype(np.float32)
+    kh, kw, wt, x, scale, bias = _random_case(rng, n, h, w, c, cout, k)
     prepared = kernels.prepare_float_weights(wt.reshape(cout, -1))
     want = kernels.reference.fconv2d_f32(x, wt, k, s, p, scale=scale, bias=bias)
     got = kernels.fconv2d_f32(x, prepared, k, s, p, scale=scale, bias=bias, path=path, threads=2)
@@ -99,11 +106,7 @@ def test_bf16_rounding_is_round_to_nearest_even_and_halves_keep_16_bits(rng):
     (2, 6, 9, 32, 20, 2, 1, 0),    # kw·C = 64: whole 32-value moves in the gather, no tail
 ])
 def test_fconv_bf16x3_matches_its_reference_and_float(path, n, h, w, c, cout, k, s, p, rng):
-    kh, kw = (k, k) if isinstance(k, int) else k
-    wt = rng.standard_normal((cout, kh, kw, c)).astype(np.float32)
-    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
-    scale = rng.random(cout).astype(np.float32) + 0.5
-    bias = rng.standard_normal(cout).astype(np.float32)
+    kh, kw, wt, x, scale, bias = _random_case(rng, n, h, w, c, cout, k)
     res = rng.standard_normal((n, *kernels.reference.fconv2d_f32(x[:1], wt, k, s, p).shape[1:])).astype(np.float32)
     prepared = kernels.prepare_float_weights(wt.reshape(cout, -1), bf16x3=True)
     assert prepared.bf16x3
@@ -126,11 +129,7 @@ def test_fconv_bf16x3_matches_its_reference_and_float(path, n, h, w, c, cout, k,
     (1, 3, 40, 2, 3, (3, 1), (1, 2), (1, 0)),  # a partial block of 32
 ])
 def test_fconv_bf16_is_the_conv_of_the_rounded_operands(path, n, h, w, c, cout, k, s, p, rng):
-    kh, kw = (k, k) if isinstance(k, int) else k
-    wt = rng.standard_normal((cout, kh, kw, c)).astype(np.float32)
-    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
-    scale = rng.random(cout).astype(np.float32) + 0.5
-    bias = rng.standard_normal(cout).astype(np.float32)
+    kh, kw, wt, x, scale, bias = _random_case(rng, n, h, w, c, cout, k)
     prepared = kernels.prepare_float_weights(wt.reshape(cout, -1), bf16x3=True)
     got = kernels.fconv2d_bf16(x, prepared, k, s, p, scale=scale, bias=bias, relu=True, path=path, threads=2)
     want = kernels.reference.fconv2d_bf16(x, wt, k, s, p, scale=scale, bias=bias, relu=True)

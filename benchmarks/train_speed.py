@@ -1,10 +1,12 @@
-"""Training-step time of a registered model in fp32 and in bf16 autocast, side by side.
+"""Training-step time of a registered model in fp32 and in bf16 autocast (each also channels-last), side by side.
 
 Measures ``--steps`` optimizer steps (after ``--warmup``) of the model's own recipe (optimizer,
-loss, batch size) on random data of the right shape, alternating fp32 and bf16 rounds so that
-machine noise hits both alike, and projects the epoch time for ``--epoch-images`` images.
+loss, batch size) on random data of the right shape, alternating the modes round by round so that
+machine noise hits all alike, and projects the epoch time for ``--epoch-images`` images. Modes:
+``fp32``, ``bf16`` (autocast), and ``fp32-cl`` / ``bf16-cl`` (the same with the model in
+channels-last memory format, as ``onebit train --channels-last`` runs it).
 
-    python benchmarks/train_speed.py bnn-convnet --threads 2
+    python benchmarks/train_speed.py bnn-convnet --threads 2 --modes fp32,bf16,fp32-cl,bf16-cl
 Ends with one JSON line.
 """
 
@@ -31,38 +33,59 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--epoch-images", type=int, default=None)
+    ap.add_argument("--modes", default="fp32,bf16", help="comma-separated: fp32, bf16, fp32-cl, bf16-cl")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="model argument KEY=VALUE (e.g. width=16)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     r = get_recipe(a.model)
     bs = a.batch_size or r.batch_size
     shape = (1, 28, 28) if "mlp" in r.model else (3, 32, 32)
     images = a.epoch_images or (50000 if "mlp" in r.model else 45000)
-    model = models.create(r.model, in_channels=shape[0], image_size=shape[1], **r.model_kwargs)
-    opt = build_optimizer(r, model)
-    constraints.attach(opt, model)
-    loss_fn = losses.get(r.loss)
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("fp32", "bf16", "fp32-cl", "bf16-cl")]
+    if bad or not modes:
+        ap.error(f"unknown mode(s) {bad}; use fp32, bf16, fp32-cl, bf16-cl")
+    kw = dict(r.model_kwargs)
+    for s in a.sets:
+        k, _, v = s.partition("=")
+        kw[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
     x, y = torch.randn(bs, *shape), torch.randint(0, 10, (bs,))
-    times = {"fp32": [], "bf16": []}
+    runs = {}
+    for mode in modes:  # one model + optimizer per mode, all from the same initial weights
+        torch.manual_seed(0)
+        model = models.create(r.model, in_channels=shape[0], image_size=shape[1], **kw)
+        if mode.endswith("-cl"):
+            model.to(memory_format=torch.channels_last)
+        opt = build_optimizer(r, model)
+        constraints.attach(opt, model)
+        runs[mode] = (model, opt)
+    loss_fn = losses.get(r.loss)
+    times = {m: [] for m in modes}
     for _ in range(a.rounds):
-        for mode in ("fp32", "bf16"):
+        for mode in modes:
+            model, opt = runs[mode]
             for i in range(a.warmup + a.steps):
                 if i == a.warmup:
                     t0 = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.startswith("bf16")):
                     out = model(x)
                 loss = loss_fn(out.float(), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             times[mode].append((time.perf_counter() - t0) / a.steps)
-    res = {"model": r.model, "batch_size": bs, "threads": a.threads}
+    res = {"model": r.model, "model_kwargs": kw, "batch_size": bs, "threads": a.threads}
     for mode, ts in times.items():
         step = min(ts)
         res[f"{mode}_step_s"] = step
         res[f"{mode}_epoch_s"] = step * images / bs
-        print(f"{mode}: {1e3 * step:8.1f} ms/step  →  {step * images / bs / 60:6.1f} min/epoch ({images} images, batch {bs})")
-    res["bf16_speedup"] = res["fp32_step_s"] / res["bf16_step_s"]
-    print(f"bf16 autocast speed-up: {res['bf16_speedup']:.2f}×")
+        print(f"{mode:8s}: {1e3 * step:8.1f} ms/step  →  {step * images / bs / 60:6.1f} min/epoch ({images} images, batch {bs})")
+    for base, other, what in (("fp32", "bf16", "bf16 autocast"), ("fp32", "fp32-cl", "channels-last, fp32"),
+                              ("bf16", "bf16-cl", "channels-last, bf16"), ("fp32", "bf16-cl", "bf16 + channels-last")):
+        if base in times and other in times:
+            key = f"{other.replace('-', '_')}_speedup_vs_{base}"
+            res[key] = res[f"{base}_step_s"] / res[f"{other}_step_s"]
+            print(f"{what} speed-up over {base}: {res[key]:.2f}×")
     print(json.dumps(res))
 
 

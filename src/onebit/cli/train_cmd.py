@@ -20,6 +20,9 @@ def train(
     recipe: Optional[str] = typer.Option(None, help="start from this registered recipe instead of MODEL's"),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="random crop + flip"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast on the CPU"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="train the convs in NHWC (channels-last) memory format: "
+                                                 "same network, faster steps on the CPU"),
     val_size: Optional[float] = typer.Option(None, "--val-size", help="validation images carved from train"),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images (smoke runs)"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
@@ -69,7 +72,7 @@ def train(
     rank = env_world()[0]
 
     common = {k: v for k, v in dict(data=data, batch_size=batch_size, augment=augment, bf16=bf16,
-                                     val_size=val_size, limit=limit, seed=seed).items() if v is not None}
+                                     channels_last=channels_last, val_size=val_size, limit=limit, seed=seed).items() if v is not None}
     stage_over = {k: v for k, v in dict(epochs=epochs, lr=lr, lr_final=lr_final, loss=loss,
                                         optimizer=optimizer).items() if v is not None}
     extra, model_extra = _parse_set(set_)

@@ -34,6 +34,7 @@ class Recipe:
     momentum: float = 0.9                 # sgd only
     seed: int = 0
     bf16: bool = False                    # bf16 autocast on the CPU
+    channels_last: bool = False           # NHWC conv weights/activations (CPU steps 1.04–1.3× faster)
     limit: int | None = None              # use only the first N training images (smoke runs)
     init_from: str | None = None          # checkpoint whose weights initialise the model (see ``init``)
     init: str = "real"                    # real: copy its same-name tensors (Bi-Real §2.5); bn_retrain: §2.6

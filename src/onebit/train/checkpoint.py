@@ -308,6 +308,16 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
         optimizer.load_state_dict(state)
     except _DECODE_ERRORS as e:
         raise CheckpointError(f"optimizer state in the checkpoint is malformed ({type(e).__name__}: {e})") from None
+    _match_memory_format(optimizer)
+
+
+def _match_memory_format(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor its parameter's strides (checkpoints hold contiguous copies;
+    a channels-last parameter's moments must be channels-last too, e.g. for the fused Adam kernel)."""
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 MAX_CONFIG_INT = 1 << 16  # no layer width, depth or class count of a saved model is larger

@@ -217,6 +217,8 @@ class _Run:
             shard_eval=d.active)
         self.info = self.loaders.info
         self.model = build_model(recipe, self.info).to(device)
+        if recipe.channels_last:  # NHWC weights: the convs (and their outputs) run channels-last
+            self.model.to(memory_format=torch.channels_last)
         self.hook = method_hook(self.model)
         self.optimizer = build_optimizer(recipe, self.model)
         constraints.attach(self.optimizer, self.model)

@@ -39,16 +39,22 @@ def test_train_writes_checkpoints_metrics_and_learns(tiny_mnist, tmp_path):
     assert max(float(m.weight.detach().abs().max()) for m in model if hasattr(m, "clip_weights") and m.clip_weights) <= 1
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tiny_mnist, tmp_path):
-    r = _recipe(epochs=3, model_kwargs={"hidden": 32, "input_dropout": 0.2, "dropout": 0.5})
-    train(r, tmp_path / "a", data_root=str(tiny_mnist), progress=False)
-    train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, stop_after=1)
-    train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, resume=True)
+def _run_interrupted_and_not(r, root, tmp_path):
+    """Train ``r`` once straight through (``a``) and once stopped after epoch 1 then resumed (``b``);
+    assert both end with identical checkpoints."""
+    train(r, tmp_path / "a", data_root=str(root), progress=False)
+    train(r, tmp_path / "b", data_root=str(root), progress=False, stop_after=1)
+    train(r, tmp_path / "b", data_root=str(root), progress=False, resume=True)
     ta, _ = load_checkpoint(tmp_path / "a" / "last.safetensors")
     tb, _ = load_checkpoint(tmp_path / "b" / "last.safetensors")
     assert ta.keys() == tb.keys()
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_mnist, tmp_path):
+    r = _recipe(epochs=3, model_kwargs={"hidden": 32, "input_dropout": 0.2, "dropout": 0.5})
+    _run_interrupted_and_not(r, tiny_mnist, tmp_path)
     rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
     rows_b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
     drop = {"epoch_s", "wall_s"}
@@ -191,14 +197,7 @@ def test_channels_last_trains_nhwc_and_resumes_exactly(tiny_mnist, tmp_path):
     convs = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     assert not convs[1].weight.is_contiguous()  # really NHWC (the stem has C_in = 1, the next conv 4)
-    train(r, tmp_path / "a", data_root=str(tiny_mnist), progress=False)
-    train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, stop_after=1)
-    train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, resume=True)
-    ta, _ = load_checkpoint(tmp_path / "a" / "last.safetensors")
-    tb, _ = load_checkpoint(tmp_path / "b" / "last.safetensors")
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
+    _run_interrupted_and_not(r, tiny_mnist, tmp_path)
     # the checkpoint holds plain contiguous tensors: a default-format model loads it
     model, _ = load_for_eval(tmp_path / "a" / "best.safetensors")
     assert all(m.weight.is_contiguous() for m in model.modules() if isinstance(m, torch.nn.Conv2d))

@@ -64,19 +64,20 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
     const int c0 = p0 * 32, c1 = std::min(p1 * 32, W.N);
     const int64_t m0 = t * kBM;
     const int rows = static_cast<int>(std::min<int64_t>(kBM, M - m0));
-    const int rows8 = (rows + 7) / 8 * 8;
     const int64_t q0 = m0 % (OH * OW);
-    const FloatPatchGather pg{xs, a.data(), K, rows, rows8, m0 / (OH * OW), q0 / OW, q0 % OW, OH, OW, HP, WP, C,
-                              g.sh, g.sw, g.kh, row_floats};
+    // the AVX-512 product has a tile for any row count; the portable one gets whole 8-row groups
+    const int block_rows = use_avx512 ? rows : (rows + 7) / 8 * 8;
+    const FloatPatchGather pg{xs, a.data(), K, rows, block_rows, m0 / (OH * OW), q0 / OW, q0 % OW, OH, OW, HP, WP,
+                              C, g.sh, g.sw, g.kh, row_floats};
 #ifdef ONEBIT_HAVE_X86_KERNELS
     if (use_avx512) {
       gather_patches_f32_avx512(pg);
-      fgemm_block_avx512(a.data(), rows8, W, acc.data(), p0 * 32, p1 * 32);
+      fgemm_block_avx512(a.data(), block_rows, W, acc.data(), p0 * 32, p1 * 32);
     } else
 #endif
     {
       gather_patches_f32(pg);
-      fgemm_block_ref(a.data(), rows8, W, acc.data(), p0 * 32, p1 * 32);
+      fgemm_block_ref(a.data(), block_rows, W, acc.data(), p0 * 32, p1 * 32);
     }
     if (c0 < c1)
       float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,

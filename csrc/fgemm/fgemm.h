@@ -85,8 +85,9 @@ struct FloatPatchGather {
 void gather_patches_f32(const FloatPatchGather& g);
 void gather_patches_f32_avx512(const FloatPatchGather& g);
 
-// acc (rows x Np) = A (rows x K, rows a multiple of 8, row stride K) . packed weights, for the
-// columns [n_begin, n_end) (multiples of 32; n_end < 0: Np)
+// acc (rows x Np) = A (rows x K, row stride K) . packed weights, for the columns [n_begin, n_end)
+// (multiples of 32; n_end < 0: Np). Each output is one k-ordered float sum (FMA on AVX-512), so a
+// row's result does not depend on which rows share its block.
 void fgemm_block_ref(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0, int n_end = -1);
 void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0,
                         int n_end = -1);

@@ -1,6 +1,7 @@
 // onebit/csrc/fgemm/fgemm_avx512.cpp — AVX-512F float block product (compiled with -mavx512f;
 // called only after the CPU check). Micro-tile: 8 rows x 32 columns in 16 zmm accumulators;
-// per k two weight vectors are loaded and each row's x[k] broadcast into two FMAs. K is cut
+// per k two weight vectors are loaded and each row's x[k] broadcast into two FMAs; the last
+// rows % 8 rows run in a tile of exactly that many rows (wider, up to 128 columns). K is cut
 // into chunks of kKC so that a 32-column weight panel (kKC x 32 floats = 32 KiB) stays in L1
 // while all micro-tiles of the block pass over it; partial sums go through `acc`. The patch
 // gather of the AVX-512 path (masked moves) lives here too.
@@ -10,40 +11,66 @@
 
 namespace onebit {
 
+namespace {
+
+// R rows x P 16-float vectors of columns from n0, for k in [kc0, kc1): R*P accumulators, P weight
+// vectors per k, each row's x[k] broadcast into P FMAs. kc0 > 0 continues the partial sums in acc.
+template <int R, int P>
+inline void tile(const float* A, int K, const float* B, int Np, float* acc, int n0, int kc0, int kc1) {
+  float* o = acc + n0;
+  __m512 c[R][P];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < P; ++j)
+      c[i][j] = kc0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(o + static_cast<int64_t>(i) * Np + 16 * j);
+  const float* b = B + static_cast<int64_t>(kc0) * Np + n0;
+  for (int k = kc0; k < kc1; ++k, b += Np) {
+    __m512 bv[P];
+    for (int j = 0; j < P; ++j) bv[j] = _mm512_loadu_ps(b + 16 * j);
+    for (int i = 0; i < R; ++i) {
+      const __m512 av = _mm512_set1_ps(A[static_cast<int64_t>(i) * K + k]);
+      for (int j = 0; j < P; ++j) c[i][j] = _mm512_fmadd_ps(av, bv[j], c[i][j]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < P; ++j) _mm512_storeu_ps(o + static_cast<int64_t>(i) * Np + 16 * j, c[i][j]);
+}
+
+// the columns [n_begin, n_end) (multiples of 32) of R rows: tiles of 16*P columns while they fit,
+// then 32-column tiles
+template <int R, int P>
+inline void row_strip(const float* A, int K, const float* B, int Np, float* acc, int n_begin, int n_end, int kc0,
+                      int kc1) {
+  int n0 = n_begin;
+  for (; n0 + 16 * P <= n_end; n0 += 16 * P) tile<R, P>(A, K, B, Np, acc, n0, kc0, kc1);
+  for (; n0 < n_end; n0 += 32) tile<R, 2>(A, K, B, Np, acc, n0, kc0, kc1);
+}
+
+}  // namespace
+
 void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin, int n_end) {
   constexpr int kKC = 256;
   const int K = W.K, Np = W.Np;
   if (n_end < 0) n_end = Np;
   const float* B = W.packed.data();
+  const int full = rows / 8 * 8;
   for (int kc0 = 0; kc0 < K; kc0 += kKC) {
     const int kc1 = kc0 + kKC < K ? kc0 + kKC : K;
-    for (int n0 = n_begin; n0 < n_end; n0 += 32) {
-      for (int r0 = 0; r0 < rows; r0 += 8) {
-        const float* a = A + static_cast<int64_t>(r0) * K;
-        float* o = acc + static_cast<int64_t>(r0) * Np + n0;
-        __m512 c[8][2];
-        for (int i = 0; i < 8; ++i) {
-          if (kc0 == 0) {
-            c[i][0] = c[i][1] = _mm512_setzero_ps();
-          } else {
-            c[i][0] = _mm512_loadu_ps(o + static_cast<int64_t>(i) * Np);
-            c[i][1] = _mm512_loadu_ps(o + static_cast<int64_t>(i) * Np + 16);
-          }
-        }
-        const float* b = B + static_cast<int64_t>(kc0) * Np + n0;
-        for (int k = kc0; k < kc1; ++k, b += Np) {
-          const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-          for (int i = 0; i < 8; ++i) {
-            const __m512 av = _mm512_set1_ps(a[static_cast<int64_t>(i) * K + k]);
-            c[i][0] = _mm512_fmadd_ps(av, b0, c[i][0]);
-            c[i][1] = _mm512_fmadd_ps(av, b1, c[i][1]);
-          }
-        }
-        for (int i = 0; i < 8; ++i) {
-          _mm512_storeu_ps(o + static_cast<int64_t>(i) * Np, c[i][0]);
-          _mm512_storeu_ps(o + static_cast<int64_t>(i) * Np + 16, c[i][1]);
-        }
-      }
+    for (int n0 = n_begin; n0 < n_end; n0 += 32)
+      for (int r0 = 0; r0 < full; r0 += 8)
+        tile<8, 2>(A + static_cast<int64_t>(r0) * K, K, B, Np, acc + static_cast<int64_t>(r0) * Np, n0, kc0, kc1);
+    // the last rows % 8 rows (a dense layer at batch 1, a map of 49 pixels): no zero rows are
+    // multiplied; wider tiles keep at least 8 independent accumulators in flight
+    const float* a = A + static_cast<int64_t>(full) * K;
+    float* o = acc + static_cast<int64_t>(full) * Np;
+    switch (rows - full) {
+      case 1: row_strip<1, 8>(a, K, B, Np, o, n_begin, n_end, kc0, kc1); break;
+      case 2: row_strip<2, 4>(a, K, B, Np, o, n_begin, n_end, kc0, kc1); break;
+      case 3: row_strip<3, 4>(a, K, B, Np, o, n_begin, n_end, kc0, kc1); break;
+      case 4: row_strip<4, 2>(a, K, B, Np, o, n_begin, n_end, kc0, kc1); break;
+      case 5: row_strip<5, 2>(a, K, B, Np, o, n_begin, n_end, kc0, kc1); break;
+      case 6: row_strip<6, 2>(a, K, B, Np, o, n_begin, n_end, kc0, kc1); break;
+      case 7: row_strip<7, 2>(a, K, B, Np, o, n_begin, n_end, kc0, kc1); break;
+      default: break;
     }
   }
 }

@@ -26,6 +26,9 @@ def _random_case(rng, n, h, w, c, cout, k):
     (2, 11, 11, 3, 64, 7, 2, 3),   # a 7×7/2 stem
     (5, 1, 1, 129, 10, 1, 1, 0),   # a dense layer as a 1×1 conv
     (1, 1, 1, 200, 257, 1, 1, 0),  # batch 1, 9 column panels: the threads split the columns
+    (2, 1, 1, 300, 100, 1, 1, 0),  # 2 rows: 64-column tiles, then a 32-column one
+    (6, 1, 1, 37, 70, 1, 1, 0),    # 6 rows
+    (1, 7, 7, 16, 40, 1, 1, 0),    # a 7×7 map: 6 blocks of 8 rows and 1 row
     (1, 9, 7, 8, 9, (3, 1), (2, 1), (1, 0)),
 ])
 def test_fconv_matches_float64(path, n, h, w, c, cout, k, s, p, rng):
@@ -43,6 +46,20 @@ def test_fconv_matches_float64(path, n, h, w, c, cout, k, s, p, rng):
     assert got is not None and np.shares_memory(got, out)
     want = kernels.reference.fconv2d_f32(x, wt, k, s, p, scale=scale, bias=bias, residual=res, relu=True)
     assert np.abs(out - want).max() <= tol and (out >= 0).all()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fconv_row_results_do_not_depend_on_the_batch(path, rng):
+    """Each output is one k-ordered sum: a sample's logits are the same bits alone or in any batch
+    (the tail tiles of 1-7 rows and the 8-row tiles compute a row identically)."""
+    cout, k = 300, 513
+    wt = rng.standard_normal((cout, k)).astype(np.float32)
+    x = rng.standard_normal((13, 1, 1, k)).astype(np.float32)
+    prepared = kernels.prepare_float_weights(wt)
+    batch = kernels.fconv2d_f32(x, prepared, 1, path=path, threads=2)
+    for n in (1, 2, 3, 5, 7, 8, 9):
+        part = kernels.fconv2d_f32(x[:n], prepared, 1, path=path, threads=1)
+        assert np.array_equal(part, batch[:n]), n
 
 
 def test_fconv_bad_inputs(rng):

@@ -404,8 +404,16 @@ class _Pool(_Op):
 
 
 class _GlobalAvgPool(_Op):
+    """Mean over the map, summed in float64 (one H×W average pool on the C++ core)."""
+
     def __call__(self, x, threads):
-        return as_float(x).mean((1, 2), dtype=np.float64).astype(np.float32)
+        from ..kernels import pool2d
+
+        x = np.ascontiguousarray(as_float(x), dtype=np.float32)
+        n, h, w, c = x.shape
+        if h == 0 or w == 0:
+            raise ValueError(f"global average pooling of an empty {h}×{w} map")
+        return pool2d(x, "avg", (h, w), threads=threads).reshape(n, c)
 
 
 class _BMaxPool(_Op):

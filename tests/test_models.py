@@ -88,3 +88,52 @@ def test_unknown_model_and_config_roundtrip():
     assert [type(a) for a in m.modules()] == [type(b) for b in m2.modules()]
     with pytest.raises(ValueError, match="unknown bn"):
         models.create("bnn-mlp", hidden=8, bn="group")
+
+
+def _loss_and_grads(model, x, y):
+    from onebit.train.trainer import method_hook
+
+    hook = method_hook(model)
+    torch.manual_seed(1)  # the same dropout / stochastic-sign draws for both formats
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    if hook is not None:
+        loss = loss + hook.extra_loss(y)
+        hook.remove()
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_channels_last_trains_every_model(name):
+    """``onebit train --channels-last``: every model (method hooks included) runs forward and backward
+    in NHWC memory format, with a finite loss and a gradient for the same parameters."""
+    import copy
+
+    c, s = _shape(name)
+    a = models.create(name, num_classes=10, in_channels=c, image_size=s, **_small(name))
+    b = copy.deepcopy(a).to(memory_format=torch.channels_last)
+    x, y = torch.randn(4, c, s, s), torch.randint(0, 10, (4,))
+    (la, ga), (lb, gb) = _loss_and_grads(a, x, y), _loss_and_grads(b, x, y)
+    assert torch.isfinite(lb)
+    assert {n for n, g in ga.items() if g is None} == {n for n, g in gb.items() if g is None}
+    assert all(torch.isfinite(g).all() for g in gb.values() if g is not None)
+
+
+@pytest.mark.parametrize("name", [n for n in models.names() if n.endswith("-float")])
+def test_channels_last_is_the_same_network(name):
+    """In float64 a real-valued network computes the same loss and gradients in either format (the
+    formats only sum in another order). Binary nets are not compared this way: a binary conv sum of
+    exactly 0 scaled by a real α can land on either side of 0 depending on the order, and sign()
+    turns that rounding into a ±1 difference — the same tie-breaking noise any two BLAS give."""
+    import copy
+
+    c, s = _shape(name)
+    a = models.create(name, num_classes=10, in_channels=c, image_size=s, **_small(name)).double()
+    b = copy.deepcopy(a).to(memory_format=torch.channels_last)
+    x, y = torch.randn(4, c, s, s, dtype=torch.float64), torch.randint(0, 10, (4,))
+    (la, ga), (lb, gb) = _loss_and_grads(a, x, y), _loss_and_grads(b, x, y)
+    assert torch.allclose(la, lb, rtol=1e-9, atol=1e-12)
+    for n, g in ga.items():
+        assert (g is None) == (gb[n] is None), n
+        if g is not None:
+            assert torch.allclose(g, gb[n], rtol=1e-7, atol=1e-10), n

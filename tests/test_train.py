@@ -208,3 +208,26 @@ def test_channels_last_is_a_recipe_field_and_a_cli_flag(tiny_mnist, tmp_path):
     assert cli(["train", "bireal-resnet18-cifar", "--data", "mnist", "--data-root", str(tiny_mnist), "--epochs", "1",
          "--limit", "100", "--val-size", "20", "--set", "model.width=4", "--channels-last", "--no-progress", "--out", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "recipe.json").read_text())["channels_last"] is True
+
+
+def test_restored_optimizer_moments_take_the_channels_last_strides(tmp_path):
+    """Checkpoints hold contiguous copies; on resume into a channels-last model each moment gets its
+    parameter's strides (the values unchanged), so the optimizer never mixes layouts."""
+    from onebit.train import save_checkpoint
+    from onebit.train.checkpoint import restore
+
+    conv = torch.nn.Conv2d(4, 6, 3)
+    opt = torch.optim.Adam(conv.parameters())
+    conv(torch.randn(2, 4, 5, 5)).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "c.safetensors", conv, {}, optimizer=opt)
+    conv2 = torch.nn.Conv2d(4, 6, 3).to(memory_format=torch.channels_last)
+    opt2 = torch.optim.Adam(conv2.parameters())
+    tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
+    restore(tensors, meta, conv2, optimizer=opt2)
+    st, ref = opt2.state[conv2.weight], opt.state[conv.weight]
+    assert not conv2.weight.is_contiguous()
+    for k in ("exp_avg", "exp_avg_sq"):
+        assert st[k].stride() == conv2.weight.stride(), k
+        assert torch.equal(st[k], ref[k]), k
+    assert float(st["step"]) == 1.0

@@ -26,8 +26,10 @@ def _random_case(rng, n, h, w, c, cout, k):
     (2, 11, 11, 3, 64, 7, 2, 3),   # a 7×7/2 stem
     (5, 1, 1, 129, 10, 1, 1, 0),   # a dense layer as a 1×1 conv
     (1, 1, 1, 200, 257, 1, 1, 0),  # batch 1, 9 column panels: the threads split the columns
-    (2, 1, 1, 300, 100, 1, 1, 0),  # 2 rows: 64-column tiles, then a 32-column one
+    (2, 1, 1, 300, 90, 1, 1, 0),   # 2 rows, 96 padded columns: a 64-column tile, then a 32-column one
+    (3, 1, 1, 50, 90, 1, 1, 0),    # 3 rows: the same
     (6, 1, 1, 37, 70, 1, 1, 0),    # 6 rows
+    (12, 1, 1, 33, 40, 1, 1, 0),   # 8 rows and a 4-row tail
     (1, 7, 7, 16, 40, 1, 1, 0),    # a 7×7 map: 6 blocks of 8 rows and 1 row
     (1, 9, 7, 8, 9, (3, 1), (2, 1), (1, 0)),
 ])

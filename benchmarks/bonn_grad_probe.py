@@ -24,10 +24,11 @@ import torch
 
 from onebit import models
 from onebit.data.formats import read_cifar_bin
+from onebit.data.registry import _TABLE
 from onebit.losses.bayes import kernel_priors
 
-MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
-STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+MEAN = torch.tensor(_TABLE["cifar10"].mean).view(1, 3, 1, 1)  # the loaders' mean/std normalisation
+STD = torch.tensor(_TABLE["cifar10"].std).view(1, 3, 1, 1)
 
 
 def main() -> None:

@@ -350,6 +350,25 @@ def test_recipes_are_data():
     assert "B·A" in get_recipe("vgg9-bwnh-finetune-b").description
 
 
+def test_finetune_recipe_follows_the_float_run_then_overrides():
+    from onebit.methods import Recipe
+
+    float_recipe = Recipe(model="vgg9-float", data="cifar10", bf16=True, channels_last=True, seed=3,
+                          val_size=1000, normalize="meanstd")
+    hashed = models.create("vgg9-bwnh", width=0.0625)
+    r = bwnh.get_finetune_recipe("b", hashed, float_recipe, "cifar10", 4)
+    assert (r.bf16, r.channels_last, r.seed, r.val_size, r.epochs) == (True, True, 3, 1000, 4)
+    assert r.lr == get_recipe("vgg9-bwnh-finetune-b").lr and r.model_kwargs["width"] == 0.0625
+    r = bwnh.get_finetune_recipe("a", hashed, float_recipe, "cifar10", None,
+                                 {"lr": 3e-4, "bf16": False, "model_kwargs": {"clip_weights": False}})
+    assert (r.lr, r.bf16, r.channels_last, r.epochs) == (3e-4, False, True, get_recipe("vgg9-bwnh-finetune-a").epochs)
+    assert r.model_kwargs["freeze_binary"] and r.model_kwargs["clip_weights"] is False
+    with pytest.raises(ValueError, match="unknown fine-tuning recipe field"):
+        bwnh.get_finetune_recipe("b", hashed, float_recipe, "cifar10", None, {"learning_rate": 1.0})
+    with pytest.raises(ValueError, match="fixed by the hashed network"):
+        bwnh.get_finetune_recipe("b", hashed, float_recipe, "cifar10", None, {"model": "vgg9-float"})
+
+
 @pytest.fixture
 def tiny_cifar(tmp_path_factory):
     """A learnable 10-class 'CIFAR-10' (binary version): 200 + 40 images, class k brightens band k."""
@@ -416,6 +435,16 @@ def test_command_prints_layers_and_accuracies(tiny_cifar, tmp_path):
     assert "BWN α·sign(W)" in res.output and "BWNH" in res.output and "source=float" in res.output
     assert len([ln for ln in res.output.splitlines() if " conv " in ln]) == 5
     assert (tmp_path / "out" / "hashed.safetensors").exists() and not (tmp_path / "out" / "finetune").exists()
+    # --set / --bf16 reach the fine-tuning recipe stored beside the hashed weights
+    res = CliRunner().invoke(app, ["bwnh", str(tmp_path / "float" / "best.safetensors"), "--samples", "32",
+                                   "--iters", "1", "--finetune-epochs", "0", "--bf16", "--set", "lr=2e-4",
+                                   "--data-root", str(tiny_cifar), "--batch-size", "40", "--no-progress",
+                                   "--out", str(tmp_path / "out2")])
+    assert res.exit_code == 0, res.output
+    from onebit.train.checkpoint import read_meta
+
+    ft = read_meta(tmp_path / "out2" / "hashed.safetensors")["recipe"]
+    assert ft["lr"] == 2e-4 and ft["bf16"] is True and ft["model"] == "vgg9-bwnh"
     # the hashed checkpoint (which carries no data_info) exports at the model's own input size
     from onebit.cli.main import app as main_app
 

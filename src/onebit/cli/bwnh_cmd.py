@@ -23,6 +23,12 @@ def bwnh(
     finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs",
                                                   help="fine-tuning epochs (0: none; default: the recipe's)"),
     model: Optional[str] = typer.Option(None, help="binary-weight model to hash into (default: the float's twin)"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="fine-tune under bf16 autocast (default: as "
+                                        "the float run was trained)"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="fine-tune in NHWC (default: as the float run was trained)"),
+    set_: list[str] = typer.Option([], "--set", help="fine-tuning recipe field or model argument, KEY=VALUE "
+                                   "(e.g. lr=3e-4; repeatable)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: runs/bwnh-<checkpoint folder>)"),
     batch_size: int = typer.Option(256, "--batch-size", help="batch size for sampling and evaluation"),
     device: Optional[str] = typer.Option(None, help="device for hashing and evaluation (fine-tuning runs on the CPU)"),
@@ -32,14 +38,21 @@ def bwnh(
 ) -> None:
     """Hash the float network in CHECKPOINT layer by layer (BWNH, AAAI 2018), compare with BWN, fine-tune."""
     from ..methods import bwnh as method
+    from .train_cmd import _parse_set
 
     kw = {k: v for k, v in dict(samples=samples, source=source, target=target, iters=iters,
                                  dcc_sweeps=dcc_sweeps).items() if v is not None}
+    extra, model_extra = _parse_set(set_)
+    ft_over = {k: v for k, v in dict(bf16=bf16, channels_last=channels_last).items() if v is not None}
+    ft_over.update(extra)
+    if model_extra:
+        ft_over["model_kwargs"] = model_extra
     out = out or Path("runs") / f"bwnh-{checkpoint.resolve().parent.name}"
     typer.echo(f"BWNH: hashing {checkpoint} → {out}")
     rep = method.bwnh_pipeline(checkpoint, data, out, per_image=per_image, protocol=protocol,
                                finetune_epochs=finetune_epochs, model=model, data_root=data_root,
-                               batch_size=batch_size, device=device, progress=progress, threads=threads, **kw)
+                               batch_size=batch_size, device=device, progress=progress, threads=threads,
+                               finetune_overrides=ft_over, **kw)
     typer.echo(f"source={rep['source']} target={rep['target']} M={rep['samples']} → {rep['bwnh_model']}")
     typer.echo(f"{'layer':>8} {'kind':>4} {'d':>6} {'c':>5} {'M':>6} {'BWN rel.err':>11} {'BWNH rel.err':>12} "
                f"{'iters':>5} {'bits changed':>12}")

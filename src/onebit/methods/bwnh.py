@@ -658,7 +658,8 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
                   dcc_sweeps: int = DEFAULTS["dcc_sweeps"], tol: float = DEFAULTS["tol"],
                   per_image: int | None = None, protocol: str = "b", finetune_epochs: int | None = None,
                   model: str | None = None, data_root: str | None = None, batch_size: int = 256,
-                  device: str | None = None, progress: bool = True, threads: int | None = None) -> dict:
+                  device: str | None = None, progress: bool = True, threads: int | None = None,
+                  finetune_overrides: dict | None = None) -> dict:
     """Float checkpoint → hashed binary-weight network → evaluation → fine-tuning (§3.4).
 
     1. load the trained float model (:func:`onebit.train.load_for_eval`) and its recipe's data
@@ -668,7 +669,10 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     3. evaluate float / BWN / BWNH (validation and test), save ``hashed.safetensors`` and
        ``report.json`` in ``out_dir``;
     4. unless ``finetune_epochs == 0``: fine-tune with protocol ``"a"`` or ``"b"``
-       (:data:`PROTOCOLS`) into ``out_dir/finetune`` via :func:`warm_start_train` (CPU trainer).
+       (:data:`PROTOCOLS`) into ``out_dir/finetune`` via :func:`warm_start_train` (CPU trainer),
+       with the float run's compute settings (bf16, channels-last) and ``finetune_overrides``
+       (recipe fields; ``"model_kwargs"`` merges into the model's) on top
+       (:func:`get_finetune_recipe`).
 
     Returns the report (per-layer objectives, accuracies, fine-tuning result).
     """
@@ -711,7 +715,7 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     report["accuracy"] = acc
     log.info("test accuracy before fine-tuning: float %.2f%%, BWN %.2f%%, BWNH %.2f%%",
              100 * acc["float"]["test"], 100 * acc["bwn"]["test"], 100 * acc["bwnh"]["test"])
-    recipe = get_finetune_recipe(protocol, bwnh, float_recipe, data, finetune_epochs)
+    recipe = get_finetune_recipe(protocol, bwnh, float_recipe, data, finetune_epochs, finetune_overrides)
     bwnh.cpu()
     save_checkpoint(out / "hashed.safetensors", bwnh,
                     {"recipe": recipe.to_dict(), "model_config": getattr(bwnh, "onebit_config", {}),
@@ -726,8 +730,16 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
 
 
 def get_finetune_recipe(protocol: str, bwnh_model: nn.Module, float_recipe: Recipe, data: str,
-                        epochs: int | None = None) -> Recipe:
-    """The protocol's registered recipe, adapted to the hashed model and the float run's data settings."""
+                        epochs: int | None = None, overrides: dict | None = None) -> Recipe:
+    """The protocol's registered recipe, adapted to the hashed model and the float run.
+
+    From the float run it takes the data settings (normalisation, validation split, seed) and the
+    compute settings (``bf16``, ``channels_last``: the fine-tuning runs the way the float network
+    was trained). ``epochs`` and then ``overrides`` (recipe fields, e.g. ``{"lr": 3e-4}``; a
+    ``"model_kwargs"`` dict merges into the model's options) are applied last.
+    """
+    from dataclasses import fields
+
     from . import get_recipe
 
     r = get_recipe(PROTOCOLS[protocol])
@@ -738,7 +750,18 @@ def get_finetune_recipe(protocol: str, bwnh_model: nn.Module, float_recipe: Reci
     if r.model_kwargs.get("freeze_binary") and name.startswith("resnet"):
         raise ValueError("protocol 'a' (frozen codes) needs a model with a freeze_binary option (vgg9-*)")
     over = dict(model=name, data=data, model_kwargs={**cfg, **r.model_kwargs}, normalize=float_recipe.normalize,
-                val_size=float_recipe.val_size, seed=float_recipe.seed)
+                val_size=float_recipe.val_size, seed=float_recipe.seed, bf16=float_recipe.bf16,
+                channels_last=float_recipe.channels_last)
     if epochs is not None:
         over["epochs"] = int(epochs)
+    extra = dict(overrides or {})
+    over["model_kwargs"].update(extra.pop("model_kwargs", None) or {})
+    known = {f.name for f in fields(Recipe)}
+    bad = sorted(set(extra) - known)
+    if bad:
+        raise ValueError(f"unknown fine-tuning recipe field(s) {bad}; recipe fields: {sorted(known)}")
+    for k in ("model", "data"):
+        if k in extra:
+            raise ValueError(f"the fine-tuning {k} is fixed by the hashed network; {k!r} cannot be overridden")
+    over.update(extra)
     return r.replace(**over)

@@ -445,6 +445,11 @@ def test_command_prints_layers_and_accuracies(tiny_cifar, tmp_path):
 
     ft = read_meta(tmp_path / "out2" / "hashed.safetensors")["recipe"]
     assert ft["lr"] == 2e-4 and ft["bf16"] is True and ft["model"] == "vgg9-bwnh"
+    # a mistyped override is refused before any hashing, and nothing is written
+    res = CliRunner().invoke(app, ["bwnh", str(tmp_path / "float" / "best.safetensors"), "--set", "learnig_rate=1",
+                                   "--data-root", str(tiny_cifar), "--no-progress", "--out", str(tmp_path / "out3")])
+    assert res.exit_code != 0 and "learnig_rate" in str(res.exception) + res.output
+    assert not (tmp_path / "out3").exists()
     # the hashed checkpoint (which carries no data_info) exports at the model's own input size
     from onebit.cli.main import app as main_app
 

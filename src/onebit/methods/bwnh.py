@@ -704,6 +704,12 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     float_model.to(dev)
     bwn = binary_twin(float_model, bwn_name)
     bwnh = binary_twin(float_model, bwnh_name)
+    # the fine-tuning recipe first: a bad override fails now, not after the hashing
+    recipe = get_finetune_recipe(protocol, bwnh, float_recipe, data, finetune_epochs, finetune_overrides)
+    if (finetune_overrides or {}).get("model_kwargs"):
+        from .. import models
+
+        models.create(recipe.model, **recipe.model_kwargs)  # an unknown model option fails here too
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = hash_network(float_model, bwnh, loaders.train, samples=samples, source=source, target=target,
@@ -719,7 +725,6 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     report["accuracy"] = acc
     log.info("test accuracy before fine-tuning: float %.2f%%, BWN %.2f%%, BWNH %.2f%%",
              100 * acc["float"]["test"], 100 * acc["bwn"]["test"], 100 * acc["bwnh"]["test"])
-    recipe = get_finetune_recipe(protocol, bwnh, float_recipe, data, finetune_epochs, finetune_overrides)
     bwnh.cpu()
     save_checkpoint(out / "hashed.safetensors", bwnh,
                     {"recipe": recipe.to_dict(), "model_config": getattr(bwnh, "onebit_config", {}),

@@ -45,9 +45,9 @@ def main() -> None:
     bad = [m for m in modes if m not in ("fp32", "bf16", "fp32-cl", "bf16-cl")]
     if bad or not modes:
         ap.error(f"unknown mode(s) {bad}; use fp32, bf16, fp32-cl, bf16-cl")
-    from onebit.cli.train_cmd import _parse_set  # the CLI's --set rules (JSON values)
+    from onebit.cli.train_cmd import parse_set  # the CLI's --set rules (JSON values)
 
-    kw = {**r.model_kwargs, **_parse_set([f"model.{s}" for s in a.sets])[1]}
+    kw = {**r.model_kwargs, **parse_set([f"model.{s}" for s in a.sets])[1]}
     x, y = torch.randn(bs, *shape), torch.randint(0, 10, (bs,))
     runs = {}
     for mode in modes:  # one model + optimizer per mode, all from the same initial weights

@@ -8,7 +8,7 @@ import torch
 
 from onebit import models
 from onebit.cli.main import main as cli
-from onebit.cli.train_cmd import _parse_set
+from onebit.cli.train_cmd import parse_set
 from onebit.train import TrainingError, load_checkpoint, load_for_eval
 from onebit.train.trainer import initialise_from
 
@@ -87,6 +87,6 @@ def test_cli_init_from_and_pipeline_errors(pipeline_run, make_tiny_mnist, tmp_pa
 
 
 def test_set_routes_recipe_fields_and_model_arguments():
-    over, model_kw = _parse_set(["lr=0.5", "lam=1e-3", "model.width=8", "milestones=[3, 6]", "activation=relu"])
+    over, model_kw = parse_set(["lr=0.5", "lam=1e-3", "model.width=8", "milestones=[3, 6]", "activation=relu"])
     assert over == {"lr": 0.5, "milestones": [3, 6]}
     assert model_kw == {"lam": 1e-3, "width": 8, "activation": "relu"}

@@ -38,11 +38,11 @@ def bwnh(
 ) -> None:
     """Hash the float network in CHECKPOINT layer by layer (BWNH, AAAI 2018), compare with BWN, fine-tune."""
     from ..methods import bwnh as method
-    from .train_cmd import _parse_set
+    from .train_cmd import parse_set
 
     kw = {k: v for k, v in dict(samples=samples, source=source, target=target, iters=iters,
                                  dcc_sweeps=dcc_sweeps).items() if v is not None}
-    extra, model_extra = _parse_set(set_)
+    extra, model_extra = parse_set(set_)
     ft_over = {k: v for k, v in dict(bf16=bf16, channels_last=channels_last).items() if v is not None}
     ft_over.update(extra)
     if model_extra:

@@ -75,7 +75,7 @@ def train(
                                      channels_last=channels_last, val_size=val_size, limit=limit, seed=seed).items() if v is not None}
     stage_over = {k: v for k, v in dict(epochs=epochs, lr=lr, lr_final=lr_final, loss=loss,
                                         optimizer=optimizer).items() if v is not None}
-    extra, model_extra = _parse_set(set_)
+    extra, model_extra = parse_set(set_)
     run_opts = dict(threads=threads, progress=progress, data_root=data_root, max_minutes=max_minutes,
                     ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard, device=device)
 
@@ -125,7 +125,7 @@ def train(
     _report(run_train(r, out, resume=resume, **run_opts), out, rank)
 
 
-def _parse_set(items: list[str]) -> tuple[dict, dict]:
+def parse_set(items: list[str]) -> tuple[dict, dict]:
     """``--set KEY=VALUE`` items → (recipe fields, model fields); values are JSON when they parse.
 
     A key that is a recipe field sets it; any other key (or ``model.KEY``) is a model argument.

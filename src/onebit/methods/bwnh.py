@@ -706,10 +706,6 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     bwnh = binary_twin(float_model, bwnh_name)
     # the fine-tuning recipe first: a bad override fails now, not after the hashing
     recipe = get_finetune_recipe(protocol, bwnh, float_recipe, data, finetune_epochs, finetune_overrides)
-    if (finetune_overrides or {}).get("model_kwargs"):
-        from .. import models
-
-        models.create(recipe.model, **recipe.model_kwargs)  # an unknown model option fails here too
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = hash_network(float_model, bwnh, loaders.train, samples=samples, source=source, target=target,
@@ -764,7 +760,15 @@ def get_finetune_recipe(protocol: str, bwnh_model: nn.Module, float_recipe: Reci
     if epochs is not None:
         over["epochs"] = int(epochs)
     extra = dict(overrides or {})
-    over["model_kwargs"].update(extra.pop("model_kwargs", None) or {})
+    model_extra = extra.pop("model_kwargs", None) or {}
+    over["model_kwargs"].update(model_extra)
+    if model_extra:  # an unknown model option fails here, not when the fine-tuning starts
+        from .. import models
+
+        try:
+            models.create(name, **over["model_kwargs"])
+        except TypeError as e:
+            raise ValueError(f"fine-tuning model options {sorted(model_extra)} do not fit {name}: {e}") from None
     known = {f.name for f in fields(Recipe)}
     bad = sorted(set(extra) - known)
     if bad:

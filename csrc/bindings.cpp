@@ -307,7 +307,7 @@ PYBIND11_MODULE(_core, m) {
     d["popcnt"] = f.popcnt; d["avx2"] = f.avx2; d["avx512f"] = f.avx512f;
     d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl; d["avx512dq"] = f.avx512dq;
     d["avx512vpopcntdq"] = f.avx512vpopcntdq; d["avx512vnni"] = f.avx512vnni; d["amx"] = f.amx;
-    d["amx_bf16"] = f.amx_bf16; d["amx_int8"] = f.amx_int8;
+    d["amx_bf16"] = f.amx_bf16; d["amx_int8"] = f.amx_int8; d["avx512bf16"] = f.avx512bf16;
     d["os_avx"] = f.os_avx; d["os_avx512"] = f.os_avx512;
     return d;
   });
@@ -682,6 +682,7 @@ PYBIND11_MODULE(_core, m) {
     return std::make_shared<FloatWeights>(prepare_float_weights(wp, N, K, bf16x3));
   }, py::arg("w"), py::arg("bf16x3") = false);
   m.def("amx_bf16_usable", []() { return amx_bf16_usable(); });
+  m.def("avx512_bf16_usable", []() { return avx512_bf16_usable(); });
   m.def("fconv2d_f32", [](const py::object& x_obj, const std::shared_ptr<FloatWeights>& W, std::vector<int> kernel,
                           std::vector<int> stride, std::vector<int> padding, const py::object& scale_obj,
                           const py::object& bias_obj, const py::object& res_obj, bool relu, const std::string& path,
@@ -701,13 +702,20 @@ PYBIND11_MODULE(_core, m) {
     if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
     if (static_cast<int64_t>(g.kh) * g.kw * g.C != W->K)
       fail("w has K = " + std::to_string(W->K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
-    bool avx512 = false, amx = false;
+    bool avx512 = false;
+    Bf16Path bf16_path = Bf16Path::Portable;
     if (split) {
-      if (path == "auto") amx = amx_bf16_usable();
-      else if (path == "amx") {
+      if (path == "auto") {
+        if (amx_bf16_usable()) bf16_path = Bf16Path::Amx;
+        else if (avx512_bf16_usable() && current_isa() == Isa::Avx512) bf16_path = Bf16Path::Avx512Bf16;
+      } else if (path == "amx") {
         if (!amx_bf16_usable()) fail("the AMX-BF16 path is not available on this CPU/OS");
-        amx = true;
-      } else if (path != "portable") fail("path must be 'auto', 'amx' or 'portable' for bf16x3 and bf16, got '" + path + "'");
+        bf16_path = Bf16Path::Amx;
+      } else if (path == "avx512_bf16") {
+        if (!avx512_bf16_usable()) fail("the AVX512_BF16 path is not available on this CPU/OS");
+        bf16_path = Bf16Path::Avx512Bf16;
+      } else if (path != "portable")
+        fail("path must be 'auto', 'amx', 'avx512_bf16' or 'portable' for bf16x3 and bf16, got '" + path + "'");
     } else {
       const bool have = cpu_features().avx512f && cpu_features().os_avx512;
       if (path == "auto") avx512 = have && current_isa() == Isa::Avx512;
@@ -753,7 +761,7 @@ PYBIND11_MODULE(_core, m) {
       py::gil_scoped_release nogil;
       if (split)
         fconv2d_bf16x3(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
-                       static_cast<float*>(out.mutable_data()), amx, static_cast<int>(threads), precision == "bf16");
+                       static_cast<float*>(out.mutable_data()), bf16_path, static_cast<int>(threads), precision == "bf16");
       else
         fconv2d_f32(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
                     static_cast<float*>(out.mutable_data()), avx512, static_cast<int>(threads));

@@ -46,6 +46,11 @@ CpuFeatures detect() {
     f.amx = (d >> 24) & 1;
     f.amx_bf16 = (d >> 22) & 1;
     f.amx_int8 = (d >> 25) & 1;
+    if (a >= 1) {  // leaf 7 sub-leaf 1: EAX bit 5 = AVX512_BF16
+      unsigned a1, b1, c1, d1;
+      __cpuid_count(7, 1, a1, b1, c1, d1);
+      f.avx512bf16 = (a1 >> 5) & 1;
+    }
   }
 #endif
   return f;

@@ -1,7 +1,7 @@
 // onebit/csrc/fgemm/fconv_bf16.cpp — the bf16x3 float conv (see fgemm.h): the input is split
 // once into two padded bf16 buffers (hi, lo), then per block of 32 output pixels the patches of
-// both halves are gathered into thread-local A blocks, multiplied (AMX-BF16 or the portable
-// twin) and transformed into the output like fconv2d_f32.
+// both halves are gathered into thread-local A blocks, multiplied (AMX-BF16, AVX512_BF16 or the
+// portable twin) and transformed into the output like fconv2d_f32.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -75,6 +75,16 @@ bool amx_bf16_usable() {
 #endif
 }
 
+bool avx512_bf16_usable() {
+#ifdef ONEBIT_HAVE_AVX512_BF16
+  static const bool ok = cpu_features().avx512bf16 && cpu_features().avx512f && cpu_features().avx512bw &&
+                         cpu_features().os_avx512;
+  return ok;
+#else
+  return false;  // the compiler could not build the AVX512_BF16 path
+#endif
+}
+
 void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc) {
   for (int r = 0; r < 32; ++r) {
     const uint16_t* ah = Ah + static_cast<int64_t>(r) * W.Kb;
@@ -98,8 +108,9 @@ void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatW
 }
 
 void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
-                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads,
+                    const float* bias, const float* residual, bool relu, float* out, Bf16Path path, int threads,
                     bool one_term) {
+  const bool use_amx = path == Bf16Path::Amx;
   const int OH = g.OH(), OW = g.OW(), HP = g.H + 2 * g.ph, WP = g.W + 2 * g.pw, C = g.C;
   const int64_t K = static_cast<int64_t>(g.kh) * g.kw * C;
   // 1. split into two zero-padded bf16 buffers (the caller's thread keeps them between calls;
@@ -160,6 +171,12 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
       if (use_amx) {
         gather_patches_bf16_avx512(pg);
         fgemm_bf16x3_block_amx(ah.data(), lo_block, W, acc.data());
+      } else
+#endif
+#ifdef ONEBIT_HAVE_AVX512_BF16
+      if (path == Bf16Path::Avx512Bf16) {
+        gather_patches_bf16_avx512(pg);
+        fgemm_bf16x3_block_avx512bf16(ah.data(), lo_block, W, rows, acc.data());
       } else
 #endif
       {

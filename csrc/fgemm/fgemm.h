@@ -35,15 +35,18 @@ FloatWeights prepare_float_weights(const float* w, int N, int K, bool bf16x3 = f
 // Zero padding; output transform as fconv2d_f32. W must hold the bf16 halves.
 // one_term: the plain bf16 conv instead, sum_k xh wh alone (relative error ~2^-8 per product, what
 // a bf16 framework computes).
+enum class Bf16Path : int { Portable = 0, Amx = 1, Avx512Bf16 = 2 };
 void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
-                    const float* bias, const float* residual, bool relu, float* out, bool use_amx, int threads,
+                    const float* bias, const float* residual, bool relu, float* out, Bf16Path path, int threads,
                     bool one_term = false);
 // True when the CPU has AMX-BF16 (and AVX-512BW) and the OS granted the tile state.
 bool amx_bf16_usable();
+// True when the CPU has AVX512_BF16 (VDPBF16PS) and AVX-512BW, and the OS saves the zmm state.
+bool avx512_bf16_usable();
 // The patch rows of `rows` consecutive output pixels (from (n, oy, ox)) gathered from the split
 // input (xh, xl: N x HP x WP x C, padded) into A blocks of block_rows rows of ld bf16 (ah, al);
 // rows past `rows` are zeroed (al may be null: the hi halves only). Portable, and AVX-512BW
-// masked moves (AMX path only).
+// masked moves (the AMX and AVX512_BF16 paths).
 struct PatchGather {
   const uint16_t *xh, *xl;
   uint16_t *ah, *al;
@@ -58,6 +61,9 @@ void gather_patches_bf16_avx512(const PatchGather& g);
 // twin; Ah.Bh alone when Al is null
 void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);
 void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, float* acc);
+// the same block on AVX512_BF16 (VDPBF16PS), for the first `rows` rows only (fgemm_avx512_bf16.cpp)
+void fgemm_bf16x3_block_avx512bf16(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, int rows,
+                                   float* acc);
 
 // x: N x H x W x C float (zero padding); out: N x OH x OW x W.N. A dense layer is the 1 x 1 conv
 // of an (M, 1, 1, K) input.

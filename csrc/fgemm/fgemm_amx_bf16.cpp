@@ -3,8 +3,7 @@
 // A 32 x 32 output block is four 16x16 float tiles (tmm0-3). Per 32 values of K: the hi halves
 // of A (tmm4-5, 16 rows x 32 bf16) against the hi and then the lo halves of B (tmm6-7, 16 pairs
 // of K x 16 columns in the VNNI layout), then the lo halves of A against the hi halves of B:
-// twelve TDPBF16PS (bf16 x bf16 products, float accumulation). Also compiled with -mavx512bw:
-// the patch gather of the AMX path (masked 64-byte moves; every AMX CPU has AVX-512BW).
+// twelve TDPBF16PS (bf16 x bf16 products, float accumulation).
 #include <immintrin.h>
 
 #include "fgemm/fgemm.h"
@@ -57,41 +56,6 @@ void fgemm_bf16x3_block_amx(const uint16_t* Ah, const uint16_t* Al, const FloatW
     _tile_stored(1, c + 16, ldc);
     _tile_stored(2, c + 16 * W.Np, ldc);
     _tile_stored(3, c + 16 * W.Np + 16, ldc);
-  }
-}
-
-void gather_patches_bf16_avx512(const PatchGather& g) {
-  // one patch row (kw*C bf16) in 32-value masked moves: no call, no branch on the length
-  const int64_t full = g.row_elems / 32 * 32;
-  const __mmask32 tail = static_cast<__mmask32>((1ULL << (g.row_elems - full)) - 1);
-  int64_t n = g.n, oy = g.oy, ox = g.ox;
-  for (int r = 0; r < g.block_rows; ++r) {
-    uint16_t* dh = g.ah + static_cast<int64_t>(r) * g.ld;
-    uint16_t* dl = g.al ? g.al + static_cast<int64_t>(r) * g.ld : nullptr;
-    if (r >= g.rows) {
-      const __m512i z = _mm512_setzero_si512();
-      for (int k = 0; k < g.ld; k += 32) {  // ld is a multiple of 32
-        _mm512_storeu_si512(dh + k, z);
-        if (dl) _mm512_storeu_si512(dl + k, z);
-      }
-      continue;
-    }
-    const int64_t at = ((n * g.HP + oy * g.sh) * g.WP + ox * g.sw) * static_cast<int64_t>(g.C);
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const uint16_t* sh = g.xh + at + static_cast<int64_t>(ky) * g.WP * g.C;
-      const uint16_t* sl = g.xl + at + static_cast<int64_t>(ky) * g.WP * g.C;
-      uint16_t* th = dh + ky * g.row_elems;
-      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(th + i, _mm512_loadu_si512(sh + i));
-      if (tail) _mm512_mask_storeu_epi16(th + full, tail, _mm512_maskz_loadu_epi16(tail, sh + full));
-      if (!dl) continue;
-      uint16_t* tl = dl + ky * g.row_elems;
-      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(tl + i, _mm512_loadu_si512(sl + i));
-      if (tail) _mm512_mask_storeu_epi16(tl + full, tail, _mm512_maskz_loadu_epi16(tail, sl + full));
-    }
-    if (++ox == g.OW) {
-      ox = 0;
-      if (++oy == g.OH) oy = 0, ++n;
-    }
   }
 }
 

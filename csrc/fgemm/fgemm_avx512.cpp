@@ -4,7 +4,8 @@
 // rows % 8 rows run in a tile of exactly that many rows (wider, up to 128 columns). K is cut
 // into chunks of kKC so that a 32-column weight panel (kKC x 32 floats = 32 KiB) stays in L1
 // while all micro-tiles of the block pass over it; partial sums go through `acc`. The patch
-// gather of the AVX-512 path (masked moves) lives here too.
+// gathers of the AVX-512 path (masked moves; float, and bf16 for the AMX and AVX512_BF16 paths) live
+// here too.
 #include <immintrin.h>
 
 #include "fgemm/fgemm.h"
@@ -94,6 +95,41 @@ void gather_patches_f32_avx512(const FloatPatchGather& g) {
       float* d = dst + ky * g.row_elems;
       for (int64_t i = 0; i < full; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
       if (tail) _mm512_mask_storeu_ps(d + full, tail, _mm512_maskz_loadu_ps(tail, s + full));
+    }
+    if (++ox == g.OW) {
+      ox = 0;
+      if (++oy == g.OH) oy = 0, ++n;
+    }
+  }
+}
+
+void gather_patches_bf16_avx512(const PatchGather& g) {
+  // one patch row (kw*C bf16) in 32-value masked moves: no call, no branch on the length
+  const int64_t full = g.row_elems / 32 * 32;
+  const __mmask32 tail = static_cast<__mmask32>((1ULL << (g.row_elems - full)) - 1);
+  int64_t n = g.n, oy = g.oy, ox = g.ox;
+  for (int r = 0; r < g.block_rows; ++r) {
+    uint16_t* dh = g.ah + static_cast<int64_t>(r) * g.ld;
+    uint16_t* dl = g.al ? g.al + static_cast<int64_t>(r) * g.ld : nullptr;
+    if (r >= g.rows) {
+      const __m512i z = _mm512_setzero_si512();
+      for (int k = 0; k < g.ld; k += 32) {  // ld is a multiple of 32
+        _mm512_storeu_si512(dh + k, z);
+        if (dl) _mm512_storeu_si512(dl + k, z);
+      }
+      continue;
+    }
+    const int64_t at = ((n * g.HP + oy * g.sh) * g.WP + ox * g.sw) * static_cast<int64_t>(g.C);
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const uint16_t* sh = g.xh + at + static_cast<int64_t>(ky) * g.WP * g.C;
+      const uint16_t* sl = g.xl + at + static_cast<int64_t>(ky) * g.WP * g.C;
+      uint16_t* th = dh + ky * g.row_elems;
+      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(th + i, _mm512_loadu_si512(sh + i));
+      if (tail) _mm512_mask_storeu_epi16(th + full, tail, _mm512_maskz_loadu_epi16(tail, sh + full));
+      if (!dl) continue;
+      uint16_t* tl = dl + ky * g.row_elems;
+      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(tl + i, _mm512_loadu_si512(sl + i));
+      if (tail) _mm512_mask_storeu_epi16(tl + full, tail, _mm512_maskz_loadu_epi16(tail, sl + full));
     }
     if (++ox == g.OW) {
       ox = 0;

@@ -57,10 +57,39 @@ def test_bf16_precisions_run_the_real_convs_close_to_fp32(bireal_file):
 
 
 def test_bf16x3_without_amx_warns_and_stays_fp32(bireal_file, monkeypatch):
+    """bf16x3 needs AMX: on AVX512_BF16 alone its three products cost more than fp32's one FMA."""
     monkeypatch.setattr(kernels, "amx_bf16_usable", lambda: False)
+    monkeypatch.setattr(kernels, "avx512_bf16_usable", lambda: True)
     with pytest.warns(RuntimeWarning, match="AMX-BF16"):
         engine = Engine(bireal_file, float_precision="bf16x3")
     assert engine.float_precision == "fp32" and all(c.float_precision == "fp32" for c in _real_convs(engine))
+
+
+def test_bf16_without_amx_or_avx512_bf16_warns_and_stays_fp32(bireal_file, monkeypatch):
+    monkeypatch.setattr(kernels, "amx_bf16_usable", lambda: False)
+    monkeypatch.setattr(kernels, "avx512_bf16_usable", lambda: False)
+    with pytest.warns(RuntimeWarning, match="AMX-BF16 or AVX512_BF16"):
+        engine = Engine(bireal_file, float_precision="bf16")
+    assert engine.float_precision == "fp32" and all(c.float_precision == "fp32" for c in _real_convs(engine))
+
+
+@pytest.mark.skipif(not kernels.avx512_bf16_usable(), reason="needs AVX512_BF16")
+def test_bf16_runs_on_avx512_bf16_without_amx(bireal_file, monkeypatch):
+    """A CPU with VDPBF16PS and no AMX (Zen 4): the engine's bf16 convs run there, each within
+    ≈ 2⁻⁸ per product of fp32, and the network's logits stay close to the fp32 engine's."""
+    monkeypatch.setattr(kernels, "amx_bf16_usable", lambda: False)
+    rng = np.random.default_rng(0)
+    e32, e16 = Engine(bireal_file, threads=2), Engine(bireal_file, threads=2, float_precision="bf16")
+    assert e16.float_precision == "bf16"
+    c32, c16 = _real_convs(e32), _real_convs(e16)
+    assert c16 and all(c.float_precision == "bf16" for c in c16)
+    for a, b in zip(c32, c16):
+        x = rng.standard_normal((2, 9, 9, a.op["in_channels"])).astype(np.float32)
+        y32, y16 = a(x, 1).copy(), b(x, 1).copy()
+        assert 0 < np.abs(y16 - y32).max() <= 5e-2 * (np.abs(y32).max() + 1)
+    xb = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    out32, out16 = e32.run(xb), e16.run(xb)
+    assert out16.shape == (4, 10) and np.isfinite(out16).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Engine(bireal_file)  # the default never warns
@@ -84,13 +113,17 @@ def test_cli_run_float_precision(bireal_file, tmp_path):
     assert bad.exit_code != 0 and "float_precision" in str(bad.exception) + bad.output
 
 
-@pytest.mark.skipif(not kernels.amx_bf16_usable(), reason="needs AMX-BF16")
+@pytest.mark.skipif(not (kernels.amx_bf16_usable() or kernels.avx512_bf16_usable()),
+                    reason="needs AMX-BF16 or AVX512_BF16")
 def test_bench_times_each_requested_float_precision():
     from onebit.analysis.bench import end_to_end
 
     lines = []
     res = end_to_end(1, 1, (1,), ("bireal-resnet18",), echo=lines.append, float_precisions=("bf16x3", "bf16"))
     row = res["results"][0]
-    for p in ("bf16x3", "bf16"):
+    timed = ("bf16x3", "bf16") if kernels.amx_bf16_usable() else ("bf16",)
+    if not kernels.amx_bf16_usable():
+        assert any("bf16x3 engine is not timed" in line for line in lines) and "engine_bf16x3_ms" not in row
+    for p in timed:
         assert row[f"engine_{p}_ms"] > 0 and row[f"vs_fp32_{p}"] > 0 and 0 <= row[f"{p}_argmax_agreement"] <= 1
         assert any(f"engine {p}" in line for line in lines)

@@ -99,9 +99,10 @@ def test_pool2d_bad_inputs():
         kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "max", 2, 1, 2)
 
 
-# ---- bf16x3: the float conv as three bf16 products (AMX-BF16, portable twin) ----
+# ---- bf16x3: the float conv as three bf16 products (AMX-BF16, AVX512_BF16, portable twin) ----
 
-BF16_PATHS = ["portable"] + (["amx"] if kernels.amx_bf16_usable() else [])
+BF16_PATHS = (["portable"] + (["amx"] if kernels.amx_bf16_usable() else [])
+              + (["avx512_bf16"] if kernels.avx512_bf16_usable() else []))
 
 
 def test_bf16_rounding_is_round_to_nearest_even_and_halves_keep_16_bits(rng):
@@ -123,6 +124,7 @@ def test_bf16_rounding_is_round_to_nearest_even_and_halves_keep_16_bits(rng):
     (3, 8, 7, 33, 70, 1, 2, 0),    # a strided 1×1 shortcut, odd channels
     (1, 3, 40, 2, 3, (3, 1), (1, 2), (1, 0)),  # 40 pixels: a partial block of 32
     (2, 6, 9, 32, 20, 2, 1, 0),    # kw·C = 64: whole 32-value moves in the gather, no tail
+    (1, 5, 5, 19, 131, 1, 1, 0),   # 25 pixels (not a multiple of the 4- or 6-row tiles), 131 → 160 columns
 ])
 def test_fconv_bf16x3_matches_its_reference_and_float(path, n, h, w, c, cout, k, s, p, rng):
     kh, kw, wt, x, scale, bias = _random_case(rng, n, h, w, c, cout, k)
@@ -146,6 +148,7 @@ def test_fconv_bf16x3_matches_its_reference_and_float(path, n, h, w, c, cout, k,
     (2, 13, 11, 3, 37, 7, 2, 3),   # a 7×7/2 stem, C_out not a multiple of 32, batch > 1
     (3, 8, 7, 33, 70, 1, 2, 0),    # a strided 1×1 shortcut, odd channels
     (1, 3, 40, 2, 3, (3, 1), (1, 2), (1, 0)),  # a partial block of 32
+    (2, 5, 5, 19, 131, 1, 1, 0),   # 50 pixels: a block of 18 rows (6-row tiles), 160 columns
 ])
 def test_fconv_bf16_is_the_conv_of_the_rounded_operands(path, n, h, w, c, cout, k, s, p, rng):
     kh, kw, wt, x, scale, bias = _random_case(rng, n, h, w, c, cout, k)
@@ -172,6 +175,9 @@ def test_fconv_bf16x3_bad_inputs():
     if not kernels.amx_bf16_usable():
         with pytest.raises(ValueError, match="AMX-BF16"):
             kernels.fconv2d_bf16x3(x, prepared, 3, path="amx")
+    if not kernels.avx512_bf16_usable():
+        with pytest.raises(ValueError, match="AVX512_BF16"):
+            kernels.fconv2d_bf16(x, prepared, 3, path="avx512_bf16")
     with pytest.raises(ValueError, match="NaN"):
         kernels.prepare_float_weights(np.full((2, 3), np.nan, np.float32), bf16x3=True)
 

@@ -34,7 +34,7 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
     """Engine latency vs PyTorch fp32/bf16 for each model and batch size; returns a JSON-able dict.
 
     ``float_precisions`` (``"bf16x3"``, ``"bf16"``): also time an engine whose real-valued convs run
-    in that precision on AMX-BF16 (``Engine(float_precision=...)``), for the models that have real
+    in that precision (``Engine(float_precision=...)``: AMX-BF16, or AVX512_BF16 for bf16), for the models that have real
     convs, in the same run; its rows add ``engine_<p>_ms``, the ratios and the agreement of its argmax
     with the fp32 engine on the timed batch."""
     from .. import models
@@ -72,7 +72,8 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
                 warnings.simplefilter("ignore", RuntimeWarning)
                 e = Engine(tmp / f"{name}.onebit", threads=threads, float_precision=prec)
             if e.float_precision != prec:
-                echo(f"note: no AMX-BF16 here; the {prec} engine is not timed")
+                echo(f"note: this CPU cannot run {prec} faster than fp32 (no AMX-BF16"
+                     f"{'' if prec == 'bf16x3' else ' or AVX512_BF16'}); the {prec} engine is not timed")
             else:
                 low[prec] = e
         fmodel = models.create(float_name, num_classes=ncls, **float_kw).eval()

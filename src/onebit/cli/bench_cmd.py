@@ -18,7 +18,7 @@ def bench(
     bf16x3: bool = typer.Option(False, "--bf16x3", help="also time the engine with its real-valued convs as "
                                 "three bf16 products on AMX-BF16 (Engine float_precision='bf16x3')"),
     bf16: bool = typer.Option(False, "--bf16", help="also time the engine with its real-valued convs in plain "
-                              "bf16 on AMX-BF16, as PyTorch's bf16 runs them (Engine float_precision='bf16')"),
+                              "bf16 on AMX-BF16 or AVX512_BF16, as PyTorch's bf16 runs them (Engine float_precision='bf16')"),
 ) -> None:
     """Time the bit-packed engine against PyTorch on the same shapes, in the same run."""
     if threads < 1 or repeats < 1:

@@ -50,7 +50,7 @@ def run(
     calib: int = typer.Option(512, "--calib", help="training images used to calibrate --int8"),
     float_precision: str = typer.Option("fp32", "--float-precision", help="real-valued convs: fp32, bf16x3 "
                                         "(three bf16 products on AMX-BF16: ≈ 2^-16 per product, faster) or bf16 "
-                                        "(one bf16 product: ≈ 2^-8, fastest)"),
+                                        "(one bf16 product on AMX-BF16 or AVX512_BF16: ≈ 2^-8, fastest)"),
 ) -> None:
     """Test accuracy of a .onebit model on the engine (no PyTorch), or predictions for --input."""
     from ..deploy import Engine

@@ -493,10 +493,11 @@ class Engine:
     ``"fp32"`` (default: float32, matches a float64 reference to float rounding), ``"bf16x3"``
     (three bf16 products per multiply-add on AMX-BF16, :func:`onebit.kernels.fconv2d_bf16x3`:
     ≈ 2⁻¹⁶ relative error per product instead of 2⁻²⁴) or ``"bf16"`` (one bf16 product,
-    :func:`onebit.kernels.fconv2d_bf16`: ≈ 2⁻⁸, what PyTorch's and OpenVINO's bf16 modes compute);
-    speed and accuracy of each in docs/benchmarks.md §2. A sign decided downstream may then differ
-    from PyTorch's fp32 where a value lies within that error of 0. Where the CPU has no AMX-BF16
-    the engine warns and stays in fp32 (:attr:`float_precision` says which one runs).
+    :func:`onebit.kernels.fconv2d_bf16`: ≈ 2⁻⁸, what PyTorch's and OpenVINO's bf16 modes compute; on
+    AMX-BF16 or AVX512_BF16); speed and accuracy of each in docs/benchmarks.md §2. A sign decided
+    downstream may then differ from PyTorch's fp32 where a value lies within that error of 0. Where
+    the CPU lacks the instructions the engine warns and stays in fp32 (:attr:`float_precision` says
+    which one runs).
 
     Fusions that change no bit of the result: a ReLU runs in the epilogue of the op before it; a
     quantize op that packs a binary conv's float output (the real-valued stream of a Bi-Real block)
@@ -557,9 +558,11 @@ class Engine:
             impl.reuse_output = dst != self.graph["output"]
         self.float_precision = "fp32"
         if float_precision != "fp32":
-            from ..kernels import amx_bf16_usable
+            from ..kernels import amx_bf16_usable, avx512_bf16_usable
 
-            if amx_bf16_usable():
+            # bf16: AMX-BF16 or AVX512_BF16; bf16x3 only on AMX (with VDPBF16PS alone its three
+            # products cost more than one fp32 FMA, and fp32 is the more accurate of the two)
+            if amx_bf16_usable() or (float_precision == "bf16" and avx512_bf16_usable()):
                 self.float_precision = float_precision
                 for _, _, impl, _ in self._ops:
                     if isinstance(impl, _FloatLinear) and impl.op["op"] == "conv" and impl.packed is None:
@@ -567,7 +570,8 @@ class Engine:
             else:
                 import warnings
 
-                warnings.warn(f"float_precision={float_precision!r} needs AMX-BF16 (and the OS tile permission); "
+                needs = "AMX-BF16 or AVX512_BF16" if float_precision == "bf16" else "AMX-BF16"
+                warnings.warn(f"float_precision={float_precision!r} needs {needs} (and the OS support); "
                               "this CPU runs the real-valued convs in fp32", RuntimeWarning, stacklevel=2)
 
     @staticmethod

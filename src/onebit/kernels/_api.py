@@ -409,6 +409,12 @@ def amx_bf16_usable() -> bool:
     return bool(_c().amx_bf16_usable())
 
 
+def avx512_bf16_usable() -> bool:
+    """True when the AVX512_BF16 path (``VDPBF16PS``: AMD Zen 4, Intel Cooper Lake) of
+    :func:`fconv2d_bf16` and :func:`fconv2d_bf16x3` runs here (CPU support, OS zmm state)."""
+    return bool(_c().avx512_bf16_usable())
+
+
 def fconv2d_bf16x3(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0, *,
                    scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
                    residual: Optional[np.ndarray] = None, relu: bool = False, path: str = "auto",
@@ -420,8 +426,10 @@ def fconv2d_bf16x3(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, paddi
     dropped ``xl·wl`` and the halves' rounding leave a relative error of about 2⁻¹⁶ per product
     (fp32: 2⁻²⁴) — close to float, not bit-identical to it (reference:
     :func:`onebit.kernels.reference.fconv2d_bf16x3`). ``w`` must come from
-    ``prepare_float_weights(w, bf16x3=True)``; ``path``: ``"auto"`` / ``"amx"`` / ``"portable"``
-    (the twin, slow: for tests and CPUs without AMX-BF16). Inputs must be finite.
+    ``prepare_float_weights(w, bf16x3=True)``; ``path``: ``"auto"`` (AMX-BF16, else AVX512_BF16, else
+    the twin) / ``"amx"`` / ``"avx512_bf16"`` / ``"portable"`` (the twin, slow: for tests and CPUs
+    without either). On AVX512_BF16 alone the three products cost more than one fp32 FMA, so the
+    engine keeps fp32 there. Inputs must be finite.
     """
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -435,7 +443,7 @@ def fconv2d_bf16(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding
                  residual: Optional[np.ndarray] = None, relu: bool = False, path: str = "auto",
                  threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
     """The float convolution of :func:`fconv2d_f32` in plain bfloat16: ``Σ bf16(x)·bf16(w)`` with
-    float accumulation (AMX-BF16), what PyTorch's bf16 and OpenVINO's bf16 compute — a relative error
+    float accumulation (AMX-BF16 or AVX512_BF16), what PyTorch's bf16 and OpenVINO's bf16 compute — a relative error
     of about 2⁻⁸ per product (reference: :func:`onebit.kernels.reference.fconv2d_bf16`). ``w`` must
     come from ``prepare_float_weights(w, bf16x3=True)``; ``path`` as :func:`fconv2d_bf16x3`.
     """

@@ -121,6 +121,7 @@ def test_bench_times_each_requested_float_precision():
     lines = []
     res = end_to_end(1, 1, (1,), ("bireal-resnet18",), echo=lines.append, float_precisions=("bf16x3", "bf16"))
     row = res["results"][0]
+    assert res["bf16_unit"] == ("AMX-BF16" if kernels.amx_bf16_usable() else "AVX512_BF16")
     timed = ("bf16x3", "bf16") if kernels.amx_bf16_usable() else ("bf16",)
     if not kernels.amx_bf16_usable():
         assert any("bf16x3 engine is not timed" in line for line in lines) and "engine_bf16x3_ms" not in row

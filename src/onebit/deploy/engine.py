@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import kernels as _kernels
 from . import format as fmt
 from .errors import DeployError
 
@@ -177,24 +178,23 @@ class _FloatLinear(_Op):
     def _float32_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
         """``y = fl(fl(Σ x·w)·mult) + bias`` (``+ residual``, ReLU when fused) in float32 on
         :func:`onebit.kernels.fconv2d_f32`; a dense layer runs as a 1×1 conv."""
-        from ..kernels import fconv2d_bf16, fconv2d_bf16x3, fconv2d_f32, prepare_float_weights
-
         split = self.float_precision != "fp32"
         if self._fw is None or (split and not self._fw.bf16x3):
-            self._fw = prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=split)
+            self._fw = _kernels.prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=split)
         op = self.op
         x = np.ascontiguousarray(x, dtype=np.float32)
         res = None if residual is None else np.ascontiguousarray(residual, dtype=np.float32)
         if op["op"] == "conv":
             out = self.out_buffer((x.shape[0], *layer_out_shape(x, self)))
-            conv = {"fp32": fconv2d_f32, "bf16x3": fconv2d_bf16x3, "bf16": fconv2d_bf16}[self.float_precision]
+            conv = {"fp32": _kernels.fconv2d_f32, "bf16x3": _kernels.fconv2d_bf16x3,
+                    "bf16": _kernels.fconv2d_bf16}[self.float_precision]
             return conv(x, self._fw, op["kernel"], op["stride"], op["padding"], scale=self.mult32,
                         bias=self.bias32, residual=res, relu=self.fuse_relu, threads=threads, out=out)
         lead = x.shape[:-1]
         rows = x.reshape(-1, 1, 1, x.shape[-1])
         cout = self.w32.shape[1]
         out = self.out_buffer((rows.shape[0], 1, 1, cout))
-        y = fconv2d_f32(rows, self._fw, 1, scale=self.mult32, bias=self.bias32,
+        y = _kernels.fconv2d_f32(rows, self._fw, 1, scale=self.mult32, bias=self.bias32,
                         residual=None if res is None else res.reshape(-1, 1, 1, cout), relu=self.fuse_relu,
                         threads=threads, out=out)
         return y.reshape(*lead, cout)
@@ -381,39 +381,33 @@ class _BinaryLinear(_Op):
 
 class _Quantize(_Op):
     def __call__(self, x, threads):
-        from ..kernels import pack_bits
-
-        return pack_bits(np.ascontiguousarray(as_float(x), dtype=np.float32), threads=threads)
+        return _kernels.pack_bits(np.ascontiguousarray(as_float(x), dtype=np.float32), threads=threads)
 
 
 class _Pool(_Op):
     """Float max/avg pooling on the C++ core (:func:`onebit.kernels.pool2d`; ``_pool`` is its NumPy twin)."""
 
     def __call__(self, x, threads):
-        from ..kernels import pool2d
-        from .format import pool_out
-
         op = self.op
+        pool_out = fmt.pool_out
         x = np.ascontiguousarray(as_float(x), dtype=np.float32)
         k, s, p = tuple(op["kernel"]), tuple(op["stride"]), tuple(op.get("padding", (0, 0)))
         ceil = bool(op.get("ceil_mode", False))
         shape = (x.shape[0], pool_out(x.shape[1], k[0], s[0], p[0], ceil), pool_out(x.shape[2], k[1], s[1], p[1], ceil),
                  x.shape[3])
-        return pool2d(x, "max" if op["op"] == "maxpool" else "avg", k, s, p, ceil_mode=ceil, threads=threads,
-                      out=self.out_buffer(shape))
+        return _kernels.pool2d(x, "max" if op["op"] == "maxpool" else "avg", k, s, p, ceil_mode=ceil,
+                               threads=threads, out=self.out_buffer(shape))
 
 
 class _GlobalAvgPool(_Op):
     """Mean over the map, summed in float64 (one H×W average pool on the C++ core)."""
 
     def __call__(self, x, threads):
-        from ..kernels import pool2d
-
         x = np.ascontiguousarray(as_float(x), dtype=np.float32)
         n, h, w, c = x.shape
         if h == 0 or w == 0:
             raise ValueError(f"global average pooling of an empty {h}×{w} map")
-        return pool2d(x, "avg", (h, w), threads=threads).reshape(n, c)
+        return _kernels.pool2d(x, "avg", (h, w), threads=threads).reshape(n, c)
 
 
 class _BMaxPool(_Op):
@@ -607,9 +601,7 @@ class Engine:
 
     def _forward(self, x: np.ndarray, threads: int, observe=None) -> np.ndarray:
         if x.ndim == 4:  # NCHW → NHWC in one pass on the core (with x/127.5 − 1 where every reader wants it)
-            from ..kernels import nchw_to_nhwc
-
-            x = nchw_to_nhwc(x, pm1=self._input_pm1 and x.dtype == np.uint8, threads=threads)
+            x = _kernels.nchw_to_nhwc(x, pm1=self._input_pm1 and x.dtype == np.uint8, threads=threads)
         values = {"input": x}
         for src, dst, impl, res in self._ops:
             if observe is not None:
@@ -625,7 +617,8 @@ class Engine:
                 else:
                     values[dst] = y
         out = values[self.graph["output"]]
-        if any(impl._buf is not None and np.may_share_memory(out, impl._buf) for _, _, impl, _ in self._ops):
+        if not out.flags.owndata and any(impl._buf is not None and np.may_share_memory(out, impl._buf)
+                                         for _, _, impl, _ in self._ops):
             out = out.copy()  # never hand the caller a buffer the next call overwrites
         return out
 

@@ -17,7 +17,11 @@ import numpy as np
 import torch
 
 
-def best_time(fn, repeats: int, inner: int) -> float:
+def best_time(fn, repeats: int, inner: int, settle: float = 0.2) -> float:
+    """Best mean time of ``inner`` calls over ``repeats`` rounds, after one warm-up call and a
+    ``settle`` pause: another engine's worker threads (PyTorch's OpenMP pool, the core's) spin for a
+    while after their last call and would otherwise take cores from the one being timed."""
+    time.sleep(settle)
     fn()
     best = float("inf")
     for _ in range(repeats):

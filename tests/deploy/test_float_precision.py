@@ -68,7 +68,7 @@ def test_bf16x3_without_amx_warns_and_stays_fp32(bireal_file, monkeypatch):
 def test_bf16_without_amx_or_avx512_bf16_warns_and_stays_fp32(bireal_file, monkeypatch):
     monkeypatch.setattr(kernels, "amx_bf16_usable", lambda: False)
     monkeypatch.setattr(kernels, "avx512_bf16_usable", lambda: False)
-    with pytest.warns(RuntimeWarning, match="AMX-BF16 or AVX512_BF16"):
+    with pytest.warns(RuntimeWarning, match="AMX-BF16, or AVX512_BF16"):
         engine = Engine(bireal_file, float_precision="bf16")
     assert engine.float_precision == "fp32" and all(c.float_precision == "fp32" for c in _real_convs(engine))
 
@@ -90,6 +90,9 @@ def test_bf16_runs_on_avx512_bf16_without_amx(bireal_file, monkeypatch):
     xb = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
     out32, out16 = e32.run(xb), e16.run(xb)
     assert out16.shape == (4, 10) and np.isfinite(out16).all()
+    with kernels.use_isa("avx2"), pytest.warns(RuntimeWarning, match="AVX512_BF16"):
+        # kernels held below AVX-512: no VDPBF16PS either (the kernel's "auto" would take the slow twin)
+        assert Engine(bireal_file, float_precision="bf16").float_precision == "fp32"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Engine(bireal_file)  # the default never warns

@@ -110,7 +110,6 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
                             f"vs_bf16_{prec}": t_bf16 / t_low, f"{prec}_argmax_agreement": agree})
                 echo(f"{'':12s} batch {bs:3d}: engine {prec:6s} {1e3 * t_low:8.3f} ms ({t_fp32 / t_low:5.1f}× fp32, "
                      f"{t_bf16 / t_low:5.1f}× bf16; argmax = fp32 engine on {100 * agree:.0f} % of the batch)")
-    from ..kernels import amx_bf16_usable, avx512_bf16_usable
+    from ..kernels import bf16_unit
 
-    bf16_unit = "AMX-BF16" if amx_bf16_usable() else "AVX512_BF16" if avx512_bf16_usable() else None
-    return {"threads": threads, "bf16_unit": bf16_unit, "results": results}
+    return {"threads": threads, "bf16_unit": bf16_unit("bf16"), "results": results}

@@ -552,12 +552,7 @@ class Engine:
             impl.reuse_output = dst != self.graph["output"]
         self.float_precision = "fp32"
         if float_precision != "fp32":
-            from ..kernels import amx_bf16_usable, avx512_bf16_usable, get_isa
-
-            # bf16: AMX-BF16, or AVX512_BF16 while the kernels dispatch to AVX-512 (what the
-            # kernel's "auto" path picks); bf16x3 only on AMX (with VDPBF16PS alone its three
-            # products cost more than one fp32 FMA, and fp32 is the more accurate of the two)
-            if amx_bf16_usable() or (float_precision == "bf16" and avx512_bf16_usable() and get_isa() == "avx512"):
+            if _kernels.bf16_unit(float_precision) is not None:  # the unit the kernels' "auto" path takes
                 self.float_precision = float_precision
                 for _, _, impl, _ in self._ops:
                     if isinstance(impl, _FloatLinear) and impl.op["op"] == "conv" and impl.packed is None:

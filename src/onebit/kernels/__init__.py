@@ -64,6 +64,20 @@ from ._api import (
 
 ConvWeights = _core.ConvWeights if _core is not None else None
 
+
+
+def bf16_unit(precision: str = "bf16") -> str | None:
+    """Where the float conv runs ``precision`` (``"bf16"`` or ``"bf16x3"``) faster than fp32 on this
+    machine, as the kernels' ``path="auto"`` picks it: ``"AMX-BF16"``, ``"AVX512_BF16"`` (plain bf16
+    only, while the kernels dispatch to AVX-512: its three bf16x3 products cost more than one fp32
+    FMA), or None. (Looks the capability checks up here, so tests can stand in for them.)"""
+    if amx_bf16_usable():
+        return "AMX-BF16"
+    if precision == "bf16" and avx512_bf16_usable() and get_isa() == "avx512":
+        return "AVX512_BF16"
+    return None
+
+
 __all__ = [
     "BConv2d",
     "BDense",
@@ -81,6 +95,7 @@ __all__ = [
     "fconv2d_bf16x3",
     "fconv2d_f32",
     "fold_affine_sign",
+    "bf16_unit",
     "get_isa",
     "get_num_threads",
     "iconv2d_s8",

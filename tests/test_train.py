@@ -231,3 +231,62 @@ def test_restored_optimizer_moments_take_the_channels_last_strides(tmp_path):
         assert st[k].stride() == conv2.weight.stride(), k
         assert torch.equal(st[k], ref[k]), k
     assert float(st["step"]) == 1.0
+
+
+def _fake_pace(monkeypatch, epoch_s):
+    """Make ``--fit-schedule`` see ``epoch_s`` seconds per epoch whatever the real pace."""
+    from onebit.train import trainer
+
+    real = trainer._Run._fit_to_budget
+    monkeypatch.setattr(trainer._Run, "_fit_to_budget", lambda self, _s, m: real(self, epoch_s, m))
+
+
+def test_fit_schedule_shortens_the_run_and_anneals_over_the_fitted_epochs(tiny_mnist, tmp_path, monkeypatch):
+    _fake_pace(monkeypatch, 2000.0)  # 100 min / 2000 s → 3 epochs fit
+    r = _recipe(epochs=8, lr_schedule="cosine", lr_final=0.0)
+    res = train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False, max_minutes=100, fit_schedule=True)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert res.epochs_run == 3 and [int(x["epoch"]) for x in rows] == [0, 1, 2]
+    # cosine over 3 epochs, not over 8: lr_e = lr · ½(1 + cos(πe/3))
+    import math
+    want = [3e-3 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)]
+    assert [float(x["lr"]) for x in rows] == pytest.approx(want, rel=1e-4)
+    assert json.loads((tmp_path / "run" / "recipe.json").read_text())["epochs"] == 3
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors")[1]["recipe"]["epochs"] == 3
+
+
+def test_fit_schedule_keeps_a_run_that_fits_and_scales_step_milestones(tiny_mnist, tmp_path, monkeypatch):
+    _fake_pace(monkeypatch, 1.0)  # everything fits: unchanged
+    r = _recipe(epochs=3, lr_schedule="step", milestones=(2,))
+    res = train(r, tmp_path / "a", data_root=str(tiny_mnist), progress=False, max_minutes=100, fit_schedule=True)
+    assert res.epochs_run == 3
+    monkeypatch.undo()
+    _fake_pace(monkeypatch, 3000.0)  # 2 of 4 epochs fit: the milestone at 2 moves to 1
+    r = _recipe(epochs=4, lr_schedule="step", milestones=(2,))
+    train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, max_minutes=100, fit_schedule=True)
+    rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [float(x["lr"]) for x in rows] == pytest.approx([3e-3, 3e-4])
+    assert json.loads((tmp_path / "b" / "recipe.json").read_text())["milestones"] == [1]
+
+
+def test_fit_schedule_run_resumes_into_the_fitted_length(tiny_mnist, tmp_path, monkeypatch):
+    _fake_pace(monkeypatch, 2000.0)
+    r = _recipe(epochs=8, lr_schedule="cosine", lr_final=0.0)
+    kw = dict(data_root=str(tiny_mnist), progress=False, max_minutes=100, fit_schedule=True)
+    train(r, tmp_path / "a", **kw)
+    train(r, tmp_path / "b", stop_after=2, **kw)
+    res = train(r, tmp_path / "b", resume=True, **kw)
+    assert res.epochs_run == 1
+    ta, _ = load_checkpoint(tmp_path / "a" / "last.safetensors")
+    tb, _ = load_checkpoint(tmp_path / "b" / "last.safetensors")
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    with pytest.raises(TrainingError, match="differs"):  # without --fit-schedule the recipes differ
+        train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, resume=True)
+
+
+def test_fit_schedule_needs_a_budget(tiny_mnist, tmp_path):
+    with pytest.raises(TrainingError, match="max_minutes"):
+        train(_recipe(), tmp_path / "run", data_root=str(tiny_mnist), progress=False, fit_schedule=True)
+    with pytest.raises(TrainingError, match="positive"):
+        train(_recipe(), tmp_path / "run", data_root=str(tiny_mnist), progress=False, max_minutes=-1)
+    assert not (tmp_path / "run").exists()

@@ -32,6 +32,9 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the data set"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="stop after this wall-clock budget"),
+    fit_schedule: bool = typer.Option(False, "--fit-schedule", help="with --max-minutes: after the first epoch, "
+                                      "shorten the run to the epochs that fit the budget and stretch the lr "
+                                      "schedule over them"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
     ckpt_every_steps: int = typer.Option(0, "--ckpt-every-steps",
                                          help="also checkpoint every N optimizer steps (0: per epoch only)"),
@@ -77,7 +80,7 @@ def train(
                                         optimizer=optimizer).items() if v is not None}
     extra, model_extra = parse_set(set_)
     run_opts = dict(threads=threads, progress=progress, data_root=data_root, max_minutes=max_minutes,
-                    ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard, device=device)
+                    fit_schedule=fit_schedule, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard, device=device)
 
     if pipeline:
         from ..methods.bireal import PIPELINES

@@ -165,13 +165,19 @@ def check_options(*, threads: int | None = None, ckpt_every_steps: int = 0, keep
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads: int | None = None,
           progress: bool = True, data_root: str | None = None, max_minutes: float | None = None,
           stop_after: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3,
-          tensorboard: bool = False, device: str | None = None) -> RunResult:
+          tensorboard: bool = False, device: str | None = None, fit_schedule: bool = False) -> RunResult:
     """Train ``recipe`` into ``out_dir``.
 
     Args:
         resume: continue from the newest checkpoint in ``out_dir`` (the recipe must match).
         threads: ``torch.set_num_threads`` (None: PyTorch's default).
         max_minutes: stop after the epoch during which this wall-clock budget ran out.
+        fit_schedule: with ``max_minutes``: after the first epoch, shorten the run to the epochs that
+            fit the budget at that epoch's pace (at most ``recipe.epochs``), and stretch the lr schedule
+            over them (cosine/exp end on time; step milestones scale with the length), so a budgeted
+            run anneals fully instead of being cut mid-schedule. Epoch 0's lr is the base lr for
+            every schedule, so the first epoch is the same whatever the fitted length. The fitted
+            recipe is what the checkpoints and ``recipe.json`` hold.
         stop_after: stop after this many epochs of *this* call (used to test interruption).
         ckpt_every_steps: also checkpoint every this many optimizer steps (0: only per epoch).
         keep_ckpts: how many step checkpoints to keep.
@@ -180,6 +186,11 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
             written from CPU copies, so a run resumes on either).
     """
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
+    if fit_schedule and max_minutes is None:
+        raise TrainingError("fit_schedule (--fit-schedule) fits the epochs to a time budget: give max_minutes too")
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and math.isfinite(max_minutes)
+                                        and max_minutes > 0):
+        raise TrainingError(f"max_minutes must be a positive number, got {max_minutes!r}")
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -187,9 +198,13 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
     try:
         if d.active and dev.type != "cpu":
             raise TrainingError("data-parallel training runs on CPU processes (gloo); drop --device or --nproc")
-        return _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
-                    ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
-                    tensorboard=tensorboard, device=dev).run(resume, max_minutes, stop_after)
+        if d.active and fit_schedule:
+            raise TrainingError("--fit-schedule runs in one process; drop --nproc or --fit-schedule")
+        run = _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
+                   ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
+                   tensorboard=tensorboard, device=dev)
+        run.fit_schedule = fit_schedule
+        return run.run(resume, max_minutes, stop_after)
     finally:
         distrib.teardown(d)
 
@@ -222,8 +237,8 @@ class _Run:
         self.hook = method_hook(self.model)
         self.optimizer = build_optimizer(recipe, self.model)
         constraints.attach(self.optimizer, self.model)
-        self.scheduler = make_scheduler(self.optimizer, recipe.lr_schedule, epochs=recipe.epochs, lr=recipe.lr,
-                                        lr_final=recipe.lr_final, every=recipe.lr_every, milestones=recipe.milestones)
+        self.scheduler = self._make_scheduler()
+        self.fit_schedule = False
         self.loss_fn = losses.get(recipe.loss)
         self.stats = observe.LayerStats(self.model)
         self.step_module: nn.Module = StepModule(self.model, self.hook, recipe.bf16, device.type)
@@ -324,6 +339,11 @@ class _Run:
             saved = Recipe.from_dict(meta["recipe"])
         except (KeyError, TypeError, ValueError, AttributeError):
             raise CheckpointError(f"{path} holds no readable recipe") from None
+        if self.fit_schedule and saved.replace(epochs=self.recipe.epochs, milestones=self.recipe.milestones) == \
+                self.recipe and saved.epochs <= self.recipe.epochs:
+            self.recipe = saved  # the length --fit-schedule chose in the first call
+            self.scheduler = self._make_scheduler()
+            return
         if saved != self.recipe:
             raise TrainingError(f"--resume: the recipe in {path} differs from the requested one; "
                                 "resume with the same settings")
@@ -344,6 +364,29 @@ class _Run:
                         extra_tensors={**self.stats.state(), **rng})
         snapshots.prune_steps(self.out, self.keep)
 
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        r = self.recipe
+        return make_scheduler(self.optimizer, r.lr_schedule, epochs=r.epochs, lr=r.lr, lr_final=r.lr_final,
+                              every=r.lr_every, milestones=r.milestones)
+
+    def _fit_to_budget(self, epoch_s: float, max_minutes: float) -> None:
+        """After epoch 0: shorten the recipe to the epochs that fit ``max_minutes`` at ``epoch_s``
+        seconds per epoch (at least 1, at most the recipe's) and rebuild the lr schedule for them."""
+        r = self.recipe
+        fit = max(1, min(r.epochs, int(max_minutes * 60 / max(epoch_s, 1e-9))))
+        if fit >= r.epochs:
+            log.info("--fit-schedule: %d epochs at %.1f s each fit %.1f min; schedule unchanged",
+                     r.epochs, epoch_s, max_minutes)
+            return
+        milestones = tuple(sorted({max(1, round(m * fit / r.epochs)) for m in r.milestones}))
+        self.recipe = r.replace(epochs=fit, milestones=milestones)
+        self.scheduler = self._make_scheduler()  # initial_lr kept from the first: lr = base × factor(0)
+        self.scheduler.step()  # now at epoch 1 of the fitted length
+        if self.d.main:
+            atomic_write_text(self.out / "recipe.json", self.recipe.to_json())
+        log.info("--fit-schedule: %.1f s per epoch → %d of %d epochs fit %.1f min; lr schedule refitted",
+                 epoch_s, fit, r.epochs, max_minutes)
+
     # ---- the loop ----------------------------------------------------------------------------
 
     def run(self, resume: bool, max_minutes: float | None, stop_after: int | None) -> RunResult:
@@ -361,7 +404,8 @@ class _Run:
         self.t_run = time.time()
         epochs_run, last_test = 0, self.last_test
         has_val = self.loaders.val is not None
-        for epoch in range(start_epoch, self.recipe.epochs):
+        epoch = start_epoch
+        while epoch < self.recipe.epochs:
             step0 = start_step if epoch == start_epoch else 0
             acc0 = accum if epoch == start_epoch else {"loss_sum": 0.0, "correct": 0, "n": 0, "elapsed": 0.0}
             lr = self.optimizer.param_groups[-1]["lr"]
@@ -399,6 +443,12 @@ class _Run:
             log.info("epoch %d/%d  loss %.4f  train %.2f%%  val %.2f%%  test %.2f%%  (%.1fs)", epoch + 1,
                      r.epochs, train_loss, 100 * train_acc, 100 * val_acc, 100 * test_acc, epoch_s)
             epochs_run += 1
+            if self.fit_schedule and epoch == 0 and max_minutes is not None:
+                self._fit_to_budget(time.time() - self.t_run, max_minutes)
+                if self.d.main:  # the checkpoint of epoch 0 resumes into the fitted schedule
+                    save_checkpoint(last_path, self.model, self._meta(epoch, kind="epoch", metrics=row, wall_s=wall),
+                                    optimizer=self.optimizer, scheduler=self.scheduler, extra_tensors=rng)
+            epoch += 1
             if stop_after is not None and epochs_run >= stop_after:
                 break
             out_of_time = max_minutes is not None and (time.time() - self.t_run) / 60 >= max_minutes

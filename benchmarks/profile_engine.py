@@ -56,6 +56,7 @@ def main() -> None:
     wrapped = [(s, d, _Timed(impl), r) for s, d, impl, r in eng._ops]
     eng._fused_away = {id(w) for (_, _, w, _), impl in zip(wrapped, impls) if id(impl) in eng._fused_away}
     eng._ops = wrapped
+    eng._build_plan()  # the forward pass's steps now call the wrappers
     if a.int8:
         x = (torch.randint(0, 256, (a.batch, *shape)).float() / 127.5 - 1).numpy()
     else:

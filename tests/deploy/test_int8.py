@@ -100,6 +100,7 @@ def _unfused(eng):
         impl.fuse_relu = False
         impl.inplace = False
         impl.reuse_output = False
+    eng._build_plan()  # the forward pass's steps follow the fusions
     return eng
 
 

@@ -81,8 +81,11 @@ def test_fconv_bad_inputs(rng):
     (1, 9, 7, 70, 3, 2, 1, False),   # Bi-Real / ResNet stem max-pool
     (3, 7, 7, 3, 2, 2, 0, True),     # ceil mode: a last window that hangs over the edge
     (1, 5, 6, 17, (3, 2), (2, 1), (1, 0), True),
+    (2, 15, 13, 64, 3, 2, 1, False),  # exactly one 64-channel register block
+    (1, 6, 6, 130, 2, 2, 0, False),   # two blocks and a 2-channel masked tail
 ])
-def test_pool2d_equals_the_numpy_twin(kind, n, h, w, c, k, s, p, ceil, rng):
+def test_pool2d_equals_the_numpy_twin(kind, n, h, w, c, k, s, p, ceil, rng, isa):
+    """Every ISA path (the AVX-512 rows and the portable twin) gives the NumPy twin's bits."""
     from onebit.deploy.engine import _pool
 
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)
@@ -190,3 +193,18 @@ def test_float_convs_take_an_empty_batch(rng):
         prepared = kernels.prepare_float_weights(w, bf16x3=True)
         assert kernels.fconv2d_bf16x3(x, prepared, 3, 1, 1, path=path).shape == (0, 5, 5, 4)
         assert kernels.fconv2d_bf16(x, prepared, 3, 1, 1, path=path).shape == (0, 5, 5, 4)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool2d_paths_agree_on_nan_inf_and_signed_zero(kind, rng):
+    """The AVX-512 rows and the portable twin treat NaN (max skips it, as std::max(acc, v) does),
+    ±Inf and −0.0 the same, bit for bit."""
+    x = rng.standard_normal((2, 9, 9, 70)).astype(np.float32)
+    for value, p in ((np.nan, 0.1), (np.inf, 0.03), (-np.inf, 0.03), (-0.0, 0.05)):
+        x[rng.random(x.shape) < p] = value
+    outs = []
+    for path in kernels.isa_paths():
+        with kernels.use_isa(path):
+            outs.append(kernels.pool2d(x, kind, 3, 2, 1, threads=2))
+    for o in outs[1:]:
+        assert np.array_equal(o.view(np.uint32), outs[0].view(np.uint32)) or np.array_equal(o, outs[0], equal_nan=True)

@@ -82,6 +82,9 @@ class _Op:
         raise NotImplementedError
 
 
+_FLOAT_CONVS = {"fp32": _kernels.fconv2d_f32, "bf16x3": _kernels.fconv2d_bf16x3, "bf16": _kernels.fconv2d_bf16}
+
+
 class _FloatLinear(_Op):
     """conv/dense on real input (first/last layers): exact float64 accumulation, then transform.
 
@@ -110,7 +113,8 @@ class _FloatLinear(_Op):
                                               self.bias.astype(np.float32))
         self._bitplane = None
         self._fw = None  # float weights packed for fconv2d_f32 (prepared at first use)
-        self.float_precision = "fp32"  # a real-weight conv as fp32, bf16x3 or bf16 (Engine float_precision)
+        self._geom = None  # [kh, kw], [sh, sw], [ph, pw] for the core's conv (prepared at first use)
+        self.float_precision = "fp32"  # a real-weight conv/dense as fp32, bf16x3 or bf16 (Engine float_precision)
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
         self._thresholds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
@@ -177,24 +181,28 @@ class _FloatLinear(_Op):
 
     def _float32_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
         """``y = fl(fl(Σ x·w)·mult) + bias`` (``+ residual``, ReLU when fused) in float32 on
-        :func:`onebit.kernels.fconv2d_f32`; a dense layer runs as a 1×1 conv."""
+        :func:`onebit.kernels.fconv2d_f32` (or its bf16x3 / bf16 twins, the engine's
+        ``float_precision``); a dense layer runs as a 1×1 conv on a 1×1 map, in the same precision."""
         split = self.float_precision != "fp32"
         if self._fw is None or (split and not self._fw.bf16x3):
             self._fw = _kernels.prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=split)
         op = self.op
         x = np.ascontiguousarray(x, dtype=np.float32)
         res = None if residual is None else np.ascontiguousarray(residual, dtype=np.float32)
+        prec = self.float_precision
         if op["op"] == "conv":
             out = self.out_buffer((x.shape[0], *layer_out_shape(x, self)))
-            conv = {"fp32": _kernels.fconv2d_f32, "bf16x3": _kernels.fconv2d_bf16x3,
-                    "bf16": _kernels.fconv2d_bf16}[self.float_precision]
-            return conv(x, self._fw, op["kernel"], op["stride"], op["padding"], scale=self.mult32,
-                        bias=self.bias32, residual=res, relu=self.fuse_relu, threads=threads, out=out)
+            if self._geom is None:
+                self._geom = tuple(list(_kernels._api._pair(op[k], k)) for k in ("kernel", "stride", "padding"))
+            # the core's conv directly (what kernels.fconv2d_f32 / _bf16 / _bf16x3 call after their checks)
+            return _kernels._core.fconv2d_f32(x, self._fw, *self._geom, self.mult32, self.bias32, res,
+                                              bool(self.fuse_relu), "auto", threads, out, prec)
+        conv = _FLOAT_CONVS[prec]
         lead = x.shape[:-1]
         rows = x.reshape(-1, 1, 1, x.shape[-1])
         cout = self.w32.shape[1]
         out = self.out_buffer((rows.shape[0], 1, 1, cout))
-        y = _kernels.fconv2d_f32(rows, self._fw, 1, scale=self.mult32, bias=self.bias32,
+        y = conv(rows, self._fw, 1, scale=self.mult32, bias=self.bias32,
                         residual=None if res is None else res.reshape(-1, 1, 1, cout), relu=self.fuse_relu,
                         threads=threads, out=out)
         return y.reshape(*lead, cout)
@@ -374,9 +382,9 @@ class _BinaryLinear(_Op):
     def __call__(self, x, threads, residual=None):
         if residual is not None:
             residual = np.ascontiguousarray(residual, dtype=np.float32)
-        if self.signs:
-            return self.layer(np.ascontiguousarray(x), residual=residual, threads=threads, signs=True)
-        return self.layer(np.ascontiguousarray(x), residual=residual, threads=threads)
+        # the layer's prepared plan directly (what BConv2d/BDense.__call__ do, without the argument
+        # checks: the engine's threads are a checked int)
+        return self.layer._plan(np.ascontiguousarray(x), residual, None, threads, self.signs)
 
 
 class _Quantize(_Op):
@@ -387,16 +395,19 @@ class _Quantize(_Op):
 class _Pool(_Op):
     """Float max/avg pooling on the C++ core (:func:`onebit.kernels.pool2d`; ``_pool`` is its NumPy twin)."""
 
+    _shape_of: tuple | None = None  # (input shape, output shape) of the last call
+
     def __call__(self, x, threads):
         op = self.op
-        pool_out = fmt.pool_out
         x = np.ascontiguousarray(as_float(x), dtype=np.float32)
-        k, s, p = tuple(op["kernel"]), tuple(op["stride"]), tuple(op.get("padding", (0, 0)))
-        ceil = bool(op.get("ceil_mode", False))
-        shape = (x.shape[0], pool_out(x.shape[1], k[0], s[0], p[0], ceil), pool_out(x.shape[2], k[1], s[1], p[1], ceil),
-                 x.shape[3])
-        return _kernels.pool2d(x, "max" if op["op"] == "maxpool" else "avg", k, s, p, ceil_mode=ceil,
-                               threads=threads, out=self.out_buffer(shape))
+        k, s, p = op["kernel"], op["stride"], op.get("padding", (0, 0))
+        if self._shape_of is None or self._shape_of[0] != x.shape:
+            ceil, pool_out = bool(op.get("ceil_mode", False)), fmt.pool_out
+            oh, ow = pool_out(x.shape[1], k[0], s[0], p[0], ceil), pool_out(x.shape[2], k[1], s[1], p[1], ceil)
+            self._shape_of = (x.shape, (x.shape[0], oh, ow, x.shape[3]))
+            self._args = (op["op"] == "maxpool", list(k), list(s), list(p), [oh, ow])
+        # the core's pooling directly (kernels.pool2d after its checks; the exporter wrote valid windows)
+        return _kernels._core.pool2d_f32(x, *self._args, threads, self.out_buffer(self._shape_of[1]))
 
 
 class _GlobalAvgPool(_Op):
@@ -407,7 +418,7 @@ class _GlobalAvgPool(_Op):
         n, h, w, c = x.shape
         if h == 0 or w == 0:
             raise ValueError(f"global average pooling of an empty {h}×{w} map")
-        return _kernels.pool2d(x, "avg", (h, w), threads=threads).reshape(n, c)
+        return _kernels._core.pool2d_f32(x, False, [h, w], [h, w], [0, 0], [1, 1], threads, None).reshape(n, c)
 
 
 class _BMaxPool(_Op):
@@ -483,7 +494,8 @@ class Engine:
     XNOR-popcount kernels by bit-planes (BNN paper §1.6). Returns float32 (N, classes). ``threads``: kernel threads
     (default: all cores). Safe to call from several Python threads (calls are serialised).
 
-    ``float_precision``: how the real-valued convs (a Bi-Real stem, 1×1 shortcuts) compute —
+    ``float_precision``: how the real-valued convs and dense layers (a Bi-Real stem, 1×1 shortcuts,
+    the classifier) compute —
     ``"fp32"`` (default: float32, matches a float64 reference to float rounding), ``"bf16x3"``
     (three bf16 products per multiply-add on AMX-BF16, :func:`onebit.kernels.fconv2d_bf16x3`:
     ≈ 2⁻¹⁶ relative error per product instead of 2⁻²⁴) or ``"bf16"`` (one bf16 product,
@@ -550,12 +562,13 @@ class Engine:
         self._fuse_sign_packing()
         for _, dst, impl, _ in self._ops:  # intermediate outputs live in per-op buffers
             impl.reuse_output = dst != self.graph["output"]
+        self._build_plan()
         self.float_precision = "fp32"
         if float_precision != "fp32":
             if _kernels.bf16_unit(float_precision) is not None:  # the unit the kernels' "auto" path takes
                 self.float_precision = float_precision
                 for _, _, impl, _ in self._ops:
-                    if isinstance(impl, _FloatLinear) and impl.op["op"] == "conv" and impl.packed is None:
+                    if isinstance(impl, _FloatLinear) and impl.packed is None:  # real convs and dense
                         impl.float_precision = float_precision
             else:
                 import warnings
@@ -585,7 +598,9 @@ class Engine:
         if x.dtype == np.uint8:
             return np.ascontiguousarray(x)
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
+        # max and min see every NaN (they propagate it) and every ±Inf; two reductions cost less
+        # than isfinite's boolean temporary
+        if x.size and not (np.isfinite(x.max()) and np.isfinite(x.min())):
             raise ValueError("input holds NaN or Inf values")
         return x
 
@@ -600,24 +615,54 @@ class Engine:
         if x.ndim == 4:  # NCHW → NHWC in one pass on the core (with x/127.5 − 1 where every reader wants it)
             x = _kernels.nchw_to_nhwc(x, pm1=self._input_pm1 and x.dtype == np.uint8, threads=threads)
         values = {"input": x}
-        for src, dst, impl, res in self._ops:
-            if observe is not None:
-                observe(impl, values[src])
-            if id(impl) in self._fused_away:  # a ReLU already applied by the layer before it
-                values[dst] = values[src]
-            elif dst in self._packed_by_producer:  # already packed by the conv that wrote values[src]
-                continue
-            else:
+        if observe is None:
+            for src, dst, impl, res, signs_dst in self._plan:  # see _build_plan
+                if impl is None:
+                    values[dst] = values[src]
+                    continue
                 y = impl(values[src], threads) if res is None else impl(values[src], threads, residual=values[res])
-                if type(y) is tuple:  # a float output and its packed signs
-                    values[dst], values[self._signs_to[dst]] = y
-                else:
+                if signs_dst is None:
                     values[dst] = y
+                else:  # a float output and its packed signs
+                    values[dst], values[signs_dst] = y
+        else:
+            for src, dst, impl, res in self._ops:
+                observe(impl, values[src])
+                if id(impl) in self._fused_away:  # a ReLU already applied by the layer before it
+                    values[dst] = values[src]
+                elif dst in self._packed_by_producer:  # already packed by the conv that wrote values[src]
+                    continue
+                else:
+                    y = impl(values[src], threads) if res is None else impl(values[src], threads, residual=values[res])
+                    if type(y) is tuple:  # a float output and its packed signs
+                        values[dst], values[self._signs_to[dst]] = y
+                    else:
+                        values[dst] = y
         out = values[self.graph["output"]]
-        if not out.flags.owndata and any(impl._buf is not None and np.may_share_memory(out, impl._buf)
-                                         for _, _, impl, _ in self._ops):
+        if not self._output_fresh and any(impl._buf is not None and np.may_share_memory(out, impl._buf)
+                                          for _, _, impl, _ in self._ops):
             out = out.copy()  # never hand the caller a buffer the next call overwrites
         return out
+
+    def _build_plan(self) -> None:
+        """The forward pass as a flat list of steps ``(src, dst, impl, residual, signs_dst)`` with the
+        fusions resolved once: a ReLU applied by the op before it is an alias step (``impl`` None),
+        a quantize packed by the binary conv before it is no step (that conv's ``signs_dst`` gets the
+        packed signs). Rebuilt whenever a fusion changes."""
+        plan = []
+        for src, dst, impl, res in self._ops:
+            if id(impl) in self._fused_away:
+                plan.append((src, dst, None, None, None))
+            elif dst not in self._packed_by_producer:
+                signs_dst = self._signs_to.get(dst) if getattr(impl, "signs", False) else None
+                plan.append((src, dst, impl, res, signs_dst))
+        self._plan = plan
+        # the ops that always return a new array when their output is the network's (no out buffer,
+        # not a view of their input): then the output cannot alias a per-op buffer
+        last = plan[-1] if plan else None
+        self._output_fresh = (last is not None and last[1] == self.graph["output"] and last[2] is not None
+                              and isinstance(last[2], (_FloatLinear, _BinaryLinear, _Pool, _GlobalAvgPool))
+                              and last[4] is None)
 
     def int8_layers(self) -> list[str]:
         """Outputs of the layers that :meth:`quantize_int8` would run in int8."""
@@ -666,6 +711,7 @@ class Engine:
                     impl.set_int8(s, unsigned=nonneg[id(impl)])
                     scales[dst] = s
             self._fuse_relus()
+            self._build_plan()
             return scales
 
     def _fuse_relus(self) -> None:

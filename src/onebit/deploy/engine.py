@@ -494,8 +494,7 @@ class Engine:
     XNOR-popcount kernels by bit-planes (BNN paper §1.6). Returns float32 (N, classes). ``threads``: kernel threads
     (default: all cores). Safe to call from several Python threads (calls are serialised).
 
-    ``float_precision``: how the real-valued convs and dense layers (a Bi-Real stem, 1×1 shortcuts,
-    the classifier) compute —
+    ``float_precision``: how the real-valued convs (a Bi-Real stem, 1×1 shortcuts) compute —
     ``"fp32"`` (default: float32, matches a float64 reference to float rounding), ``"bf16x3"``
     (three bf16 products per multiply-add on AMX-BF16, :func:`onebit.kernels.fconv2d_bf16x3`:
     ≈ 2⁻¹⁶ relative error per product instead of 2⁻²⁴) or ``"bf16"`` (one bf16 product,
@@ -568,7 +567,9 @@ class Engine:
             if _kernels.bf16_unit(float_precision) is not None:  # the unit the kernels' "auto" path takes
                 self.float_precision = float_precision
                 for _, _, impl, _ in self._ops:
-                    if isinstance(impl, _FloatLinear) and impl.packed is None:  # real convs and dense
+                    # real convs; the classifier (dense) stays fp32: at batch 1 its one row is one
+                    # block of the bf16 kernel, on one thread, and fp32 on two threads is as fast
+                    if isinstance(impl, _FloatLinear) and impl.op["op"] == "conv" and impl.packed is None:
                         impl.float_precision = float_precision
             else:
                 import warnings

@@ -7,8 +7,13 @@ Each contender lives in its own process (so one engine's spinning thread pool ne
 other's cores) and the parent alternates them round by round: on a shared, noisy machine every
 contender sees the same background load, and the per-round ratios cancel most of it. Contenders:
 ``onebit-fp32`` and ``onebit-bf16`` (``Engine(float_precision=...)``; bf16 only where the CPU has
-AMX-BF16 or AVX512_BF16), and OpenVINO's network with fp32 and bf16 float parts, built by the peer
-benchmark ``../shared/bench/x86_peers_bench.py`` (``--peers``; needs ``pip install openvino``).
+AMX-BF16 or AVX512_BF16), OpenVINO's network with fp32 and bf16 float parts, built by the peer
+benchmark ``../shared/bench/x86_peers_bench.py`` (``--peers``; needs ``pip install openvino``;
+its fp32 one is the peer's ``ov_bin``, the network the Bi-Real issue names), and, with
+``--contenders``, PyTorch's float ResNet-18 in fp32 and bf16 (``torch-fp32``, ``torch-bf16``,
+channels_last), so every figure of the issue's speed point comes from one interleaved run:
+
+    python benchmarks/vs_openvino.py --contenders onebit-bf16,onebit-fp32,openvino-fp32,openvino-bf16,torch-fp32,torch-bf16
 Prints per contender the median over rounds of each round's median latency, and the median over
 rounds of the per-round ratio to onebit's engine; ``--json-file`` keeps every round.
 
@@ -49,6 +54,26 @@ def _onebit_runner(precision: str, threads: int):
     return lambda: engine.run(x)
 
 
+def _torch_runner(precision: str, threads: int):
+    """PyTorch's ResNet-18 (the real-valued twin with ReLU, as `onebit bench` times it): fp32, or
+    bf16 weights and activations; channels_last, inference mode."""
+    import torch
+
+    from onebit import models
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    model = models.create("resnet18-float", num_classes=1000, activation="relu").eval().to(dtype)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 224, 224).to(dtype).contiguous(memory_format=torch.channels_last)
+
+    def call():
+        with torch.inference_mode():
+            return model(x)
+    return call
+
+
 def _openvino_runner(precision: str, threads: int, peers: str):
     spec = importlib.util.spec_from_file_location("x86_peers_bench", peers)
     bench = importlib.util.module_from_spec(spec)
@@ -62,6 +87,8 @@ def _worker(name: str, threads: int, peers: str, conn) -> None:
     try:
         if name.startswith("onebit-"):
             call = _onebit_runner(name.split("-", 1)[1], threads)
+        elif name.startswith("torch-"):
+            call = _torch_runner(name.split("-", 1)[1], threads)
         else:
             call = _openvino_runner({"openvino-fp32": "f32", "openvino-bf16": "bf16"}[name], threads, peers)
         for _ in range(10):  # warm-up: caches, thread pools, buffers
@@ -89,13 +116,15 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=40, help="timed calls per contender per round")
     ap.add_argument("--peers", default=str(Path(__file__).resolve().parents[2] / "shared/bench/x86_peers_bench.py"),
                     help="the peer benchmark that builds OpenVINO's network")
-    ap.add_argument("--contenders", default="onebit-fp32,onebit-bf16,openvino-fp32,openvino-bf16")
+    ap.add_argument("--contenders", default="onebit-fp32,onebit-bf16,openvino-fp32,openvino-bf16",
+                    help="comma-separated: onebit-fp32, onebit-bf16, openvino-fp32, openvino-bf16, torch-fp32, "
+                    "torch-bf16 (PyTorch's ResNet-18, channels_last: the issue's other baselines)")
     ap.add_argument("--json-file", help="write every round's latencies here")
     a = ap.parse_args()
     if a.threads < 1 or a.rounds < 1 or a.calls < 1:
         sys.exit("--threads, --rounds and --calls must be >= 1")
     names = [n for n in a.contenders.split(",") if n]
-    known = {"onebit-fp32", "onebit-bf16", "openvino-fp32", "openvino-bf16"}
+    known = {"onebit-fp32", "onebit-bf16", "openvino-fp32", "openvino-bf16", "torch-fp32", "torch-bf16"}
     if set(names) - known:
         sys.exit(f"unknown contenders {sorted(set(names) - known)}; choose from {sorted(known)}")
     if any(n.startswith("openvino") for n in names) and not Path(a.peers).is_file():
@@ -121,6 +150,7 @@ def main() -> None:
         order = list(workers) if r % 2 == 0 else list(reversed(workers))  # no contender always first
         for name in order:
             _, conn = workers[name]
+            time.sleep(0.25)  # the last contender's spinning OpenMP/TBB workers settle (PyTorch's spin ~0.2 s)
             conn.send(a.calls)
             _, times = conn.recv()
             rounds[name].append(statistics.median(times) * 1e3)

@@ -187,10 +187,10 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
     """
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
     if fit_schedule and max_minutes is None:
-        raise TrainingError("fit_schedule (--fit-schedule) fits the epochs to a time budget: give max_minutes too")
+        raise TrainingError("--fit-schedule fits the epochs to a time budget: give --max-minutes (max_minutes) too")
     if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and math.isfinite(max_minutes)
                                         and max_minutes > 0):
-        raise TrainingError(f"max_minutes must be a positive number, got {max_minutes!r}")
+        raise TrainingError(f"--max-minutes must be a positive number, got {max_minutes!r}")
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -52,9 +52,7 @@ void pool2d_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int 
   parallel_for(resolve_threads(threads, rows), rows, [&](int64_t t) {
 #ifdef ONEBIT_HAVE_X86_KERNELS
     if (avx512) {
-      thread_local std::vector<const float*> taps;
-      if (taps.size() < static_cast<size_t>(g.kh) * g.kw) taps.resize(static_cast<size_t>(g.kh) * g.kw);
-      pool_row_avx512(x, g, is_max, out, t / g.OH, static_cast<int>(t % g.OH), taps.data());
+      pool_row_avx512(x, g, is_max, out, t / g.OH, static_cast<int>(t % g.OH));
       return;
     }
 #endif

@@ -15,9 +15,8 @@ struct PoolGeom {
 void pool2d_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int threads);
 
 #ifdef ONEBIT_HAVE_X86_KERNELS
-// One output row (n, oy) on AVX-512; taps: room for kh·kw pointers.
-void pool_row_avx512(const float* x, const PoolGeom& g, bool is_max, float* out, int64_t n, int oy,
-                     const float** taps);
+// One output row (n, oy) on AVX-512.
+void pool_row_avx512(const float* x, const PoolGeom& g, bool is_max, float* out, int64_t n, int oy);
 #endif
 
 }  // namespace onebit

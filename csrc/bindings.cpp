@@ -686,7 +686,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("fconv2d_f32", [](const py::object& x_obj, const std::shared_ptr<FloatWeights>& W, std::vector<int> kernel,
                           std::vector<int> stride, std::vector<int> padding, const py::object& scale_obj,
                           const py::object& bias_obj, const py::object& res_obj, bool relu, const std::string& path,
-                          int64_t threads, const py::object& out_obj, const std::string& precision) {
+                          int64_t threads, const py::object& out_obj, const std::string& precision,
+                          const py::object& pool_obj) {
     if (!W) fail("w must be prepared with prepare_float_weights");
     if (precision != "fp32" && precision != "bf16x3" && precision != "bf16")
       fail("precision must be 'fp32', 'bf16x3' or 'bf16', got '" + precision + "'");
@@ -728,7 +729,27 @@ PYBIND11_MODULE(_core, m) {
 #ifndef ONEBIT_HAVE_X86_KERNELS
     avx512 = false;
 #endif
-    const std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH()), int64_t(g.OW()), int64_t(W->N)};
+    std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH()), int64_t(g.OW()), int64_t(W->N)};
+    // a max or average pooling fused in: (is_max, [kh, kw], [sh, sw], [ph, pw], [OH, OW])
+    bool pool_max = true;
+    PoolGeom pg{};
+    const bool pooled = !pool_obj.is_none();
+    if (pooled) {
+      if (!split) fail("a fused pooling needs precision 'bf16' or 'bf16x3'");
+      if (!res_obj.is_none()) fail("a fused pooling takes no residual");
+      auto t = pool_obj.cast<std::tuple<bool, std::vector<int>, std::vector<int>, std::vector<int>, std::vector<int>>>();
+      pool_max = std::get<0>(t);
+      const auto &k = std::get<1>(t), &st = std::get<2>(t), &pd = std::get<3>(t), &o = std::get<4>(t);
+      if (k.size() != 2 || st.size() != 2 || pd.size() != 2 || o.size() != 2)
+        fail("pool kernel, stride, padding and out_hw must each have two values");
+      pg = PoolGeom{g.N, g.OH(), g.OW(), W->N, k[0], k[1], st[0], st[1], pd[0], pd[1], o[0], o[1]};
+      if (pg.kh < 1 || pg.kw < 1 || pg.sh < 1 || pg.sw < 1 || pg.ph < 0 || pg.pw < 0 || pg.OH < 1 || pg.OW < 1)
+        fail("pool kernel, stride and output size must be >= 1 and padding >= 0");
+      if (2 * pg.ph > pg.kh || 2 * pg.pw > pg.kw) fail("pool padding must be at most half the kernel");
+      if ((pg.OH - 1) * pg.sh - pg.ph >= pg.H || (pg.OW - 1) * pg.sw - pg.pw >= pg.W)
+        fail("the last pooling window starts outside the conv's output");
+      oshape = {int64_t(g.N), int64_t(pg.OH), int64_t(pg.OW), int64_t(W->N)};
+    }
     py::array sc, bi, rs;
     const float* scale = nullptr;
     const float* bias = nullptr;
@@ -761,7 +782,8 @@ PYBIND11_MODULE(_core, m) {
       py::gil_scoped_release nogil;
       if (split)
         fconv2d_bf16x3(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
-                       static_cast<float*>(out.mutable_data()), bf16_path, static_cast<int>(threads), precision == "bf16");
+                       static_cast<float*>(out.mutable_data()), bf16_path, static_cast<int>(threads), precision == "bf16",
+                       pooled ? &pg : nullptr, pool_max);
       else
         fconv2d_f32(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
                     static_cast<float*>(out.mutable_data()), avx512, static_cast<int>(threads));
@@ -770,7 +792,7 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("x"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
      py::arg("scale") = py::none(), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
      py::arg("relu") = false, py::arg("path") = "auto", py::arg("threads") = 0, py::arg("out") = py::none(),
-     py::arg("precision") = "fp32");
+     py::arg("precision") = "fp32", py::arg("pool") = py::none());
   m.def("pool2d_f32", [](const py::object& x_obj, bool is_max, std::vector<int> kernel, std::vector<int> stride,
                          std::vector<int> padding, std::vector<int> out_hw, int64_t threads, const py::object& out_obj) {
     py::array x = as_array<float>(x_obj, "x", 4);

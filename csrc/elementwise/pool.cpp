@@ -17,7 +17,7 @@ namespace {
 
 // One output row (n, oy) of the pooling (vectorised over the channels, per CPU by ONEBIT_CLONES).
 ONEBIT_CLONES void pool_row(const float* x, const PoolGeom& g, bool is_max, float* out, int64_t n, int oy,
-                            double* sum) {
+                            double* sum, int row0 = 0) {
   const int y0 = std::max(oy * g.sh - g.ph, 0), y1 = std::min(oy * g.sh - g.ph + g.kh, g.H);
   for (int ox = 0; ox < g.OW; ++ox) {
     const int x0 = std::max(ox * g.sw - g.pw, 0), x1 = std::min(ox * g.sw - g.pw + g.kw, g.W);
@@ -26,14 +26,14 @@ ONEBIT_CLONES void pool_row(const float* x, const PoolGeom& g, bool is_max, floa
       std::fill(o, o + g.C, -std::numeric_limits<float>::infinity());
       for (int y = y0; y < y1; ++y)
         for (int xx = x0; xx < x1; ++xx) {
-          const float* v = x + ((n * g.H + y) * g.W + xx) * g.C;
+          const float* v = x + ((n * g.H + y - row0) * g.W + xx) * g.C;
           for (int c = 0; c < g.C; ++c) o[c] = std::max(o[c], v[c]);
         }
     } else {
       std::fill(sum, sum + g.C, 0.0);
       for (int y = y0; y < y1; ++y)
         for (int xx = x0; xx < x1; ++xx) {
-          const float* v = x + ((n * g.H + y) * g.W + xx) * g.C;
+          const float* v = x + ((n * g.H + y - row0) * g.W + xx) * g.C;
           for (int c = 0; c < g.C; ++c) sum[c] += v[c];
         }
       const double cnt = static_cast<double>((y1 - y0) * (x1 - x0));
@@ -60,6 +60,18 @@ void pool2d_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int 
     if (!is_max) sum.resize(g.C);
     pool_row(x, g, is_max, out, t / g.OH, static_cast<int>(t % g.OH), sum.data());
   });
+}
+
+void pool_rows_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int oy0, int oy1, int row0) {
+#ifdef ONEBIT_HAVE_X86_KERNELS
+  if (current_isa() == Isa::Avx512) {
+    for (int oy = oy0; oy < oy1; ++oy) pool_row_avx512(x, g, is_max, out, 0, oy, row0);
+    return;
+  }
+#endif
+  thread_local std::vector<double> sum;
+  if (!is_max) sum.resize(g.C);
+  for (int oy = oy0; oy < oy1; ++oy) pool_row(x, g, is_max, out, 0, oy, sum.data(), row0);
 }
 
 }  // namespace onebit

@@ -70,12 +70,12 @@ void avg_pixel(const float* w, int ny, int nx, int64_t row, int64_t C, float* o)
 
 }  // namespace
 
-void pool_row_avx512(const float* x, const PoolGeom& g, bool is_max, float* out, int64_t n, int oy) {
+void pool_row_avx512(const float* x, const PoolGeom& g, bool is_max, float* out, int64_t n, int oy, int row0) {
   const int y0 = std::max(oy * g.sh - g.ph, 0), y1 = std::min(oy * g.sh - g.ph + g.kh, g.H);
   const int64_t row = static_cast<int64_t>(g.W) * g.C;
   for (int ox = 0; ox < g.OW; ++ox) {
     const int x0 = std::max(ox * g.sw - g.pw, 0), x1 = std::min(ox * g.sw - g.pw + g.kw, g.W);
-    const float* w = x + ((n * g.H + y0) * g.W + x0) * g.C;
+    const float* w = x + ((n * g.H + y0 - row0) * g.W + x0) * g.C;
     float* o = out + ((n * g.OH + oy) * g.OW + ox) * g.C;
     if (is_max) max_pixel(w, y1 - y0, x1 - x0, row, g.C, o);
     else avg_pixel(w, y1 - y0, x1 - x0, row, g.C, o);

@@ -1,7 +1,8 @@
 // onebit/csrc/fgemm/fconv_bf16.cpp — the bf16x3 float conv (see fgemm.h): the input is split
 // once into two padded bf16 buffers (hi, lo), then per block of 32 output pixels the patches of
 // both halves are gathered into thread-local A blocks, multiplied (AMX-BF16, AVX512_BF16 or the
-// portable twin) and transformed into the output like fconv2d_f32.
+// portable twin) and transformed into the output like fconv2d_f32. With a pooling fused, bands of
+// output rows are computed into a thread-local buffer and pooled from there (fgemm.h).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "common/copy_small.h"
 #include "common/isa.h"
 #include "common/thread_pool.h"
+#include "elementwise/pool.h"
 #include "fgemm/bf16.h"
 #include "fgemm/fgemm.h"
 
@@ -109,7 +111,7 @@ void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatW
 
 void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
                     const float* bias, const float* residual, bool relu, float* out, Bf16Path path, int threads,
-                    bool one_term) {
+                    bool one_term, const PoolGeom* pool, bool pool_max) {
   const bool use_amx = path == Bf16Path::Amx;
   const int OH = g.OH(), OW = g.OW(), HP = g.H + 2 * g.ph, WP = g.W + 2 * g.pw, C = g.C;
   const int64_t K = static_cast<int64_t>(g.kh) * g.kw * C;
@@ -135,60 +137,107 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
     else
       split_bf16_row(x + r * g.W * C, xh + at, xl + at, static_cast<int64_t>(g.W) * C);
   });
-  // 2. blocks of 32 output pixels; a task is up to kGroup blocks (one tile configuration per
-  //    task), fewer when that would leave threads idle (a 1x1 conv on a 7x7 or 14x14 map)
+  // 2. blocks of 32 output pixels, each gathered, multiplied and transformed by the calling thread
   constexpr int BM = 32;
   const int64_t M = static_cast<int64_t>(g.N) * OH * OW;
-  const int64_t blocks = (M + BM - 1) / BM;
-  //    (about two tasks per thread at least, claimed dynamically, so uneven tasks even out)
-  const int64_t kGroup = std::clamp<int64_t>(blocks / (2 * std::max(1, resolve_threads(threads, blocks))), 1, 8);
-  const int64_t tasks = (blocks + kGroup - 1) / kGroup;
   const int64_t row_elems = static_cast<int64_t>(g.kw) * C;
-  parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {
-    thread_local std::vector<uint16_t> ah, al;
-    thread_local std::vector<float> acc;
-    thread_local int64_t zeroed_for = -1;  // the K padding (K..Kb) of every row stays 0 while K is the same
-    if (zeroed_for != K * 4096 + W.Kb) {
-      ah.assign(static_cast<size_t>(BM) * W.Kb, 0);
-      al.assign(static_cast<size_t>(BM) * W.Kb, 0);
-      zeroed_for = K * 4096 + W.Kb;
+  struct Scratch {
+    std::vector<uint16_t> ah, al;
+    std::vector<float> acc;
+    int64_t zeroed_for = -1;  // the K padding (K..Kb) of every row stays 0 while K is the same
+  };
+  auto scratch = [&]() -> Scratch& {
+    thread_local Scratch sc;
+    if (sc.zeroed_for != K * 4096 + W.Kb) {
+      sc.ah.assign(static_cast<size_t>(BM) * W.Kb, 0);
+      sc.al.assign(static_cast<size_t>(BM) * W.Kb, 0);
+      sc.zeroed_for = K * 4096 + W.Kb;
     }
-    acc.resize(static_cast<size_t>(BM) * W.Np);
+    sc.acc.resize(static_cast<size_t>(BM) * W.Np);
+    return sc;
+  };
+  // output pixels [m0, m0 + rows) → dst (rows x W.N floats); res: their residual rows or null
+  auto block = [&](Scratch& sc, int64_t m0, int rows, float* dst, const float* res) {
+    // the patches of the block's output pixels (the kw taps of one kernel row are contiguous in
+    // NHWC); rows past M are zero, since AMX loads whole 16-row tiles
+    const int64_t p0 = m0 % (OH * OW), n0 = m0 / (OH * OW);
+    uint16_t* const lo_block = one_term ? nullptr : sc.al.data();
+    PatchGather pgather{xh, xl, sc.ah.data(), lo_block, W.Kb, rows, BM, n0, p0 / OW, p0 % OW, OH, OW, HP, WP, C,
+                        g.sh, g.sw, g.kh, row_elems};
+#ifdef ONEBIT_HAVE_AMX_BF16
+    if (use_amx) {
+      gather_patches_bf16_avx512(pgather);
+      fgemm_bf16x3_block_amx(sc.ah.data(), lo_block, W, sc.acc.data());
+    } else
+#endif
+#ifdef ONEBIT_HAVE_AVX512_BF16
+    if (path == Bf16Path::Avx512Bf16) {
+      gather_patches_bf16_avx512(pgather);
+      fgemm_bf16x3_block_avx512bf16(sc.ah.data(), lo_block, W, rows, sc.acc.data());
+    } else
+#endif
+    {
+      gather_patches_bf16(pgather);
+      fgemm_bf16x3_block_ref(sc.ah.data(), lo_block, W, sc.acc.data());
+    }
+    float_epilogue(sc.acc.data(), W.Np, rows, W.N, scale, bias, res, relu, dst);
+  };
+  auto tiles_begin = [&]() {
 #ifdef ONEBIT_HAVE_AMX_BF16
     if (use_amx) amx_tiles_begin();
 #endif
-    const int64_t b_end = std::min(blocks, (t + 1) * kGroup);
-    for (int64_t b = t * kGroup; b < b_end; ++b) {
-      const int64_t m0 = b * BM;
-      const int rows = static_cast<int>(std::min<int64_t>(BM, M - m0));
-      // the patches of the block's output pixels (the kw taps of one kernel row are contiguous in
-      // NHWC); rows past M are zero, since AMX loads whole 16-row tiles
-      const int64_t p0 = m0 % (OH * OW), n0 = m0 / (OH * OW);
-      uint16_t* const lo_block = one_term ? nullptr : al.data();
-      PatchGather pg{xh, xl, ah.data(), lo_block, W.Kb, rows, BM, n0, p0 / OW, p0 % OW, OH, OW, HP, WP, C,
-                     g.sh, g.sw, g.kh, row_elems};
-#ifdef ONEBIT_HAVE_AMX_BF16
-      if (use_amx) {
-        gather_patches_bf16_avx512(pg);
-        fgemm_bf16x3_block_amx(ah.data(), lo_block, W, acc.data());
-      } else
-#endif
-#ifdef ONEBIT_HAVE_AVX512_BF16
-      if (path == Bf16Path::Avx512Bf16) {
-        gather_patches_bf16_avx512(pg);
-        fgemm_bf16x3_block_avx512bf16(ah.data(), lo_block, W, rows, acc.data());
-      } else
-#endif
-      {
-        gather_patches_bf16(pg);
-        fgemm_bf16x3_block_ref(ah.data(), lo_block, W, acc.data());
-      }
-      float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
-                     out + m0 * W.N);
-    }
+  };
+  auto tiles_end = [&]() {
 #ifdef ONEBIT_HAVE_AMX_BF16
     if (use_amx) amx_tiles_end();
 #endif
+  };
+  if (pool == nullptr) {
+    // a task is up to kGroup blocks (one tile configuration per task), fewer when that would leave
+    // threads idle (a 1x1 conv on a 7x7 or 14x14 map): about two tasks per thread at least, claimed
+    // dynamically, so uneven tasks even out
+    const int64_t blocks = (M + BM - 1) / BM;
+    const int64_t kGroup = std::clamp<int64_t>(blocks / (2 * std::max(1, resolve_threads(threads, blocks))), 1, 8);
+    const int64_t tasks = (blocks + kGroup - 1) / kGroup;
+    parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {
+      Scratch& sc = scratch();
+      tiles_begin();
+      const int64_t b_end = std::min(blocks, (t + 1) * kGroup);
+      for (int64_t b = t * kGroup; b < b_end; ++b) {
+        const int64_t m0 = b * BM;
+        block(sc, m0, static_cast<int>(std::min<int64_t>(BM, M - m0)), out + m0 * W.N,
+              residual ? residual + m0 * W.N : nullptr);
+      }
+      tiles_end();
+    });
+    return;
+  }
+  // 3. (with a max/avg pool fused) a task is a band of pooled rows of one image: it computes the conv
+  //    rows their windows read (a band's first row again where two bands' windows overlap) into a
+  //    thread-local buffer, then pools them into `out` — the conv's full map is never written out
+  const PoolGeom& pgeom = *pool;  // the caller checked pgeom.H == OH, pgeom.W == OW, pgeom.C == W.N
+  const int POH = pgeom.OH;
+  const int bands = std::clamp((2 * std::max(1, resolve_threads(threads, int64_t(g.N) * POH)) + g.N - 1) / g.N, 1, POH);
+  const int band_rows = (POH + bands - 1) / bands;
+  const int per_image = (POH + band_rows - 1) / band_rows;
+  const int64_t tasks = static_cast<int64_t>(g.N) * per_image;
+  parallel_for(resolve_threads(threads, tasks), tasks, [&](int64_t t) {
+    const int64_t n = t / per_image;
+    const int py0 = static_cast<int>(t % per_image) * band_rows, py1 = std::min(POH, py0 + band_rows);
+    const int cy0 = std::max(py0 * pgeom.sh - pgeom.ph, 0);
+    const int cy1 = std::min((py1 - 1) * pgeom.sh - pgeom.ph + pgeom.kh, OH);
+    thread_local std::vector<float> band;
+    band.resize(static_cast<size_t>(cy1 - cy0) * OW * W.N);
+    Scratch& sc = scratch();
+    tiles_begin();
+    const int64_t m_begin = (n * OH + cy0) * OW, m_end = (n * OH + cy1) * OW;
+    for (int64_t m0 = m_begin; m0 < m_end; m0 += BM)
+      block(sc, m0, static_cast<int>(std::min<int64_t>(BM, m_end - m0)), band.data() + (m0 - m_begin) * W.N, nullptr);
+    tiles_end();
+    PoolGeom one = pgeom;
+    one.N = 1;
+    one.H = cy1;  // windows clip at cy1: the map's end for the last band, past every window of the others
+    pool_rows_f32(band.data(), one, pool_max, out + n * POH * pgeom.OW * W.N, py0, py1, cy0);
   });
 }
 

@@ -7,6 +7,7 @@
 // multiply and add on the portable twin), so results agree with a float64 reference to float
 // rounding, not bit for bit with another BLAS.
 #pragma once
+#include "elementwise/pool.h"
 #include <cstdint>
 #include <vector>
 
@@ -36,9 +37,12 @@ FloatWeights prepare_float_weights(const float* w, int N, int K, bool bf16x3 = f
 // one_term: the plain bf16 conv instead, sum_k xh wh alone (relative error ~2^-8 per product, what
 // a bf16 framework computes).
 enum class Bf16Path : int { Portable = 0, Amx = 1, Avx512Bf16 = 2 };
+// pool (optional): a max (pool_max) or average pooling of the conv's output fused in, `out` then
+// holds the pooled map (N x pool->OH x pool->OW x N_out), bit for bit what pool2d_f32 gives on the
+// conv's output; needs residual == nullptr and pool->H == OH, pool->W == OW, pool->C == N_out.
 void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale,
                     const float* bias, const float* residual, bool relu, float* out, Bf16Path path, int threads,
-                    bool one_term = false);
+                    bool one_term = false, const PoolGeom* pool = nullptr, bool pool_max = true);
 // True when the CPU has AMX-BF16 (and AVX-512BW) and the OS granted the tile state.
 bool amx_bf16_usable();
 // True when the CPU has AVX512_BF16 (VDPBF16PS) and AVX-512BW, and the OS saves the zmm state.

@@ -137,3 +137,25 @@ def test_bench_times_each_requested_float_precision():
     for p in timed:
         assert row[f"engine_{p}_ms"] > 0 and row[f"vs_fp32_{p}"] > 0 and 0 <= row[f"{p}_argmax_agreement"] <= 1
         assert any(f"engine {p}" in line for line in lines)
+
+
+@pytest.mark.skipif(kernels.bf16_unit("bf16") is None, reason="needs AMX-BF16 or AVX512_BF16")
+def test_bf16_stem_pools_its_own_output_bit_for_bit(tmp_path):
+    """ImageNet stem (7×7/2 conv → BN → 3×3/2 max-pool): in bf16 the conv pools its own output (one
+    step fewer, the 112×112 map never written) and the logits equal the unfused engine's exactly;
+    fp32 keeps the two ops."""
+    torch.manual_seed(0)
+    model = models.create("bireal-resnet18", num_classes=10, width=8).eval()
+    path = tmp_path / "stem.onebit"
+    export(model, path, torch.zeros(1, 3, 64, 64), preprocess={"normalize": "pm1"})
+    x = np.random.default_rng(0).integers(0, 256, (3, 3, 64, 64)).astype(np.uint8)
+    for threads in (1, 2):
+        fused = Engine(path, threads=threads, float_precision="bf16")
+        plain = Engine(path, threads=threads, float_precision="bf16")
+        plain.fuse_conv_pool = False
+        plain._build_plan()
+        assert len(fused._plan) == len(plain._plan) - 1
+        for batch in (x[:1], x):
+            assert np.array_equal(fused.run(batch), plain.run(batch))
+    e32 = Engine(path, threads=2)
+    assert not e32._conv_pool_pairs()

@@ -208,3 +208,56 @@ def test_pool2d_paths_agree_on_nan_inf_and_signed_zero(kind, rng):
             outs.append(kernels.pool2d(x, kind, 3, 2, 1, threads=2))
     for o in outs[1:]:
         assert np.array_equal(o.view(np.uint32), outs[0].view(np.uint32)) or np.array_equal(o, outs[0], equal_nan=True)
+
+
+def _bf16_paths():
+    paths = ["portable"]
+    if kernels.avx512_bf16_usable():
+        paths.append("avx512_bf16")
+    if kernels.amx_bf16_usable():
+        paths.append("amx")
+    return paths
+
+
+@pytest.mark.parametrize("path", _bf16_paths())
+@pytest.mark.parametrize("precision", ["bf16", "bf16x3"])
+@pytest.mark.parametrize("n,h,w,c,co,k,s,p,pool,pk,ps,pp,ceil", [
+    (1, 30, 30, 3, 64, 7, 2, 3, "max", 3, 2, 1, False),    # a ResNet stem: conv → BN → 3×3/2 max-pool
+    (2, 17, 15, 5, 70, 3, 2, 1, "max", 3, 2, 1, False),    # batch 2, C_out not a multiple of 64
+    (3, 9, 11, 4, 33, 3, 1, 1, "avg", 2, 2, 0, True),      # ceil mode: the last window hangs over
+    (1, 20, 19, 8, 130, 1, 1, 0, "max", (3, 2), (3, 1), (1, 0), True),
+])
+def test_fconv2d_pool_equals_the_conv_then_the_pool(path, precision, n, h, w, c, co, k, s, p, pool, pk, ps, pp, ceil,
+                                                    rng):
+    """The fused conv + pool (bands of conv rows pooled from a per-thread buffer) gives exactly what
+    the conv followed by pool2d gives, on every bf16 path and thread count."""
+    if precision == "bf16x3" and path == "avx512_bf16":
+        pytest.skip("bf16x3 runs on AMX or the portable twin")
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    wt = rng.standard_normal((co, k * k * c)).astype(np.float32)
+    pw = kernels.prepare_float_weights(wt, bf16x3=True)
+    scale, bias = rng.standard_normal(co).astype(np.float32), rng.standard_normal(co).astype(np.float32)
+    conv = kernels.fconv2d_bf16 if precision == "bf16" else kernels.fconv2d_bf16x3
+    for threads in (1, 2, 3):
+        y = conv(x, pw, k, s, p, scale=scale, bias=bias, relu=True, path=path, threads=threads)
+        want = kernels.pool2d(y, pool, pk, ps, pp, ceil_mode=ceil, threads=threads)
+        got = kernels.fconv2d_pool(x, pw, k, s, p, pool=pool, pool_kernel=pk, pool_stride=ps, pool_padding=pp,
+                                   ceil_mode=ceil, precision=precision, scale=scale, bias=bias, relu=True,
+                                   path=path, threads=threads)
+        assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_fconv2d_pool_bad_inputs(rng):
+    x = rng.standard_normal((1, 8, 8, 3)).astype(np.float32)
+    pw = kernels.prepare_float_weights(rng.standard_normal((16, 27)).astype(np.float32), bf16x3=True)
+    with pytest.raises(ValueError, match="precision"):
+        kernels.fconv2d_pool(x, pw, 3, 1, 1, precision="fp32")
+    with pytest.raises(ValueError, match="pool must be"):
+        kernels.fconv2d_pool(x, pw, 3, 1, 1, pool="min")
+    with pytest.raises(ValueError, match="half the kernel"):
+        kernels.fconv2d_pool(x, pw, 3, 1, 1, pool_kernel=2, pool_padding=2)
+    with pytest.raises(ValueError, match="bf16"):  # the core refuses a fused pool on the fp32 conv
+        kernels._core.fconv2d_f32(x, pw, [3, 3], [1, 1], [1, 1], pool=(True, [2, 2], [2, 2], [0, 0], [4, 4]))
+    out = np.zeros((1, 8, 8, 16), np.float32)  # the pooled shape is (1, 4, 4, 16)
+    with pytest.raises(ValueError, match="out"):
+        kernels.fconv2d_pool(x, pw, 3, 1, 1, pool_kernel=2, out=out)

@@ -6,6 +6,7 @@ channels) between binary layers; binary layers run on :mod:`onebit.kernels`.
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -114,6 +115,7 @@ class _FloatLinear(_Op):
         self._bitplane = None
         self._fw = None  # float weights packed for fconv2d_f32 (prepared at first use)
         self._geom = None  # [kh, kw], [sh, sw], [ph, pw] for the core's conv (prepared at first use)
+        self._pooled_for = None  # (input shape, pooled shape, pool arguments) of the fused conv + pool
         self.float_precision = "fp32"  # a real-weight conv/dense as fp32, bf16x3 or bf16 (Engine float_precision)
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
         self._thresholds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -123,6 +125,31 @@ class _FloatLinear(_Op):
     @property
     def can_fuse_relu(self) -> bool:  # every path but the packed-bits output applies fuse_relu
         return self.op.get("out") != "bits"
+
+    @property
+    def can_fuse_pool(self) -> bool:
+        """A real-weight conv in bf16/bf16x3 (not int8): the core can pool its output as it goes."""
+        return (self.op["op"] == "conv" and self.packed is None and self.int8 is None
+                and self.float_precision in ("bf16", "bf16x3") and self.op.get("out") != "bits")
+
+    def pooled_call(self, x: np.ndarray, threads: int, pool: "_Pool") -> np.ndarray:
+        """This conv followed by ``pool`` (max/avg) in one core call (:func:`onebit.kernels.fconv2d_pool`):
+        bit for bit the two ops' result, without writing the conv's full map out and reading it back."""
+        if x.dtype == np.uint8:
+            x = as_float(x)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._fw is None or not self._fw.bf16x3:
+            self._fw = _kernels.prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=True)
+        if self._geom is None:
+            self._geom = tuple(list(_kernels._api._pair(self.op[k], k)) for k in ("kernel", "stride", "padding"))
+        if self._pooled_for is None or self._pooled_for[0] != x.shape:
+            conv_shape = (x.shape[0], *layer_out_shape(x, self))
+            args, shape = pool.pool_args(conv_shape)
+            self._pooled_for = (x.shape, shape, args)
+        _, shape, args = self._pooled_for
+        return _kernels._core.fconv2d_f32(x, self._fw, *self._geom, self.mult32, self.bias32, None,
+                                          bool(self.fuse_relu), "auto", threads, pool.out_buffer(shape),
+                                          self.float_precision, args)
 
     @property
     def int8_eligible(self) -> bool:
@@ -397,15 +424,19 @@ class _Pool(_Op):
 
     _shape_of: tuple | None = None  # (input shape, output shape) of the last call
 
-    def __call__(self, x, threads):
+    def pool_args(self, in_shape: tuple) -> tuple[tuple, tuple]:
+        """(the core's (is_max, kernel, stride, padding, out_hw), the output shape) for an input shape."""
         op = self.op
-        x = np.ascontiguousarray(as_float(x), dtype=np.float32)
         k, s, p = op["kernel"], op["stride"], op.get("padding", (0, 0))
+        ceil, pool_out = bool(op.get("ceil_mode", False)), fmt.pool_out
+        oh, ow = pool_out(in_shape[1], k[0], s[0], p[0], ceil), pool_out(in_shape[2], k[1], s[1], p[1], ceil)
+        return (op["op"] == "maxpool", list(k), list(s), list(p), [oh, ow]), (in_shape[0], oh, ow, in_shape[3])
+
+    def __call__(self, x, threads):
+        x = np.ascontiguousarray(as_float(x), dtype=np.float32)
         if self._shape_of is None or self._shape_of[0] != x.shape:
-            ceil, pool_out = bool(op.get("ceil_mode", False)), fmt.pool_out
-            oh, ow = pool_out(x.shape[1], k[0], s[0], p[0], ceil), pool_out(x.shape[2], k[1], s[1], p[1], ceil)
-            self._shape_of = (x.shape, (x.shape[0], oh, ow, x.shape[3]))
-            self._args = (op["op"] == "maxpool", list(k), list(s), list(p), [oh, ow])
+            self._args, shape = self.pool_args(x.shape)
+            self._shape_of = (x.shape, shape)
         # the core's pooling directly (kernels.pool2d after its checks; the exporter wrote valid windows)
         return _kernels._core.pool2d_f32(x, *self._args, threads, self.out_buffer(self._shape_of[1]))
 
@@ -506,8 +537,10 @@ class Engine:
 
     Fusions that change no bit of the result: a ReLU runs in the epilogue of the op before it; a
     quantize op that packs a binary conv's float output (the real-valued stream of a Bi-Real block)
-    is done by that conv's epilogue; a uint8 batch is transposed to NHWC and, where every reader
-    wants floats, turned into ``x/127.5 - 1`` in the same pass.
+    is done by that conv's epilogue; in the bf16 modes a real conv whose only reader is a max/avg
+    pool (a ResNet stem) pools its own output band by band (:func:`onebit.kernels.fconv2d_pool`);
+    a uint8 batch is transposed to NHWC and, where every reader wants floats, turned into
+    ``x/127.5 - 1`` in the same pass.
     """
 
     FLOAT_PRECISIONS = ("fp32", "bf16x3", "bf16")
@@ -561,7 +594,6 @@ class Engine:
         self._fuse_sign_packing()
         for _, dst, impl, _ in self._ops:  # intermediate outputs live in per-op buffers
             impl.reuse_output = dst != self.graph["output"]
-        self._build_plan()
         self.float_precision = "fp32"
         if float_precision != "fp32":
             if _kernels.bf16_unit(float_precision) is not None:  # the unit the kernels' "auto" path takes
@@ -578,6 +610,7 @@ class Engine:
                          else "AMX-BF16")
                 warnings.warn(f"float_precision={float_precision!r} needs {needs} (and the OS support); "
                               "this CPU runs the real-valued convs in fp32", RuntimeWarning, stacklevel=2)
+        self._build_plan()
 
     @staticmethod
     def _check_threads(threads) -> int:
@@ -645,15 +678,44 @@ class Engine:
             out = out.copy()  # never hand the caller a buffer the next call overwrites
         return out
 
+    #: let a bf16/bf16x3 conv pool its own output when a max/avg pool is its only reader (bit for bit
+    #: the same; tests switch it off to compare)
+    fuse_conv_pool = True
+
+    def _conv_pool_pairs(self) -> dict[int, tuple["_Pool", str]]:
+        """id(conv) → (its pool op, the pool's output) for each conv whose only reader is a max/avg
+        pool (a ResNet stem: conv → BN → max-pool) and that can pool as it goes."""
+        uses: dict[str, int] = {}
+        for src, _, _, res in self._ops:
+            uses[src] = uses.get(src, 0) + 1
+            if res is not None:
+                uses[res] = uses.get(res, 0) + 1
+        producer = {dst: (impl, res) for _, dst, impl, res in self._ops}
+        pairs = {}
+        for src, dst, impl, _ in self._ops:
+            prev, prev_res = producer.get(src, (None, None))
+            if (prev is not None and prev_res is None and getattr(impl, "op", {}).get("op") in ("maxpool", "avgpool")
+                    and id(impl) not in self._fused_away and getattr(prev, "can_fuse_pool", False)
+                    and id(prev) not in self._fused_away and uses.get(src) == 1 and src != self.graph["output"]):
+                pairs[id(prev)] = (impl, dst)
+        return pairs
+
     def _build_plan(self) -> None:
         """The forward pass as a flat list of steps ``(src, dst, impl, residual, signs_dst)`` with the
         fusions resolved once: a ReLU applied by the op before it is an alias step (``impl`` None),
         a quantize packed by the binary conv before it is no step (that conv's ``signs_dst`` gets the
         packed signs). Rebuilt whenever a fusion changes."""
+        pooled = self._conv_pool_pairs() if self.fuse_conv_pool else {}
+        pooled_away = {id(pool) for pool, _ in pooled.values()}
         plan = []
         for src, dst, impl, res in self._ops:
             if id(impl) in self._fused_away:
                 plan.append((src, dst, None, None, None))
+            elif id(impl) in pooled:  # the conv pools its own output: it writes the pool's value
+                pool, pool_dst = pooled[id(impl)]
+                plan.append((src, pool_dst, functools.partial(impl.pooled_call, pool=pool), None, None))
+            elif id(impl) in pooled_away:
+                continue
             elif dst not in self._packed_by_producer:
                 signs_dst = self._signs_to.get(dst) if getattr(impl, "signs", False) else None
                 plan.append((src, dst, impl, res, signs_dst))

@@ -454,6 +454,40 @@ def fconv2d_bf16(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding
                             _threads(threads), out, "bf16")
 
 
+def fconv2d_pool(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0, *,
+                 pool: str = "max", pool_kernel: IntPair = 3, pool_stride: Optional[IntPair] = None,
+                 pool_padding: IntPair = 0, ceil_mode: bool = False, precision: str = "bf16",
+                 scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None, relu: bool = False,
+                 path: str = "auto", threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`fconv2d_bf16` (``precision="bf16"``) or :func:`fconv2d_bf16x3` followed by
+    :func:`pool2d` (``pool`` ``"max"`` or ``"avg"``) in one call, bit for bit their result: bands of
+    the conv's output rows are computed into a per-thread buffer and pooled from there, so the
+    conv's full map (a ResNet stem's 112×112×64 floats) is never written out and read back.
+    Reference: ``pool2d(fconv2d_bf16(x, w, ...), ...)``."""
+    if precision not in ("bf16", "bf16x3"):
+        raise ValueError(f"precision must be 'bf16' or 'bf16x3', got {precision!r}")
+    if pool not in ("max", "avg"):
+        raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+    f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel, "kernel"), _pair(stride, "stride"), _pair(padding, "padding")
+    pk, pp = _pair(pool_kernel, "pool_kernel"), _pair(pool_padding, "pool_padding")
+    ps = _pair(pool_stride if pool_stride is not None else pool_kernel, "pool_stride")
+    from ..deploy.format import pool_out
+
+    if min(sh, sw) < 1 or (x.shape[1] + 2 * ph - kh) < 0 or (x.shape[2] + 2 * pw - kw) < 0:
+        oh = ow = 0  # the core reports the bad geometry
+    else:
+        oh, ow = (x.shape[1] + 2 * ph - kh) // sh + 1, (x.shape[2] + 2 * pw - kw) // sw + 1
+    if min(pk + ps) < 1:
+        raise ValueError("pool_kernel and pool_stride must be >= 1")
+    poh, pow_ = pool_out(oh, pk[0], ps[0], pp[0], ceil_mode), pool_out(ow, pk[1], ps[1], pp[1], ceil_mode)
+    return _c().fconv2d_f32(x, w, [kh, kw], [sh, sw], [ph, pw], f32(scale), f32(bias), None, bool(relu), path,
+                            _threads(threads), out, precision, (pool == "max", list(pk), list(ps), list(pp), [poh, pow_]))
+
+
 def fconv2d_f32(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0, *,
                 scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
                 residual: Optional[np.ndarray] = None, relu: bool = False, path: str = "auto",

@@ -46,22 +46,18 @@ def main() -> None:
         eng.quantize_int8(torch.randn(32, *shape).numpy())
     spent: dict[int, float] = collections.defaultdict(float)
     impls = [impl for _, _, impl, _ in eng._ops]
-    for i, impl in enumerate(impls):  # wrap each op's call with a timer (instance attribute)
-        def timed(*args, _call=type(impl).__call__, _impl=impl, _i=i, **kw):
+    def timer(call, impl, i):
+        def timed(*args, **kw):
             t = time.perf_counter()
-            r = _call(_impl, *args, **kw)
-            spent[_i] += time.perf_counter() - t
+            r = call(impl, *args, **kw)
+            spent[i] += time.perf_counter() - t
             return r
+        return timed
 
-        impl.timed = timed
+    for i, impl in enumerate(impls):  # wrap each op's call with a timer (instance attribute)
+        impl.timed = timer(type(impl).__call__, impl, i)
         if hasattr(impl, "pooled_call"):  # a conv that pools its own output (the stem): timed as the conv
-            def timed_pooled(*args, _call=type(impl).pooled_call, _impl=impl, _i=i, **kw):
-                t = time.perf_counter()
-                r = _call(_impl, *args, **kw)
-                spent[_i] += time.perf_counter() - t
-                return r
-
-            impl.timed_pooled = timed_pooled
+            impl.timed_pooled = timer(type(impl).pooled_call, impl, i)
     wrapped = [(s, d, _Timed(impl), r) for s, d, impl, r in eng._ops]
     eng._fused_away = {id(w) for (_, _, w, _), impl in zip(wrapped, impls) if id(impl) in eng._fused_away}
     eng._ops = wrapped

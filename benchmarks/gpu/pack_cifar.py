@@ -8,7 +8,7 @@ into another's; the round trip is lossy, so accuracies measured on the unpacked 
 only a progress signal: score the exported model on the original test set (``onebit run``).
 
     python benchmarks/gpu/pack_cifar.py pack ../shared/data/cifar-10-batches-bin .cifar_pack
-    python benchmarks/gpu/pack_cifar.py unpack .cifar_pack /tmp/data/cifar-10-batches-bin
+    python benchmarks/gpu/pack_cifar.py unpack .cifar_pack data/cifar-10-batches-bin
 """
 
 from __future__ import annotations

@@ -103,24 +103,53 @@ void gather_patches_f32(const FloatPatchGather& g) {
   }
 }
 
+namespace {
+
+// One output row in one pass: o = fl(fl(s·scale) + bias) (+ res), then max(o, 0) — the roundings
+// of the step-by-step form (-ffp-contract=off: no FMA); the flags are template arguments so each
+// variant is a plain loop the compiler vectorises (always_inline: inside each CPU's clone).
+template <bool S, bool B, bool R, bool RELU>
+__attribute__((always_inline)) inline void epilogue_row(const float* __restrict s, const float* __restrict scale,
+                                                        const float* __restrict bias, const float* __restrict res,
+                                                        float* __restrict o, int c0, int c1) {
+  for (int c = c0; c < c1; ++c) {
+    float v = s[c];
+    if (S) v = v * scale[c];
+    if (B) v = v + bias[c];
+    if (R) v = v + res[c];
+    if (RELU) v = std::max(v, 0.0f);
+    o[c] = v;
+  }
+}
+
+template <bool S, bool B, bool R>
+__attribute__((always_inline)) inline void epilogue_rows(const float* acc, int ld, int rows, int N, const float* scale,
+                                                         const float* bias, const float* residual, bool relu,
+                                                         float* out, int c0, int c1) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = acc + static_cast<int64_t>(r) * ld;
+    const float* res = R ? residual + static_cast<int64_t>(r) * N : nullptr;
+    float* o = out + static_cast<int64_t>(r) * N;
+    if (relu) epilogue_row<S, B, R, true>(s, scale, bias, res, o, c0, c1);
+    else epilogue_row<S, B, R, false>(s, scale, bias, res, o, c0, c1);
+  }
+}
+
+}  // namespace
+
 ONEBIT_CLONES void float_epilogue(const float* acc, int ld, int rows, int N, const float* scale, const float* bias,
                                   const float* residual, bool relu, float* out, int c0, int c1) {
   if (c1 < 0) c1 = N;
-  for (int r = 0; r < rows; ++r) {
-    const float* s = acc + static_cast<int64_t>(r) * ld;
-    float* o = out + static_cast<int64_t>(r) * N;
-    if (scale)
-      for (int c = c0; c < c1; ++c) o[c] = s[c] * scale[c];
-    else
-      for (int c = c0; c < c1; ++c) o[c] = s[c];
-    if (bias)
-      for (int c = c0; c < c1; ++c) o[c] = o[c] + bias[c];
-    if (residual) {
-      const float* res = residual + static_cast<int64_t>(r) * N;
-      for (int c = c0; c < c1; ++c) o[c] = o[c] + res[c];
-    }
-    if (relu)
-      for (int c = c0; c < c1; ++c) o[c] = std::max(o[c], 0.0f);
+  const int which = (scale ? 4 : 0) | (bias ? 2 : 0) | (residual ? 1 : 0);
+  switch (which) {
+    case 0: epilogue_rows<false, false, false>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
+    case 1: epilogue_rows<false, false, true>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
+    case 2: epilogue_rows<false, true, false>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
+    case 3: epilogue_rows<false, true, true>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
+    case 4: epilogue_rows<true, false, false>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
+    case 5: epilogue_rows<true, false, true>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
+    case 6: epilogue_rows<true, true, false>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
+    default: epilogue_rows<true, true, true>(acc, ld, rows, N, scale, bias, residual, relu, out, c0, c1); break;
   }
 }
 

@@ -77,65 +77,85 @@ void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* 
 }
 
 void gather_patches_f32_avx512(const FloatPatchGather& g) {
-  // one patch row (kw*C floats) in 16-float masked moves: no call, no branch on the length
-  const int64_t full = g.row_elems / 16 * 16;
-  const __mmask16 tail = static_cast<__mmask16>((1u << (g.row_elems - full)) - 1);
+  // one patch row (kw*C floats) in 16-float masked moves: no call, no branch on the length; the
+  // geometry in locals (the stores through float* would otherwise reload it from `g`)
+  const int64_t re = g.row_elems, full = re / 16 * 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (re - full)) - 1);
+  const int64_t ld = g.ld, src_step = static_cast<int64_t>(g.WP) * g.C, C = g.C;
+  const int64_t HP = g.HP, WP = g.WP, sh = g.sh, sw = g.sw, OH = g.OH, OW = g.OW;
+  const int kh = g.kh, rows = g.rows, block_rows = g.block_rows;
+  const float* const x = g.x;
+  float* const a = g.a;
   int64_t n = g.n, oy = g.oy, ox = g.ox;
-  for (int r = 0; r < g.block_rows; ++r) {
-    float* dst = g.a + r * g.ld;
-    if (r >= g.rows) {
-      int64_t k = 0;
-      for (; k + 16 <= g.ld; k += 16) _mm512_storeu_ps(dst + k, _mm512_setzero_ps());
-      for (; k < g.ld; ++k) dst[k] = 0.0f;
-      continue;
-    }
-    const float* src = g.x + ((n * g.HP + oy * g.sh) * g.WP + ox * g.sw) * g.C;
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const float* s = src + static_cast<int64_t>(ky) * g.WP * g.C;
-      float* d = dst + ky * g.row_elems;
+  for (int r = 0; r < rows; ++r) {
+    const float* s = x + ((n * HP + oy * sh) * WP + ox * sw) * C;
+    float* d = a + r * ld;
+    for (int ky = 0; ky < kh; ++ky, s += src_step, d += re) {
       for (int64_t i = 0; i < full; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
       if (tail) _mm512_mask_storeu_ps(d + full, tail, _mm512_maskz_loadu_ps(tail, s + full));
     }
-    if (++ox == g.OW) {
+    if (++ox == OW) {
       ox = 0;
-      if (++oy == g.OH) oy = 0, ++n;
+      if (++oy == OH) oy = 0, ++n;
     }
+  }
+  for (int r = rows; r < block_rows; ++r) {  // rows past M are zero
+    float* dst = a + r * ld;
+    int64_t k = 0;
+    for (; k + 16 <= ld; k += 16) _mm512_storeu_ps(dst + k, _mm512_setzero_ps());
+    for (; k < ld; ++k) dst[k] = 0.0f;
   }
 }
 
+namespace {
+
+// one patch row's copies for one output pixel: kh rows of `re` values, `src_step` apart in the
+// input, `re` apart in the A row; the row length's full 32-value chunks and its masked tail
+template <bool TAIL_ONLY>
+inline void copy_patch(const uint16_t* s, uint16_t* d, int kh, int64_t src_step, int64_t re, int64_t full,
+                       __mmask32 tail) {
+  for (int ky = 0; ky < kh; ++ky, s += src_step, d += re) {
+    if (!TAIL_ONLY)
+      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
+    if (tail) _mm512_mask_storeu_epi16(d + full, tail, _mm512_maskz_loadu_epi16(tail, s + full));
+  }
+}
+
+}  // namespace
+
 void gather_patches_bf16_avx512(const PatchGather& g) {
-  // one patch row (kw*C bf16) in 32-value masked moves: no call, no branch on the length
-  const int64_t full = g.row_elems / 32 * 32;
-  const __mmask32 tail = static_cast<__mmask32>((1ULL << (g.row_elems - full)) - 1);
+  // one patch row (kw*C bf16) in 32-value masked moves: no call, no branch on the length; the
+  // geometry in locals (the stores through uint16_t* would otherwise reload it from `g`)
+  const int64_t re = g.row_elems, full = re / 32 * 32;
+  const __mmask32 tail = static_cast<__mmask32>((1ULL << (re - full)) - 1);
+  const int64_t ld = g.ld, src_step = static_cast<int64_t>(g.WP) * g.C, C = g.C;
+  const int64_t HP = g.HP, WP = g.WP, sh = g.sh, sw = g.sw, OH = g.OH, OW = g.OW;
+  const int kh = g.kh, rows = g.rows, block_rows = g.block_rows;
+  const uint16_t* const xh = g.xh;
+  const uint16_t* const xl = g.xl;
+  uint16_t* const ah = g.ah;
+  uint16_t* const al = g.al;
   int64_t n = g.n, oy = g.oy, ox = g.ox;
-  for (int r = 0; r < g.block_rows; ++r) {
-    uint16_t* dh = g.ah + static_cast<int64_t>(r) * g.ld;
-    uint16_t* dl = g.al ? g.al + static_cast<int64_t>(r) * g.ld : nullptr;
-    if (r >= g.rows) {
-      const __m512i z = _mm512_setzero_si512();
-      for (int k = 0; k < g.ld; k += 32) {  // ld is a multiple of 32
-        _mm512_storeu_si512(dh + k, z);
-        if (dl) _mm512_storeu_si512(dl + k, z);
-      }
-      continue;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t at = ((n * HP + oy * sh) * WP + ox * sw) * C;
+    if (full == 0) {
+      copy_patch<true>(xh + at, ah + r * ld, kh, src_step, re, 0, tail);
+      if (al) copy_patch<true>(xl + at, al + r * ld, kh, src_step, re, 0, tail);
+    } else {
+      copy_patch<false>(xh + at, ah + r * ld, kh, src_step, re, full, tail);
+      if (al) copy_patch<false>(xl + at, al + r * ld, kh, src_step, re, full, tail);
     }
-    const int64_t at = ((n * g.HP + oy * g.sh) * g.WP + ox * g.sw) * static_cast<int64_t>(g.C);
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const uint16_t* sh = g.xh + at + static_cast<int64_t>(ky) * g.WP * g.C;
-      const uint16_t* sl = g.xl + at + static_cast<int64_t>(ky) * g.WP * g.C;
-      uint16_t* th = dh + ky * g.row_elems;
-      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(th + i, _mm512_loadu_si512(sh + i));
-      if (tail) _mm512_mask_storeu_epi16(th + full, tail, _mm512_maskz_loadu_epi16(tail, sh + full));
-      if (!dl) continue;
-      uint16_t* tl = dl + ky * g.row_elems;
-      for (int64_t i = 0; i < full; i += 32) _mm512_storeu_si512(tl + i, _mm512_loadu_si512(sl + i));
-      if (tail) _mm512_mask_storeu_epi16(tl + full, tail, _mm512_maskz_loadu_epi16(tail, sl + full));
-    }
-    if (++ox == g.OW) {
+    if (++ox == OW) {
       ox = 0;
-      if (++oy == g.OH) oy = 0, ++n;
+      if (++oy == OH) oy = 0, ++n;
     }
   }
+  const __m512i z = _mm512_setzero_si512();
+  for (int r = rows; r < block_rows; ++r)  // rows past M are zero (AMX loads whole 16-row tiles)
+    for (int64_t k = 0; k < ld; k += 32) {  // ld is a multiple of 32
+      _mm512_storeu_si512(ah + r * ld + k, z);
+      if (al) _mm512_storeu_si512(al + r * ld + k, z);
+    }
 }
 
 }  // namespace onebit

@@ -83,9 +83,6 @@ class _Op:
         raise NotImplementedError
 
 
-_FLOAT_CONVS = {"fp32": _kernels.fconv2d_f32, "bf16x3": _kernels.fconv2d_bf16x3, "bf16": _kernels.fconv2d_bf16}
-
-
 class _FloatLinear(_Op):
     """conv/dense on real input (first/last layers): exact float64 accumulation, then transform.
 
@@ -116,7 +113,7 @@ class _FloatLinear(_Op):
         self._fw = None  # float weights packed for fconv2d_f32 (prepared at first use)
         self._geom = None  # [kh, kw], [sh, sw], [ph, pw] for the core's conv (prepared at first use)
         self._pooled_for = None  # (input shape, pooled shape, pool arguments) of the fused conv + pool
-        self.float_precision = "fp32"  # a real-weight conv/dense as fp32, bf16x3 or bf16 (Engine float_precision)
+        self.float_precision = "fp32"  # a real-weight conv as fp32, bf16x3 or bf16 (Engine float_precision)
         self._valid_sum: dict[tuple[int, int], np.ndarray] = {}
         self._thresholds: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._dense_sum = self.w.sum(0) if op["op"] == "dense" else None  # Σw per output (dense)
@@ -140,16 +137,20 @@ class _FloatLinear(_Op):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self._fw is None or not self._fw.bf16x3:
             self._fw = _kernels.prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=True)
-        if self._geom is None:
-            self._geom = tuple(list(_kernels._api._pair(self.op[k], k)) for k in ("kernel", "stride", "padding"))
         if self._pooled_for is None or self._pooled_for[0] != x.shape:
             conv_shape = (x.shape[0], *layer_out_shape(x, self))
             args, shape = pool.pool_args(conv_shape)
             self._pooled_for = (x.shape, shape, args)
         _, shape, args = self._pooled_for
-        return _kernels._core.fconv2d_f32(x, self._fw, *self._geom, self.mult32, self.bias32, None,
+        return _kernels._core.fconv2d_f32(x, self._fw, *self._core_geom(), self.mult32, self.bias32, None,
                                           bool(self.fuse_relu), "auto", threads, pool.out_buffer(shape),
                                           self.float_precision, args)
+
+    def _core_geom(self) -> tuple[list[int], list[int], list[int]]:
+        """[kh, kw], [sh, sw], [ph, pw] as the core's conv takes them (prepared once)."""
+        if self._geom is None:
+            self._geom = tuple(list(_kernels._api._pair(self.op[k], k)) for k in ("kernel", "stride", "padding"))
+        return self._geom
 
     @property
     def int8_eligible(self) -> bool:
@@ -208,8 +209,8 @@ class _FloatLinear(_Op):
 
     def _float32_call(self, x: np.ndarray, threads: int, residual) -> np.ndarray:
         """``y = fl(fl(Σ x·w)·mult) + bias`` (``+ residual``, ReLU when fused) in float32 on
-        :func:`onebit.kernels.fconv2d_f32` (or its bf16x3 / bf16 twins, the engine's
-        ``float_precision``); a dense layer runs as a 1×1 conv on a 1×1 map, in the same precision."""
+        :func:`onebit.kernels.fconv2d_f32` (a conv in bf16x3 / bf16 on its twins, the engine's
+        ``float_precision``); a dense layer runs as a 1×1 conv."""
         split = self.float_precision != "fp32"
         if self._fw is None or (split and not self._fw.bf16x3):
             self._fw = _kernels.prepare_float_weights(np.ascontiguousarray(self.w32.T), bf16x3=split)
@@ -219,17 +220,14 @@ class _FloatLinear(_Op):
         prec = self.float_precision
         if op["op"] == "conv":
             out = self.out_buffer((x.shape[0], *layer_out_shape(x, self)))
-            if self._geom is None:
-                self._geom = tuple(list(_kernels._api._pair(op[k], k)) for k in ("kernel", "stride", "padding"))
             # the core's conv directly (what kernels.fconv2d_f32 / _bf16 / _bf16x3 call after their checks)
-            return _kernels._core.fconv2d_f32(x, self._fw, *self._geom, self.mult32, self.bias32, res,
+            return _kernels._core.fconv2d_f32(x, self._fw, *self._core_geom(), self.mult32, self.bias32, res,
                                               bool(self.fuse_relu), "auto", threads, out, prec)
-        conv = _FLOAT_CONVS[prec]
         lead = x.shape[:-1]
         rows = x.reshape(-1, 1, 1, x.shape[-1])
         cout = self.w32.shape[1]
         out = self.out_buffer((rows.shape[0], 1, 1, cout))
-        y = conv(rows, self._fw, 1, scale=self.mult32, bias=self.bias32,
+        y = _kernels.fconv2d_f32(rows, self._fw, 1, scale=self.mult32, bias=self.bias32,
                         residual=None if res is None else res.reshape(-1, 1, 1, cout), relu=self.fuse_relu,
                         threads=threads, out=out)
         return y.reshape(*lead, cout)

@@ -200,11 +200,9 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
             raise TrainingError("data-parallel training runs on CPU processes (gloo); drop --device or --nproc")
         if d.active and fit_schedule:
             raise TrainingError("--fit-schedule runs in one process; drop --nproc or --fit-schedule")
-        run = _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
-                   ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts,
-                   tensorboard=tensorboard, device=dev)
-        run.fit_schedule = fit_schedule
-        return run.run(resume, max_minutes, stop_after)
+        return _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
+                    ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard,
+                    device=dev, fit_schedule=fit_schedule).run(resume, max_minutes, stop_after)
     finally:
         distrib.teardown(d)
 
@@ -213,7 +211,8 @@ class _Run:
     """One training run (one process of it); :func:`train` is the interface."""
 
     def __init__(self, recipe: Recipe, out: Path, d: distrib.Dist, *, progress: bool, data_root: str | None,
-                 ckpt_every_steps: int, keep_ckpts: int, tensorboard: bool, device: torch.device = torch.device("cpu")):
+                 ckpt_every_steps: int, keep_ckpts: int, tensorboard: bool, device: torch.device = torch.device("cpu"),
+                 fit_schedule: bool = False):
         from .. import data as onebit_data  # heavy imports only when training
 
         self.recipe, self.out, self.d, self.device = recipe, out, d, device
@@ -238,7 +237,7 @@ class _Run:
         self.optimizer = build_optimizer(recipe, self.model)
         constraints.attach(self.optimizer, self.model)
         self.scheduler = self._make_scheduler()
-        self.fit_schedule = False
+        self.fit_schedule = fit_schedule  # refit the epochs to max_minutes after epoch 0 (see train)
         self.loss_fn = losses.get(recipe.loss)
         self.stats = observe.LayerStats(self.model)
         self.step_module: nn.Module = StepModule(self.model, self.hook, recipe.bf16, device.type)

@@ -477,10 +477,9 @@ def fconv2d_pool(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding
     ps = _pair(pool_stride if pool_stride is not None else pool_kernel, "pool_stride")
     from ..deploy.format import pool_out
 
-    if min(sh, sw) < 1 or (x.shape[1] + 2 * ph - kh) < 0 or (x.shape[2] + 2 * pw - kw) < 0:
-        oh = ow = 0  # the core reports the bad geometry
-    else:
-        oh, ow = (x.shape[1] + 2 * ph - kh) // sh + 1, (x.shape[2] + 2 * pw - kw) // sw + 1
+    # the conv's output size is the floor-mode window count (a bad conv geometry is the core's to report)
+    oh, ow = ((pool_out(x.shape[1], kh, sh, ph, False), pool_out(x.shape[2], kw, sw, pw, False))
+              if min(sh, sw) >= 1 else (0, 0))
     if min(pk + ps) < 1:
         raise ValueError("pool_kernel and pool_stride must be >= 1")
     poh, pow_ = pool_out(oh, pk[0], ps[0], pp[0], ceil_mode), pool_out(ow, pk[1], ps[1], pp[1], ceil_mode)

@@ -42,36 +42,32 @@ ONEBIT_CLONES void pool_row(const float* x, const PoolGeom& g, bool is_max, floa
   }
 }
 
-}  // namespace
-
-void pool2d_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int threads) {
-  const int64_t rows = static_cast<int64_t>(g.N) * g.OH;
-#ifdef ONEBIT_HAVE_X86_KERNELS
-  const bool avx512 = current_isa() == Isa::Avx512;
-#endif
-  parallel_for(resolve_threads(threads, rows), rows, [&](int64_t t) {
-#ifdef ONEBIT_HAVE_X86_KERNELS
-    if (avx512) {
-      pool_row_avx512(x, g, is_max, out, t / g.OH, static_cast<int>(t % g.OH));
-      return;
-    }
-#endif
-    thread_local std::vector<double> sum;
-    if (!is_max) sum.resize(g.C);
-    pool_row(x, g, is_max, out, t / g.OH, static_cast<int>(t % g.OH), sum.data());
-  });
-}
-
-void pool_rows_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int oy0, int oy1, int row0) {
+// Output rows [oy0, oy1) of image n on the calling thread: the AVX-512 rows where the kernels
+// dispatch to AVX-512, else the portable twin (same bits).
+void pool_rows(const float* x, const PoolGeom& g, bool is_max, float* out, int64_t n, int oy0, int oy1, int row0) {
 #ifdef ONEBIT_HAVE_X86_KERNELS
   if (current_isa() == Isa::Avx512) {
-    for (int oy = oy0; oy < oy1; ++oy) pool_row_avx512(x, g, is_max, out, 0, oy, row0);
+    for (int oy = oy0; oy < oy1; ++oy) pool_row_avx512(x, g, is_max, out, n, oy, row0);
     return;
   }
 #endif
   thread_local std::vector<double> sum;
   if (!is_max) sum.resize(g.C);
-  for (int oy = oy0; oy < oy1; ++oy) pool_row(x, g, is_max, out, 0, oy, sum.data(), row0);
+  for (int oy = oy0; oy < oy1; ++oy) pool_row(x, g, is_max, out, n, oy, sum.data(), row0);
+}
+
+}  // namespace
+
+void pool2d_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int threads) {
+  const int64_t rows = static_cast<int64_t>(g.N) * g.OH;
+  parallel_for(resolve_threads(threads, rows), rows, [&](int64_t t) {
+    const int oy = static_cast<int>(t % g.OH);
+    pool_rows(x, g, is_max, out, t / g.OH, oy, oy + 1, 0);
+  });
+}
+
+void pool_rows_f32(const float* x, const PoolGeom& g, bool is_max, float* out, int oy0, int oy1, int row0) {
+  pool_rows(x, g, is_max, out, 0, oy0, oy1, row0);
 }
 
 }  // namespace onebit

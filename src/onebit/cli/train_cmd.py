@@ -44,6 +44,8 @@ def train(
     nproc: int = typer.Option(1, "--nproc", help="data-parallel processes (DDP, gloo) on this machine; "
                               "--batch-size stays the global batch"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (a CUDA build of PyTorch and a GPU)"),
+    compile: bool = typer.Option(False, "--compile", help="run the training step through torch.compile (fused "
+                                 "kernels; the first step of each batch shape compiles, tens of seconds)"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="initialise from this checkpoint (Bi-Real: "
                                              "the real-valued twin trained with clip or ReLU activations)"),
     init: Optional[str] = typer.Option(None, "--init", help="how --init-from is used: real (copy every same-name "
@@ -80,7 +82,8 @@ def train(
                                         optimizer=optimizer).items() if v is not None}
     extra, model_extra = parse_set(set_)
     run_opts = dict(threads=threads, progress=progress, data_root=data_root, max_minutes=max_minutes,
-                    fit_schedule=fit_schedule, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard, device=device)
+                    fit_schedule=fit_schedule, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard, device=device,
+                    compile=compile)
 
     if pipeline:
         from ..methods.bireal import PIPELINES

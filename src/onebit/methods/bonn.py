@@ -21,7 +21,8 @@ model). The trainer needs four lines::
 layer that owns the :class:`~onebit.losses.bayes.FeaturePrior` (``model.fc``), in training mode
 only, so the trainer's forward call does not change. ``extra_loss`` returns a 0-dim tensor (0 when
 both losses are off: the λ = θ = 0 baseline gets exactly the cross-entropy gradients);
-``hook.last`` holds the last kernel/feature loss values for logging.
+``hook.last`` holds the last kernel/feature loss values for logging (detached 0-dim tensors: reading
+them is the caller's choice, so a GPU step needs no host sync).
 
 Parameters the optimizer must see: μ, σ (``conv.prior``), the feature σ (``fc.prior``) and ``w``
 (``conv.weight_quantizer.recon``) are ordinary parameters of the model; all are rank-1, so
@@ -86,24 +87,25 @@ class BonnHook:
             self.features = args[0]
 
     def extra_loss(self, targets: torch.Tensor, *, epoch: int = 0,
-                   features: torch.Tensor | None = None) -> torch.Tensor:
+                   features: torch.Tensor | None = None, feature_loss: bool | None = None) -> torch.Tensor:
         """``L_B`` for this step: the kernel loss (if on) + the feature loss (if on and ``epoch`` has
-        reached ``feature_start_epoch``). ``features`` defaults to those captured by the last
-        training-mode forward pass."""
+        reached ``feature_start_epoch``; ``feature_loss`` given: that decision, made by the caller).
+        ``features`` defaults to those captured by the last training-mode forward pass."""
         cfg = self.config
         loss = torch.zeros((), device=targets.device)
-        self.last = {"kernel": 0.0, "feature": 0.0}
+        zero = torch.zeros((), device=targets.device)
+        self.last = {"kernel": zero, "feature": zero}
         if cfg.kernel_on:
             lk = 0.5 * cfg.lam * sum(c.kernel_loss(cfg.nu, normalize_prior_grad=cfg.normalize_prior_grad)
                                      for c in self._convs)  # = losses.bayes.model_kernel_loss
-            self.last["kernel"] = float(lk.detach())
+            self.last["kernel"] = lk.detach()
             loss = loss + lk
-        if cfg.feature_active(epoch):
+        if cfg.feature_active(epoch) if feature_loss is None else feature_loss:
             f = self._features(features)
             lf = 0.5 * cfg.theta * self._feature_prior.loss(f, targets, reduction=cfg.feature_reduction)
             if cfg.feature_reduction == "sum" and self.world_size > 1:
                 lf = lf * self.world_size
-            self.last["feature"] = float(lf.detach())
+            self.last["feature"] = lf.detach()
             loss = loss + lf
         return loss
 

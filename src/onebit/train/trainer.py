@@ -134,10 +134,13 @@ class StepModule(nn.Module):
         self.model, self.bf16, self.device_type = model, bf16, device_type
         self.hook = hook
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
+    def forward(self, x: torch.Tensor, y: torch.Tensor, feature_loss: bool = False):
+        """Logits of ``x`` and the method's extra loss (None without a hook); ``feature_loss``:
+        whether BONN's feature loss is on this epoch (the trainer decides it from the epoch, so a
+        compiled step sees a flag, not an integer that changes every epoch)."""
         with _autocast(self.bf16, self.device_type):
             out = self.model(x)
-        extra = None if self.hook is None else self.hook.extra_loss(y, epoch=epoch)
+        extra = None if self.hook is None else self.hook.extra_loss(y, feature_loss=feature_loss)
         return out, extra
 
 
@@ -150,6 +153,26 @@ def method_hook(model: torch.nn.Module):
     from ..methods.bonn import hook_for
 
     return hook_for(model)
+
+
+#: how often (in optimizer steps) a training epoch reads its running loss back to the host: the
+#: finiteness check and the progress bar. Between reads a GPU step queues work without waiting.
+SYNC_EVERY = 20
+
+
+def steady_pace(*, elapsed: float, train_s: float, warm_s: float, warm_steps: int, steps: int) -> tuple[float, float]:
+    """Seconds per epoch at the pace epoch 0 set, and the seconds it spent once only.
+
+    ``elapsed``: epoch 0's training and evaluation; ``train_s``: its training part, of ``steps``
+    steps, ``warm_steps`` of which compiled (``--compile``: the first step of each batch shape) in
+    ``warm_s`` seconds. Those steps count as typical steps (the mean of the others) in the pace;
+    their excess is the one-off time.
+    """
+    if not warm_steps:
+        return elapsed, 0.0
+    typical = max(train_s - warm_s, 0.0) / max(steps - warm_steps, 1)
+    once = max(warm_s - warm_steps * typical, 0.0)
+    return max(elapsed - once, 1e-9), once
 
 
 def check_options(*, threads: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3) -> None:
@@ -165,7 +188,8 @@ def check_options(*, threads: int | None = None, ckpt_every_steps: int = 0, keep
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads: int | None = None,
           progress: bool = True, data_root: str | None = None, max_minutes: float | None = None,
           stop_after: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3,
-          tensorboard: bool = False, device: str | None = None, fit_schedule: bool = False) -> RunResult:
+          tensorboard: bool = False, device: str | None = None, fit_schedule: bool = False,
+          compile: bool = False) -> RunResult:
     """Train ``recipe`` into ``out_dir``.
 
     Args:
@@ -184,6 +208,12 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
         tensorboard: also log to TensorBoard (``out_dir/tb``) when the package is installed.
         device: "cpu" (default) or "cuda": where the model and batches live (checkpoints are
             written from CPU copies, so a run resumes on either).
+        compile: run the training step (forward and the method's extra loss, and so their backward)
+            through ``torch.compile``: the same network and losses, fused into fewer kernels. Float
+            results differ from eager by rounding order, and random draws (stochastic binarization)
+            come from the compiler's generator; evaluation and checkpoints use the plain model. The
+            first step of each batch shape compiles (tens of seconds); with ``fit_schedule`` that
+            time is left out of the pace. One process only.
     """
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
     if fit_schedule and max_minutes is None:
@@ -200,9 +230,11 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
             raise TrainingError("data-parallel training runs on CPU processes (gloo); drop --device or --nproc")
         if d.active and fit_schedule:
             raise TrainingError("--fit-schedule runs in one process; drop --nproc or --fit-schedule")
+        if d.active and compile:
+            raise TrainingError("--compile runs in one process; drop --nproc or --compile")
         return _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
                     ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard,
-                    device=dev, fit_schedule=fit_schedule).run(resume, max_minutes, stop_after)
+                    device=dev, fit_schedule=fit_schedule, compile=compile).run(resume, max_minutes, stop_after)
     finally:
         distrib.teardown(d)
 
@@ -212,7 +244,7 @@ class _Run:
 
     def __init__(self, recipe: Recipe, out: Path, d: distrib.Dist, *, progress: bool, data_root: str | None,
                  ckpt_every_steps: int, keep_ckpts: int, tensorboard: bool, device: torch.device = torch.device("cpu"),
-                 fit_schedule: bool = False):
+                 fit_schedule: bool = False, compile: bool = False):
         from .. import data as onebit_data  # heavy imports only when training
 
         self.recipe, self.out, self.d, self.device = recipe, out, d, device
@@ -248,6 +280,10 @@ class _Run:
             if d.rank > 0:  # own dropout / stochastic-binarization streams (rank 0 keeps the 1-process one)
                 torch.manual_seed(recipe.seed + 1_000_003 * d.rank)
             self.step_module = distrib.wrap_ddp(self.step_module, find_unused_parameters=self.hook is not None)
+        # the step that trains (compiled or not); self.step_module stays the plain one
+        self.train_step: nn.Module = torch.compile(self.step_module) if compile else self.step_module
+        self.compile = compile
+        self.warm_s, self.warm_steps = 0.0, 0  # time and count of the steps that compiled (epoch 0)
         self.reduce = distrib.all_reduce_sum if d.active else None
         self.tb = observe.TensorBoard(out / "tb", tensorboard and d.main)
         self.best_val, self.best_epoch, self.test_at_best, self.wall0 = -1.0, -1, float("nan"), 0.0
@@ -443,7 +479,10 @@ class _Run:
                      r.epochs, train_loss, 100 * train_acc, 100 * val_acc, 100 * test_acc, epoch_s)
             epochs_run += 1
             if self.fit_schedule and epoch == 0 and max_minutes is not None:
-                self._fit_to_budget(time.time() - self.t_run, max_minutes)
+                pace, spent = steady_pace(elapsed=time.time() - self.t_run, train_s=epoch_s - acc0["elapsed"],
+                                          warm_s=self.warm_s, warm_steps=self.warm_steps,
+                                          steps=len(self.loaders.train))
+                self._fit_to_budget(pace, max_minutes - spent / 60)
                 if self.d.main:  # the checkpoint of epoch 0 resumes into the fitted schedule
                     save_checkpoint(last_path, self.model, self._meta(epoch, kind="epoch", metrics=row, wall_s=wall),
                                     optimizer=self.optimizer, scheduler=self.scheduler, extra_tensors=rng)
@@ -469,28 +508,58 @@ class _Run:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{r.epochs}", leave=False, disable=not self.progress,
                    dynamic_ncols=True, initial=start_step, total=steps)
         dev = self.device
+        feature_loss = self.hook is not None and self.hook.config.feature_active(epoch)
+        # running sums stay on the device; the host reads them every SYNC_EVERY steps (and at the
+        # end), so a GPU step does not wait for the previous one to finish
+        run_loss = torch.zeros((), dtype=torch.float64, device=dev)  # Σ task loss × batch (since last read)
+        run_correct = torch.zeros((), dtype=torch.int64, device=dev)
+        since = start_step  # first step of the unread stretch
+        shapes = set()
+
+        def read(step_end: int) -> None:
+            nonlocal loss_sum, correct, since, run_loss, run_correct
+            part = float(run_loss)
+            if not math.isfinite(part):
+                where = f"step {since}" if step_end - since <= 1 else f"steps {since}–{step_end - 1}"
+                raise TrainingError(f"loss became {part} at epoch {epoch + 1}, {where}; "
+                                    "lower the learning rate or turn off bf16")
+            loss_sum += part
+            correct += int(run_correct)
+            run_loss.zero_(), run_correct.zero_()
+            since = step_end
+
         for step, (x, y) in enumerate(bar, start=start_step):
+            t_step = time.time()
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            out, extra = self.step_module(x, y, epoch)
+            out, extra = self.train_step(x, y, feature_loss)
             task = self.loss_fn(out.float(), y)
             loss = task if extra is None else task + extra
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {float(loss)} at epoch {epoch + 1}, step {step}; "
-                                    "lower the learning rate or turn off bf16")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             if self.hook is not None:
                 self.hook.after_step(y)
-            loss_sum += float(task.detach()) * len(y)  # the task loss (the Bayesian terms hold constants)
-            correct += int((out.detach().argmax(1) == y).sum())
+            # the task loss (the Bayesian terms hold constants); a non-finite extra loss shows here too
+            run_loss += task.detach().double() * len(y)
+            if extra is not None:  # a NaN/Inf extra loss poisons the sum (x·0 is NaN for both)
+                run_loss += extra.detach().double() * 0
+            run_correct += (out.detach().argmax(1) == y).sum()
             n += len(y)
             self.global_step += 1
-            if step % 20 == 0:
+            if self.compile and epoch == 0 and tuple(x.shape) not in shapes:
+                shapes.add(tuple(x.shape))  # this step compiled: keep its time out of the pace
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                self.warm_s += time.time() - t_step
+                self.warm_steps += 1
+            if step % SYNC_EVERY == 0 or step + 1 == steps:
+                read(step + 1)
                 bar.set_postfix(loss=f"{loss_sum / max(n, 1):.4f}", acc=f"{100 * correct / max(n, 1):.1f}%")
                 self.tb.step(float(task.detach()), self.global_step)
             if self.every and self.global_step % self.every == 0 and step + 1 < steps:
+                read(step + 1)
                 self._save_step(epoch, step + 1, dict(accum, loss_sum=loss_sum, correct=correct, n=n))
+        read(steps)
         if self.reduce is not None:
             loss_sum, correct, n = self.reduce([loss_sum, float(correct), float(n)])
         return loss_sum / max(n, 1), correct / max(n, 1)

@@ -75,6 +75,49 @@ def test_compiled_run_learns_and_checkpoints_the_plain_model(tiny_mnist, tmp_pat
     load_for_eval(tmp_path / "c" / "best.safetensors")
 
 
+class _TinyBonn(torch.nn.Module):
+    """One BONN conv and a classifier with a feature prior: BONN's hook and both losses, small enough
+    to compile in seconds."""
+
+    def __init__(self):
+        super().__init__()
+        from onebit.losses.bayes import BayesConfig, FeaturePrior
+        from onebit.nn.bonn import BonnConv2d
+
+        self.conv = BonnConv2d(3, 6, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.fc = torch.nn.Linear(6, 10)
+        self.fc.prior = FeaturePrior(10, 6)
+        self.bayes = BayesConfig(lam=1e-4, nu=1e-2, theta=1e-2)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_compiled_bonn_step_equals_the_eager_step():
+    torch.manual_seed(0)
+    eager = _TinyBonn().train()
+    with torch.no_grad():  # move μ, σ off their stationary point, where their gradients are rounding
+        eager.conv.prior.set(mu=torch.rand(6) * 0.3 + 0.05, sigma=torch.rand(6) * 0.3 + 0.05)
+    comp = copy.deepcopy(eager)
+    he, hc = hook_for(eager), hook_for(comp)
+    x, y = torch.randn(7, 3, 8, 8), torch.randint(0, 10, (7,))
+    for model, hook, step in ((eager, he, StepModule(eager, he, False)),
+                              (comp, hc, torch.compile(StepModule(comp, hc, False)))):
+        out, extra = step(x, y, True)
+        (torch.nn.functional.cross_entropy(out, y) + extra).backward()
+        hook.after_step(y)  # the features the compiled forward captured reach the center update
+        model.out = out.detach()
+    torch.testing.assert_close(comp.out, eager.out, rtol=1e-5, atol=1e-6)
+    for k in ("kernel", "feature"):
+        torch.testing.assert_close(hc.last[k], he.last[k], rtol=1e-5, atol=1e-8)
+    for (name, pe), pc in zip(eager.named_parameters(), comp.parameters()):
+        torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert eager.fc.prior.centers.abs().sum() > 0
+    torch.testing.assert_close(comp.fc.prior.centers, eager.fc.prior.centers, rtol=1e-5, atol=1e-7)
+
+
 def test_steady_pace_leaves_the_compiling_steps_out():
     # 10 steps in 40 s, of which 2 compiled in 31 s: the other 8 took 9 s → 1.125 s a step;
     # the two compiling steps count 2.25 s in the pace, the other 28.75 s are spent once

@@ -10,6 +10,8 @@
 #
 # Environment: OUT (default ./gpu-results), DEVICE (default cuda; DEVICE=cpu EXTRA="--limit 512
 # --set model.width=8" for a dry run of the plumbing), SKIP_BUILD=1 when the core is installed.
+# EXTRA="--compile" runs every training step through torch.compile (the tenth session measured it
+# on the CPU only; the first step of each batch shape compiles, and --fit-schedule leaves that out).
 set -o pipefail
 pack=${1:?usage: PACK_DIR TOTAL_SECONDS [TWIN_SECONDS]}; total=${2:?seconds}
 t0=$(date +%s); twin_s=${3:-$((total * 2 / 5))}

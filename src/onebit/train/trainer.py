@@ -517,7 +517,7 @@ class _Run:
         shapes = set()
 
         def read(step_end: int) -> None:
-            nonlocal loss_sum, correct, since, run_loss, run_correct
+            nonlocal loss_sum, correct, since
             part = float(run_loss)
             if not math.isfinite(part):
                 where = f"step {since}" if step_end - since <= 1 else f"steps {since}–{step_end - 1}"
@@ -525,7 +525,8 @@ class _Run:
                                     "lower the learning rate or turn off bf16")
             loss_sum += part
             correct += int(run_correct)
-            run_loss.zero_(), run_correct.zero_()
+            run_loss.zero_()
+            run_correct.zero_()
             since = step_end
 
         for step, (x, y) in enumerate(bar, start=start_step):

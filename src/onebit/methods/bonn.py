@@ -89,18 +89,18 @@ class BonnHook:
     def extra_loss(self, targets: torch.Tensor, *, epoch: int = 0,
                    features: torch.Tensor | None = None, feature_loss: bool | None = None) -> torch.Tensor:
         """``L_B`` for this step: the kernel loss (if on) + the feature loss (if on and ``epoch`` has
-        reached ``feature_start_epoch``; ``feature_loss`` given: that decision, made by the caller).
-        ``features`` defaults to those captured by the last training-mode forward pass."""
+        reached ``feature_start_epoch``; ``feature_loss`` given: the caller's decision on the epoch,
+        still only if the loss is on). ``features`` defaults to those captured by the last
+        training-mode forward pass."""
         cfg = self.config
-        loss = torch.zeros((), device=targets.device)
-        zero = torch.zeros((), device=targets.device)
+        loss = zero = torch.zeros((), device=targets.device)
         self.last = {"kernel": zero, "feature": zero}
         if cfg.kernel_on:
             lk = 0.5 * cfg.lam * sum(c.kernel_loss(cfg.nu, normalize_prior_grad=cfg.normalize_prior_grad)
                                      for c in self._convs)  # = losses.bayes.model_kernel_loss
             self.last["kernel"] = lk.detach()
             loss = loss + lk
-        if cfg.feature_active(epoch) if feature_loss is None else feature_loss:
+        if cfg.feature_active(epoch) if feature_loss is None else (feature_loss and cfg.feature_on):
             f = self._features(features)
             lf = 0.5 * cfg.theta * self._feature_prior.loss(f, targets, reduction=cfg.feature_reduction)
             if cfg.feature_reduction == "sum" and self.world_size > 1:

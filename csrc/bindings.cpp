@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -103,6 +104,63 @@ int check_int(int64_t v, const char* name, int64_t lo, int64_t hi = (1LL << 30))
   return static_cast<int>(v);
 }
 
+// An optional float32 vector of n values (a per-channel scale, mult or bias): nullptr for None.
+// `keep` holds the validated array for as long as the returned pointer is used.
+const float* channel_vector(const py::object& obj, const char* name, int64_t n, py::array& keep) {
+  if (obj.is_none()) return nullptr;
+  keep = as_array<float>(obj, name, 1);
+  check_shape(keep, name, {n});
+  return static_cast<const float*>(keep.data());
+}
+
+// The float32 output of a kernel: a new array of `shape`, or the caller's `out` of that shape, which must
+// share no byte with any of `inputs` (a kernel writing over what it still reads gives garbage).
+py::array float_output(const py::object& out_obj, const std::vector<int64_t>& shape,
+                       std::initializer_list<const py::array*> inputs) {
+  if (out_obj.is_none()) return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  py::array out = as_array<float>(out_obj, "out", static_cast<int>(shape.size()), true);
+  check_shape(out, "out", shape);
+  for (const py::array* a : inputs)
+    if (a && overlaps(out, *a)) fail("out must not overlap the input or the residual");
+  return out;
+}
+
+// The conv geometry of an NHWC float input x (N, H, W, C) for weights of K = kh·kw·C columns.
+IConvGeom float_conv_geom(const py::array& x, const std::vector<int>& kernel, const std::vector<int>& stride,
+                          const std::vector<int>& padding, int64_t K) {
+  if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2)
+    fail("kernel, stride and padding must each have two values");
+  IConvGeom g{check_int(x.shape(0), "N", 0), check_int(x.shape(1), "H", 1), check_int(x.shape(2), "W", 1),
+              check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
+  if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
+    fail("kernel and stride must be >= 1 and padding >= 0");
+  if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
+  if (static_cast<int64_t>(g.kh) * g.kw * g.C != K)
+    fail("w has K = " + std::to_string(K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
+  return g;
+}
+
+// Checks a pooling window geometry; `what` names the pool ("pool " for a fused one, "" alone) and
+// `input` what it reads, for the messages.
+void check_pool_geom(const PoolGeom& g, const std::string& what, const std::string& input) {
+  if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 || g.OH < 1 || g.OW < 1)
+    fail(what + "kernel, stride and output size must be >= 1 and padding >= 0");
+  if (2 * g.ph > g.kh || 2 * g.pw > g.kw) fail(what + "padding must be at most half the kernel");
+  if ((g.OH - 1) * g.sh - g.ph >= g.H || (g.OW - 1) * g.sw - g.pw >= g.W)
+    fail("the last " + what + "window starts outside " + input);
+}
+
+// The int8 GEMM path: AMX-INT8 or the portable one.
+bool int8_path_is_amx(const std::string& path) {
+  if (path == "auto") return amx_int8_usable();
+  if (path == "amx") {
+    if (!amx_int8_usable()) fail("the AMX-INT8 path is not available on this CPU/OS");
+    return true;
+  }
+  if (path != "portable") fail("path must be 'auto', 'amx' or 'portable', got '" + path + "'");
+  return false;
+}
+
 std::pair<int, int> check_pair(const std::pair<int64_t, int64_t>& p, const char* name, int64_t lo) {
   constexpr int64_t hi = int64_t(1) << 16;  // strides / paddings / pool windows
   return {check_int(p.first, name, lo, hi), check_int(p.second, name, lo, hi)};
@@ -131,16 +189,8 @@ Epilogue build_epilogue(const ConvWeights& W, int mode, const EpilogueArgs& ea) 
   const int32_t* thresh = nullptr;
   const uint8_t* flip = nullptr;
   py::array a;
-  if (given(ea.mult)) {
-    a = as_array<float>(ea.mult, "mult", 1);
-    check_shape(a, "mult", {W.cout});
-    mult = static_cast<const float*>(a.data());
-  }
-  if (given(ea.bias)) {
-    a = as_array<float>(ea.bias, "bias", 1);
-    check_shape(a, "bias", {W.cout});
-    bias = static_cast<const float*>(a.data());
-  }
+  mult = channel_vector(ea.mult, "mult", W.cout, a);
+  bias = channel_vector(ea.bias, "bias", W.cout, a);
   if (mode == kModeBits) {
     if (!given(ea.thresh)) fail("output='bits' requires thresh (int32, one per output channel)");
     a = as_array<int32_t>(ea.thresh, "thresh", 1);
@@ -512,26 +562,10 @@ PYBIND11_MODULE(_core, m) {
     if (a.shape(1) < W->Kp)
       fail("a must have at least Kp = " + std::to_string(W->Kp) + " columns (K padded to 64 with zeros), got " +
            shape_str(a));
-    bool amx;
-    if (path == "auto") amx = amx_int8_usable();
-    else if (path == "amx") {
-      if (!amx_int8_usable()) fail("the AMX-INT8 path is not available on this CPU/OS");
-      amx = true;
-    } else if (path == "portable") amx = false;
-    else fail("path must be 'auto', 'amx' or 'portable', got '" + path + "'");
+    const bool amx = int8_path_is_amx(path);
     py::array sc, bi;
-    const float* scale = nullptr;
-    const float* bias = nullptr;
-    if (!scale_obj.is_none()) {
-      sc = as_array<float>(scale_obj, "scale", 1);
-      check_shape(sc, "scale", {W->N});
-      scale = static_cast<const float*>(sc.data());
-    }
-    if (!bias_obj.is_none()) {
-      bi = as_array<float>(bias_obj, "bias", 1);
-      check_shape(bi, "bias", {W->N});
-      bias = static_cast<const float*>(bi.data());
-    }
+    const float* scale = channel_vector(scale_obj, "scale", W->N, sc);
+    const float* bias = channel_vector(bias_obj, "bias", W->N, bi);
     const int64_t M = a.shape(0);
     py::array out = py::array_t<float>(std::vector<py::ssize_t>{static_cast<py::ssize_t>(M), W->N});
     {
@@ -548,52 +582,20 @@ PYBIND11_MODULE(_core, m) {
                          bool relu, const std::string& path, int64_t threads, const py::object& out_obj) {
     if (!W) fail("w must be prepared with prepare_int8_weights");
     py::array x = as_array<float>(x_obj, "x", 4);
-    if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2)
-      fail("kernel, stride and padding must each have two values");
     if (!(act_scale > 0.0f) || !std::isfinite(act_scale)) fail("act_scale must be a positive finite number");
-    IConvGeom g{check_int(x.shape(0), "N", 0), check_int(x.shape(1), "H", 1), check_int(x.shape(2), "W", 1),
-               check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
-    if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
-      fail("kernel and stride must be >= 1 and padding >= 0");
-    if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
-    if (static_cast<int64_t>(g.kh) * g.kw * g.C != W->K)
-      fail("w has K = " + std::to_string(W->K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
-    bool amx;
-    if (path == "auto") amx = amx_int8_usable();
-    else if (path == "amx") {
-      if (!amx_int8_usable()) fail("the AMX-INT8 path is not available on this CPU/OS");
-      amx = true;
-    } else if (path == "portable") amx = false;
-    else fail("path must be 'auto', 'amx' or 'portable', got '" + path + "'");
+    const IConvGeom g = float_conv_geom(x, kernel, stride, padding, W->K);
+    const bool amx = int8_path_is_amx(path);
     const std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH()), int64_t(g.OW()), int64_t(W->N)};
     py::array sc, bi, rs;
-    const float* scale = nullptr;
-    const float* bias = nullptr;
+    const float* scale = channel_vector(scale_obj, "scale", W->N, sc);
+    const float* bias = channel_vector(bias_obj, "bias", W->N, bi);
     const float* res = nullptr;
-    if (!scale_obj.is_none()) {
-      sc = as_array<float>(scale_obj, "scale", 1);
-      check_shape(sc, "scale", {W->N});
-      scale = static_cast<const float*>(sc.data());
-    }
-    if (!bias_obj.is_none()) {
-      bi = as_array<float>(bias_obj, "bias", 1);
-      check_shape(bi, "bias", {W->N});
-      bias = static_cast<const float*>(bi.data());
-    }
     if (!res_obj.is_none()) {
       rs = as_array<float>(res_obj, "residual", 4);
       check_shape(rs, "residual", oshape);
       res = static_cast<const float*>(rs.data());
     }
-    py::array out;
-    if (out_obj.is_none()) {
-      out = py::array_t<float>(std::vector<py::ssize_t>(oshape.begin(), oshape.end()));
-    } else {
-      out = as_array<float>(out_obj, "out", 4, true);
-      check_shape(out, "out", oshape);
-      if (out.data() == x.data() || (res && out.data() == static_cast<const void*>(res)))
-        fail("out must not be x or residual");
-    }
+    py::array out = float_output(out_obj, oshape, {&x, res ? &rs : nullptr});
     {
       py::gil_scoped_release nogil;
       iconv2d_s8(static_cast<const float*>(x.data()), g, 1.0f / act_scale, a_unsigned, *W, scale, bias, res, relu,
@@ -646,18 +648,8 @@ PYBIND11_MODULE(_core, m) {
     if (y.ndim() < 1) fail("y must have at least one axis (channels last)");
     const int64_t C = y.shape(y.ndim() - 1), rows = C ? y.size() / C : 0;
     py::array mu, bi;
-    const float* mult = nullptr;
-    const float* bias = nullptr;
-    if (!mult_obj.is_none()) {
-      mu = as_array<float>(mult_obj, "mult", 1);
-      check_shape(mu, "mult", {C});
-      mult = static_cast<const float*>(mu.data());
-    }
-    if (!bias_obj.is_none()) {
-      bi = as_array<float>(bias_obj, "bias", 1);
-      check_shape(bi, "bias", {C});
-      bias = static_cast<const float*>(bi.data());
-    }
+    const float* mult = channel_vector(mult_obj, "mult", C, mu);
+    const float* bias = channel_vector(bias_obj, "bias", C, bi);
     {
       py::gil_scoped_release nogil;
       channel_affine_inplace(static_cast<float*>(y.mutable_data()), rows, C, mult, bias, relu,
@@ -694,15 +686,7 @@ PYBIND11_MODULE(_core, m) {
     const bool split = precision != "fp32";
     if (split && W->Kb == 0) fail("w was prepared without its bf16 halves: prepare_float_weights(w, bf16x3=True)");
     py::array x = as_array<float>(x_obj, "x", 4);
-    if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2)
-      fail("kernel, stride and padding must each have two values");
-    IConvGeom g{check_int(x.shape(0), "N", 0), check_int(x.shape(1), "H", 1), check_int(x.shape(2), "W", 1),
-                check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
-    if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
-      fail("kernel and stride must be >= 1 and padding >= 0");
-    if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
-    if (static_cast<int64_t>(g.kh) * g.kw * g.C != W->K)
-      fail("w has K = " + std::to_string(W->K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
+    const IConvGeom g = float_conv_geom(x, kernel, stride, padding, W->K);
     bool avx512 = false;
     Bf16Path bf16_path = Bf16Path::Portable;
     if (split) {
@@ -743,41 +727,19 @@ PYBIND11_MODULE(_core, m) {
       if (k.size() != 2 || st.size() != 2 || pd.size() != 2 || o.size() != 2)
         fail("pool kernel, stride, padding and out_hw must each have two values");
       pg = PoolGeom{g.N, g.OH(), g.OW(), W->N, k[0], k[1], st[0], st[1], pd[0], pd[1], o[0], o[1]};
-      if (pg.kh < 1 || pg.kw < 1 || pg.sh < 1 || pg.sw < 1 || pg.ph < 0 || pg.pw < 0 || pg.OH < 1 || pg.OW < 1)
-        fail("pool kernel, stride and output size must be >= 1 and padding >= 0");
-      if (2 * pg.ph > pg.kh || 2 * pg.pw > pg.kw) fail("pool padding must be at most half the kernel");
-      if ((pg.OH - 1) * pg.sh - pg.ph >= pg.H || (pg.OW - 1) * pg.sw - pg.pw >= pg.W)
-        fail("the last pooling window starts outside the conv's output");
+      check_pool_geom(pg, "pool ", "the conv's output");
       oshape = {int64_t(g.N), int64_t(pg.OH), int64_t(pg.OW), int64_t(W->N)};
     }
     py::array sc, bi, rs;
-    const float* scale = nullptr;
-    const float* bias = nullptr;
+    const float* scale = channel_vector(scale_obj, "scale", W->N, sc);
+    const float* bias = channel_vector(bias_obj, "bias", W->N, bi);
     const float* res = nullptr;
-    if (!scale_obj.is_none()) {
-      sc = as_array<float>(scale_obj, "scale", 1);
-      check_shape(sc, "scale", {W->N});
-      scale = static_cast<const float*>(sc.data());
-    }
-    if (!bias_obj.is_none()) {
-      bi = as_array<float>(bias_obj, "bias", 1);
-      check_shape(bi, "bias", {W->N});
-      bias = static_cast<const float*>(bi.data());
-    }
     if (!res_obj.is_none()) {
       rs = as_array<float>(res_obj, "residual", 4);
       check_shape(rs, "residual", oshape);
       res = static_cast<const float*>(rs.data());
     }
-    py::array out;
-    if (out_obj.is_none()) {
-      out = py::array_t<float>(std::vector<py::ssize_t>(oshape.begin(), oshape.end()));
-    } else {
-      out = as_array<float>(out_obj, "out", 4, true);
-      check_shape(out, "out", oshape);
-      if (out.data() == x.data() || (res && out.data() == static_cast<const void*>(res)))
-        fail("out must not be x or residual");
-    }
+    py::array out = float_output(out_obj, oshape, {&x, res ? &rs : nullptr});
     {
       py::gil_scoped_release nogil;
       if (split)
@@ -801,20 +763,9 @@ PYBIND11_MODULE(_core, m) {
     PoolGeom g{check_int(x.shape(0), "N", 0), check_int(x.shape(1), "H", 1), check_int(x.shape(2), "W", 1),
                check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
                out_hw[0], out_hw[1]};
-    if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 || g.OH < 1 || g.OW < 1)
-      fail("kernel, stride and output size must be >= 1 and padding >= 0");
-    if (2 * g.ph > g.kh || 2 * g.pw > g.kw) fail("padding must be at most half the kernel");
-    if ((g.OH - 1) * g.sh - g.ph >= g.H || (g.OW - 1) * g.sw - g.pw >= g.W)
-      fail("the last window starts outside the input");
+    check_pool_geom(g, "", "the input");
     const std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH), int64_t(g.OW), int64_t(g.C)};
-    py::array out;
-    if (out_obj.is_none()) {
-      out = py::array_t<float>(std::vector<py::ssize_t>(oshape.begin(), oshape.end()));
-    } else {
-      out = as_array<float>(out_obj, "out", 4, true);
-      check_shape(out, "out", oshape);
-      if (out.data() == x.data()) fail("out must not be x");
-    }
+    py::array out = float_output(out_obj, oshape, {&x});
     {
       py::gil_scoped_release nogil;
       pool2d_f32(static_cast<const float*>(x.data()), g, is_max, static_cast<float*>(out.mutable_data()),

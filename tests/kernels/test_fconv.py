@@ -261,3 +261,32 @@ def test_fconv2d_pool_bad_inputs(rng):
     out = np.zeros((1, 8, 8, 16), np.float32)  # the pooled shape is (1, 4, 4, 16)
     with pytest.raises(ValueError, match="out"):
         kernels.fconv2d_pool(x, pw, 3, 1, 1, pool_kernel=2, out=out)
+
+
+def _overlapping(shape_in, shape_out, shift):
+    """x and out as views of one buffer, out starting ``shift`` floats into x (a partial overlap)."""
+    n_in, n_out = int(np.prod(shape_in)), int(np.prod(shape_out))
+    buf = np.zeros(max(n_in, shift + n_out), np.float32)
+    return buf[:n_in].reshape(shape_in), buf[shift:shift + n_out].reshape(shape_out)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_float_conv_refuses_an_out_that_overlaps_x_or_residual(precision, rng):
+    """Writing the output over a part of the input would corrupt the conv while it runs: an ``out``
+    that shares any byte with ``x`` or ``residual`` is refused, not only the identical array."""
+    pw = kernels.prepare_float_weights(rng.standard_normal((4, 27)).astype(np.float32), bf16x3=True)
+    conv = kernels.fconv2d_f32 if precision == "fp32" else kernels.fconv2d_bf16
+    x, out = _overlapping((1, 5, 5, 3), (1, 5, 5, 4), shift=7)
+    with pytest.raises(ValueError, match="overlap"):
+        conv(x, pw, 3, padding=1, out=out)
+    res, out = _overlapping((1, 5, 5, 4), (1, 5, 5, 4), shift=3)
+    with pytest.raises(ValueError, match="overlap"):
+        conv(np.zeros((1, 5, 5, 3), np.float32), pw, 3, padding=1, residual=res, out=out)
+    x, out = _overlapping((1, 5, 5, 3), (1, 5, 5, 4), shift=75)  # adjacent, disjoint: allowed
+    assert conv(x, pw, 3, padding=1, out=out) is out
+
+
+def test_pool2d_refuses_an_out_that_overlaps_x():
+    x, out = _overlapping((1, 4, 4, 2), (1, 2, 2, 2), shift=5)
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.pool2d(x, "max", 2, out=out)

@@ -118,3 +118,14 @@ def test_iconv_bad_inputs(rng):
         kernels.iconv2d_s8(np.zeros((1, 2, 2, 3), np.float32), prepared, 1.0, 3)
     with pytest.raises(ValueError, match="residual"):
         kernels.iconv2d_s8(x, prepared, 1.0, 3, padding=1, residual=np.zeros((1, 5, 5, 5), np.float32))
+
+
+def test_iconv_refuses_an_out_that_overlaps_x_or_residual(rng):
+    prepared = kernels.prepare_int8_weights(np.ones((4, 27), np.int8))
+    buf = np.zeros(200, np.float32)
+    x, out = buf[:75].reshape(1, 5, 5, 3), buf[50:150].reshape(1, 5, 5, 4)
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.iconv2d_s8(x, prepared, 1.0, 3, padding=1, out=out)
+    res, out = buf[:100].reshape(1, 5, 5, 4), buf[99:199].reshape(1, 5, 5, 4)
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.iconv2d_s8(np.zeros((1, 5, 5, 3), np.float32), prepared, 1.0, 3, padding=1, residual=res, out=out)

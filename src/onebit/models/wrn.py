@@ -212,7 +212,7 @@ def bonn_resnet(num_classes: int = 1000, in_channels: int = 3, image_size: int =
                 activation_kwargs: dict | None = None, pad_value: float = 0.0, downsample: str = "conv",
                 code_scale: str = "one", scale_grad: bool = False, ste_clip: float = 1.0, recon_init: float = 1.0,
                 recon_min: float | None = 1e-3, recon_lr_scale: float = 0.01, sigma_param: str = "log",
-             prior_init: str = "abs",
+                prior_init: str = "abs",
                 lam: float = 1e-4, nu: float = 1.0, theta: float = 1e-3, kernel_loss: bool = True,
                 feature_loss: bool = True, feature_start_epoch: int = 0, feature_reduction: str = "mean",
                 center_alpha: float = 0.5, normalize_prior_grad: bool = True) -> BonnResNet:

@@ -284,6 +284,16 @@ def test_fit_schedule_run_resumes_into_the_fitted_length(tiny_mnist, tmp_path, m
         train(r, tmp_path / "b", data_root=str(tiny_mnist), progress=False, resume=True)
 
 
+def test_a_spent_time_budget_stops_the_run_and_names_the_last_epoch(tiny_mnist, tmp_path, caplog):
+    r = _recipe(epochs=3)
+    with caplog.at_level("INFO", logger="onebit"):
+        res = train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False, max_minutes=1e-9)
+    assert res.epochs_run == 1
+    assert "reached after epoch 1 of 3; --resume continues the run" in caplog.text
+    res = train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False, resume=True)
+    assert res.epochs_run == 2 and len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 3
+
+
 def test_fit_schedule_needs_a_budget(tiny_mnist, tmp_path):
     with pytest.raises(TrainingError, match="max_minutes"):
         train(_recipe(), tmp_path / "run", data_root=str(tiny_mnist), progress=False, fit_schedule=True)

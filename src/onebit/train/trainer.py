@@ -493,7 +493,8 @@ class _Run:
             if self.d.active:
                 out_of_time = distrib.broadcast_flag(out_of_time)
             if out_of_time:
-                log.info("time budget of %.1f min reached after epoch %d", max_minutes, epoch + 1)
+                log.info("time budget of %.1f min reached after epoch %d of %d%s", max_minutes, epoch,
+                         self.recipe.epochs, "; --resume continues the run" if epoch < self.recipe.epochs else "")
                 break
         self.tb.close()
         return RunResult(self.out, epochs_run, self.best_epoch, self.best_val if has_val else None,

@@ -104,12 +104,13 @@ int check_int(int64_t v, const char* name, int64_t lo, int64_t hi = (1LL << 30))
   return static_cast<int>(v);
 }
 
-// An optional float32 vector of n values (a per-channel scale, mult or bias): nullptr for None.
-// `keep` holds the validated array for as long as the returned pointer is used.
-const float* channel_vector(const py::object& obj, const char* name, int64_t n, py::array& keep) {
+// An optional float32 array of the given shape (a per-channel scale, mult or bias: {n}; a residual:
+// the output's shape): nullptr for None. `keep` holds the validated array while the pointer is used.
+const float* optional_f32(const py::object& obj, const char* name, const std::vector<int64_t>& shape,
+                          py::array& keep) {
   if (obj.is_none()) return nullptr;
-  keep = as_array<float>(obj, name, 1);
-  check_shape(keep, name, {n});
+  keep = as_array<float>(obj, name, static_cast<int>(shape.size()));
+  check_shape(keep, name, shape);
   return static_cast<const float*>(keep.data());
 }
 
@@ -189,8 +190,8 @@ Epilogue build_epilogue(const ConvWeights& W, int mode, const EpilogueArgs& ea) 
   const int32_t* thresh = nullptr;
   const uint8_t* flip = nullptr;
   py::array a;
-  mult = channel_vector(ea.mult, "mult", W.cout, a);
-  bias = channel_vector(ea.bias, "bias", W.cout, a);
+  mult = optional_f32(ea.mult, "mult", {W.cout}, a);
+  bias = optional_f32(ea.bias, "bias", {W.cout}, a);
   if (mode == kModeBits) {
     if (!given(ea.thresh)) fail("output='bits' requires thresh (int32, one per output channel)");
     a = as_array<int32_t>(ea.thresh, "thresh", 1);
@@ -564,8 +565,8 @@ PYBIND11_MODULE(_core, m) {
            shape_str(a));
     const bool amx = int8_path_is_amx(path);
     py::array sc, bi;
-    const float* scale = channel_vector(scale_obj, "scale", W->N, sc);
-    const float* bias = channel_vector(bias_obj, "bias", W->N, bi);
+    const float* scale = optional_f32(scale_obj, "scale", {W->N}, sc);
+    const float* bias = optional_f32(bias_obj, "bias", {W->N}, bi);
     const int64_t M = a.shape(0);
     py::array out = py::array_t<float>(std::vector<py::ssize_t>{static_cast<py::ssize_t>(M), W->N});
     {
@@ -587,14 +588,9 @@ PYBIND11_MODULE(_core, m) {
     const bool amx = int8_path_is_amx(path);
     const std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH()), int64_t(g.OW()), int64_t(W->N)};
     py::array sc, bi, rs;
-    const float* scale = channel_vector(scale_obj, "scale", W->N, sc);
-    const float* bias = channel_vector(bias_obj, "bias", W->N, bi);
-    const float* res = nullptr;
-    if (!res_obj.is_none()) {
-      rs = as_array<float>(res_obj, "residual", 4);
-      check_shape(rs, "residual", oshape);
-      res = static_cast<const float*>(rs.data());
-    }
+    const float* scale = optional_f32(scale_obj, "scale", {W->N}, sc);
+    const float* bias = optional_f32(bias_obj, "bias", {W->N}, bi);
+    const float* res = optional_f32(res_obj, "residual", oshape, rs);
     py::array out = float_output(out_obj, oshape, {&x, res ? &rs : nullptr});
     {
       py::gil_scoped_release nogil;
@@ -648,8 +644,8 @@ PYBIND11_MODULE(_core, m) {
     if (y.ndim() < 1) fail("y must have at least one axis (channels last)");
     const int64_t C = y.shape(y.ndim() - 1), rows = C ? y.size() / C : 0;
     py::array mu, bi;
-    const float* mult = channel_vector(mult_obj, "mult", C, mu);
-    const float* bias = channel_vector(bias_obj, "bias", C, bi);
+    const float* mult = optional_f32(mult_obj, "mult", {C}, mu);
+    const float* bias = optional_f32(bias_obj, "bias", {C}, bi);
     {
       py::gil_scoped_release nogil;
       channel_affine_inplace(static_cast<float*>(y.mutable_data()), rows, C, mult, bias, relu,
@@ -731,14 +727,9 @@ PYBIND11_MODULE(_core, m) {
       oshape = {int64_t(g.N), int64_t(pg.OH), int64_t(pg.OW), int64_t(W->N)};
     }
     py::array sc, bi, rs;
-    const float* scale = channel_vector(scale_obj, "scale", W->N, sc);
-    const float* bias = channel_vector(bias_obj, "bias", W->N, bi);
-    const float* res = nullptr;
-    if (!res_obj.is_none()) {
-      rs = as_array<float>(res_obj, "residual", 4);
-      check_shape(rs, "residual", oshape);
-      res = static_cast<const float*>(rs.data());
-    }
+    const float* scale = optional_f32(scale_obj, "scale", {W->N}, sc);
+    const float* bias = optional_f32(bias_obj, "bias", {W->N}, bi);
+    const float* res = optional_f32(res_obj, "residual", oshape, rs);
     py::array out = float_output(out_obj, oshape, {&x, res ? &rs : nullptr});
     {
       py::gil_scoped_release nogil;

@@ -136,3 +136,25 @@ def test_cli_plots_the_kernel_distribution_of_a_layer_for_several_runs(tmp_path,
     assert "BONN: valley/peak by epoch 1:1.00 2:0.00" in text and "plain: valley/peak by epoch 1:1.00 2:1.00" in text
     assert cli(["plot", str(bonn), "--layer", "nope"]) == 2
     assert "its binary layers: l.conv" in capsys.readouterr().err
+
+
+def test_plots_replace_a_file_whole_and_refuse_an_unknown_format_without_touching_it(tmp_path, capsys):
+    import numpy as np
+
+    g = (1000 * np.exp(-np.linspace(-1, 1, 40) ** 2 / 0.1)).round().astype(int)
+    run = _fake_run(tmp_path / "run", "l.conv", [(0, g), (1, g)])
+    out = tmp_path / "figs" / "k.png"
+    out.parent.mkdir()
+    out.write_bytes(b"an older figure")
+    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["k.png"]  # no temp file left behind
+    svg = out.with_suffix(".svg")
+    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(svg)]) == 0
+    assert b"<svg" in svg.read_bytes()[:400]
+    bad = out.with_suffix(".xyz")
+    bad.write_bytes(b"keep me")
+    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(bad)]) != 0
+    assert "xyz" in capsys.readouterr().err
+    assert bad.read_bytes() == b"keep me"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["k.png", "k.svg", "k.xyz"]

@@ -50,12 +50,7 @@ def plot_curves(run_dirs: list[str | Path], out: str | Path, labels: list[str] |
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def read_layers(run_dir: str | Path) -> dict[str, dict[str, list[float]]]:
@@ -86,14 +81,24 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out: str | Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+def _save(fig, out: str | Path, *, tight: bool = True) -> Path:
+    """Render ``fig`` (format from the suffix of ``out``, PNG by default), write it atomically
+    (temp file, then rename: an existing file is replaced whole or not at all) and close it."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    from ..fileio import atomic_write_bytes
+
+    out = Path(out)
+    try:
+        if tight:
+            fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format=out.suffix[1:].lower() or "png", dpi=110)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 
@@ -153,11 +158,7 @@ def plot_histograms(run_dir: str | Path, out: str | Path) -> Path | None:
         ax.axis("off")
     sm = cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(1, last + 1))
     fig.colorbar(sm, ax=axes.ravel().tolist(), label="epoch", shrink=0.8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, tight=False)
 
 
 def kernel_histograms(run_dir: str | Path, layer: str) -> list[dict]:
@@ -224,8 +225,4 @@ def plot_kernel_distribution(run_dirs: list[str | Path], layer: str, out: str | 
         ax.grid(alpha=0.3)
     sm = cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(1, last + 1))
     fig.colorbar(sm, ax=axes.ravel().tolist(), label="epoch", shrink=0.8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out, stats
+    return _save(fig, out, tight=False), stats

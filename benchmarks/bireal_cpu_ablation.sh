@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Bi-Real (issue 4): the CIFAR-10 ablation at a fixed epoch budget on the CPU, one row per run folder,
+# resumable across sessions. Every row uses the same recipe and the same number of epochs (no
+# --fit-schedule): width 16, SGD 0.01 (momentum 0.9, the registered Bi-Real stage-2 optimiser),
+# weight decay 0, cosine to 0, batch 128, crop + flip, bf16 autocast, torch.compile, 1 thread a run.
+#
+# Usage: bash benchmarks/bireal_cpu_ablation.sh OUT EPOCHS MAX_MINUTES ROW [ROW ...]
+#   OUT:         folder of the run folders (OUT/ROW); DATA_ROOT (env) defaults to ../shared/data
+#   EPOCHS:      the budget of every row (a row already started must be continued with the same number)
+#   MAX_MINUTES: wall-clock limit of this invocation, per run; a run that reaches it stops cleanly
+#                after an epoch and the same command continues it (--resume) in a later session
+#   ROW:         NAME-sSEED, NAME one of
+#                  bireal   bireal-resnet18-cifar (shortcut per conv, ApproxSign, magnitude-aware α)
+#                  plain    binary-resnet18-cifar (shortcut every two convs)
+#                  ste      Bi-Real with the hard-tanh STE instead of ApproxSign
+#                  nomag    Bi-Real with sign(W) instead of the magnitude-aware α
+#                  preclip  the clip(-1, 1) real-valued twin (resnet18-cifar-float)
+#                  prerelu  the ReLU real-valued twin
+#                  clip     Bi-Real initialised from OUT/preclip-sSEED/best.safetensors (must be finished)
+#                  relu     Bi-Real initialised from OUT/prerelu-sSEED/best.safetensors (must be finished)
+# All rows given run side by side; a finished row is skipped. Logs: OUT/ROW.log (appended).
+# Then: python benchmarks/run_table.py OUT/*, and score the best checkpoints on the engine:
+#   onebit export OUT/ROW/best.safetensors -o ROW.onebit && onebit run ROW.onebit --data cifar10 --data-root ../shared/data
+set -u
+if [ $# -lt 4 ]; then sed -n '2,24p' "$0"; exit 2; fi
+OUT=$1; EPOCHS=$2; MAXMIN=$3; shift 3
+DATA_ROOT=${DATA_ROOT:-../shared/data}
+R="--data cifar10 --data-root $DATA_ROOT --bf16 --threads 1 --compile --no-progress --optimizer sgd --lr 1e-2
+   --set weight_decay=0 --set lr_schedule=cosine --set lr_final=0 --set model.width=16 --augment"
+mkdir -p "$OUT"
+
+done_epochs() {  # epochs finished in run folder $1 (0 if none)
+  if [ -f "$1/metrics.csv" ]; then echo $(( $(wc -l < "$1/metrics.csv") - 1 )); else echo 0; fi
+}
+
+pids=()
+for row in "$@"; do
+  name=${row%-s*}; seed=${row##*-s}
+  case $seed in ''|*[!0-9]*) echo "bad row '$row': expected NAME-sSEED, e.g. bireal-s0" >&2; exit 2;; esac
+  case $name in
+    bireal)  args="bireal-resnet18-cifar";;
+    plain)   args="binary-resnet18-cifar";;
+    ste)     args="bireal-resnet18-cifar --set model.activation=ste_sign";;
+    nomag)   args="bireal-resnet18-cifar --set model.weight=ste_sign";;
+    preclip) args="resnet18-cifar-float";;
+    prerelu) args="resnet18-cifar-float --set model.activation=relu";;
+    clip|relu)
+      twin="$OUT/pre$name-s$seed"
+      if [ "$(done_epochs "$twin")" -lt "$EPOCHS" ]; then
+        echo "skip $row: its twin $twin has not finished $EPOCHS epochs (run pre$name-s$seed first)" >&2; continue
+      fi
+      args="bireal-resnet18-cifar --init-from $twin/best.safetensors";;
+    *) echo "unknown row name '$name' in '$row'" >&2; exit 2;;
+  esac
+  dir="$OUT/$row"; n=$(done_epochs "$dir")
+  if [ "$n" -ge "$EPOCHS" ]; then echo "$row: finished ($n epochs)"; continue; fi
+  resume=""; [ -d "$dir" ] && resume="--resume"
+  echo "$(date +%T) $row: from epoch $((n + 1)) of $EPOCHS $resume"
+  # shellcheck disable=SC2086
+  onebit train $args $R --seed "$seed" --epochs "$EPOCHS" --max-minutes "$MAXMIN" $resume --out "$dir" \
+    >> "$OUT/$row.log" 2>&1 &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=1; done
+for row in "$@"; do echo "$row: $(done_epochs "$OUT/$row") / $EPOCHS epochs"; done
+exit $rc

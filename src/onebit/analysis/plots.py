@@ -29,11 +29,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
 
 def plot_curves(run_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
     """Loss, accuracy (train/val/test) and learning rate per epoch of one or more runs → one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for i, run in enumerate(run_dirs):
         m = read_metrics(run)

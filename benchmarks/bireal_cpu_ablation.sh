@@ -29,9 +29,8 @@ R="--data cifar10 --data-root $DATA_ROOT --bf16 --threads 1 --compile --no-progr
    --set weight_decay=0 --set lr_schedule=cosine --set lr_final=0 --set model.width=16 --augment"
 mkdir -p "$OUT"
 
-done_epochs() {  # epochs finished in run folder $1 (0 if none)
-  if [ -f "$1/metrics.csv" ]; then echo $(( $(wc -l < "$1/metrics.csv") - 1 )); else echo 0; fi
-}
+# shellcheck source=benchmarks/_cpu_rows.sh
+. "$(dirname "$0")/_cpu_rows.sh"   # done_epochs, wait_rows
 
 pids=()
 for row in "$@"; do
@@ -61,7 +60,4 @@ for row in "$@"; do
     >> "$OUT/$row.log" 2>&1 &
   pids+=($!)
 done
-rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=1; done
-for row in "$@"; do echo "$row: $(done_epochs "$OUT/$row") / $EPOCHS epochs"; done
-exit $rc
+wait_rows "$OUT" "$EPOCHS" "$@"

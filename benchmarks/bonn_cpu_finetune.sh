@@ -23,9 +23,8 @@ if [ ! -f "$INIT" ]; then echo "no checkpoint at $INIT" >&2; exit 2; fi
 R="--data cifar10 --data-root $DATA_ROOT --bf16 --threads 1 --no-progress --lr $LR --init-from $INIT --init real"
 mkdir -p "$OUT"
 
-done_epochs() {  # epochs finished in run folder $1 (0 if none)
-  if [ -f "$1/metrics.csv" ]; then echo $(( $(wc -l < "$1/metrics.csv") - 1 )); else echo 0; fi
-}
+# shellcheck source=benchmarks/_cpu_rows.sh
+. "$(dirname "$0")/_cpu_rows.sh"   # done_epochs, wait_rows
 
 num='[0-9.]+(e-?[0-9]+)?'
 pids=()
@@ -43,7 +42,4 @@ for row in "$@"; do
     --seed "$seed" --epochs "$EPOCHS" --max-minutes "$MAXMIN" $resume --out "$dir" >> "$OUT/$row.log" 2>&1 &
   pids+=($!)
 done
-rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=1; done
-for row in "$@"; do echo "$row: $(done_epochs "$OUT/$row") / $EPOCHS epochs"; done
-exit $rc
+wait_rows "$OUT" "$EPOCHS" "$@"

@@ -20,7 +20,7 @@ if [ $# -lt 5 ]; then sed -n '2,17p' "$0"; exit 2; fi
 OUT=$1; INIT=$2; EPOCHS=$3; MAXMIN=$4; shift 4
 DATA_ROOT=${DATA_ROOT:-../shared/data}; NU=${NU:-1e-2}; LR=${LR:-1e-2}
 if [ ! -f "$INIT" ]; then echo "no checkpoint at $INIT" >&2; exit 2; fi
-R="--data cifar10 --data-root $DATA_ROOT --bf16 --threads 1 --no-progress --lr $LR --init-from $INIT --init real"
+R="--data cifar10 --data-root $DATA_ROOT --bf16 --threads 1 --no-progress --lr $LR --init real"
 mkdir -p "$OUT"
 
 # shellcheck source=benchmarks/_cpu_rows.sh
@@ -38,7 +38,7 @@ for row in "$@"; do
   resume=""; [ -d "$dir" ] && resume="--resume"
   echo "$(date +%T) $row: lam=$lam theta=$theta nu=$NU seed=$seed, from epoch $((n + 1)) of $EPOCHS $resume"
   # shellcheck disable=SC2086
-  onebit train bonn-wrn22 $R --set model.lam="$lam" --set model.theta="$theta" --set model.nu="$NU" \
+  onebit train bonn-wrn22 $R --init-from "$INIT" --set model.lam="$lam" --set model.theta="$theta" --set model.nu="$NU" \
     --seed "$seed" --epochs "$EPOCHS" --max-minutes "$MAXMIN" $resume --out "$dir" >> "$OUT/$row.log" 2>&1 &
   pids+=($!)
 done

@@ -126,6 +126,26 @@ py::array float_output(const py::object& out_obj, const std::vector<int64_t>& sh
   return out;
 }
 
+// The float block product's path for `path` ("auto": AVX-512 when the active ISA path is avx512,
+// AVX2 + FMA when it is avx2 or avx512 without AVX-512F, else portable).
+FloatPath float_path(const std::string& path) {
+  if (path == "auto") {
+    if (current_isa() == Isa::Portable) return FloatPath::Portable;
+    if (current_isa() == Isa::Avx512 && fgemm_avx512_usable()) return FloatPath::Avx512;
+    return fgemm_avx2_usable() ? FloatPath::Avx2 : FloatPath::Portable;
+  }
+  if (path == "avx512") {
+    if (!fgemm_avx512_usable()) fail("the AVX-512 path is not available on this CPU/OS");
+    return FloatPath::Avx512;
+  }
+  if (path == "avx2") {
+    if (!fgemm_avx2_usable()) fail("the AVX2 + FMA path is not available on this CPU/OS");
+    return FloatPath::Avx2;
+  }
+  if (path != "portable") fail("path must be 'auto', 'avx512', 'avx2' or 'portable', got '" + path + "'");
+  return FloatPath::Portable;
+}
+
 // The conv geometry of an NHWC float input x (N, H, W, C) for weights of K = kh·kw·C columns.
 IConvGeom float_conv_geom(const py::array& x, const std::vector<int>& kernel, const std::vector<int>& stride,
                           const std::vector<int>& padding, int64_t K) {
@@ -671,6 +691,12 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("w"), py::arg("bf16x3") = false);
   m.def("amx_bf16_usable", []() { return amx_bf16_usable(); });
   m.def("avx512_bf16_usable", []() { return avx512_bf16_usable(); });
+  m.def("float_paths", []() {  // the float conv's paths this CPU runs, best last
+    std::vector<std::string> v{"portable"};
+    if (fgemm_avx2_usable()) v.push_back("avx2");
+    if (fgemm_avx512_usable()) v.push_back("avx512");
+    return v;
+  });
   m.def("fconv2d_f32", [](const py::object& x_obj, const std::shared_ptr<FloatWeights>& W, std::vector<int> kernel,
                           std::vector<int> stride, std::vector<int> padding, const py::object& scale_obj,
                           const py::object& bias_obj, const py::object& res_obj, bool relu, const std::string& path,
@@ -683,7 +709,7 @@ PYBIND11_MODULE(_core, m) {
     if (split && W->Kb == 0) fail("w was prepared without its bf16 halves: prepare_float_weights(w, bf16x3=True)");
     py::array x = as_array<float>(x_obj, "x", 4);
     const IConvGeom g = float_conv_geom(x, kernel, stride, padding, W->K);
-    bool avx512 = false;
+    FloatPath fpath = FloatPath::Portable;
     Bf16Path bf16_path = Bf16Path::Portable;
     if (split) {
       if (path == "auto") {
@@ -698,17 +724,8 @@ PYBIND11_MODULE(_core, m) {
       } else if (path != "portable")
         fail("path must be 'auto', 'amx', 'avx512_bf16' or 'portable' for bf16x3 and bf16, got '" + path + "'");
     } else {
-      const bool have = cpu_features().avx512f && cpu_features().os_avx512;
-      if (path == "auto") avx512 = have && current_isa() == Isa::Avx512;
-      else if (path == "avx512") {
-        if (!have) fail("the AVX-512 path is not available on this CPU/OS");
-        avx512 = true;
-      } else if (path == "portable") avx512 = false;
-      else fail("path must be 'auto', 'avx512' or 'portable', got '" + path + "'");
+      fpath = float_path(path);
     }
-#ifndef ONEBIT_HAVE_X86_KERNELS
-    avx512 = false;
-#endif
     std::vector<int64_t> oshape{int64_t(g.N), int64_t(g.OH()), int64_t(g.OW()), int64_t(W->N)};
     // a max or average pooling fused in: (is_max, [kh, kw], [sh, sw], [ph, pw], [OH, OW])
     bool pool_max = true;
@@ -739,7 +756,7 @@ PYBIND11_MODULE(_core, m) {
                        pooled ? &pg : nullptr, pool_max);
       else
         fconv2d_f32(static_cast<const float*>(x.data()), g, *W, scale, bias, res, relu,
-                    static_cast<float*>(out.mutable_data()), avx512, static_cast<int>(threads));
+                    static_cast<float*>(out.mutable_data()), fpath, static_cast<int>(threads));
     }
     return out;
   }, py::arg("x"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),

@@ -87,6 +87,32 @@ def test_bf16_autocast_trains(tiny_mnist, tmp_path):
     assert 0 <= res.last_test_acc <= 1
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns(tiny_mnist, tmp_path, monkeypatch, caplog, native):
+    """AVX2-only CPUs have no fast bf16 kernels in PyTorch: a bf16 run there says so (and still runs)."""
+    from onebit.train import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="onebit.train"):
+        train(_recipe(epochs=1, bf16=True), tmp_path / "bf16", data_root=str(tiny_mnist), progress=False)
+    warned = [r.getMessage() for r in caplog.records if "--fp32" in r.getMessage()]
+    assert bool(warned) == (not native)
+    # fp32 runs and GPU runs never warn
+    assert not trainer.warn_if_slow_bf16(False, "cpu") and not trainer.warn_if_slow_bf16(True, "cuda")
+
+
+def test_native_bf16_check_agrees_with_the_cpu_capability():
+    from onebit.train.trainer import cpu_has_native_bf16
+
+    cap = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", "DEFAULT", ...
+    if cap in ("AVX2", "DEFAULT", "NO AVX"):
+        assert cpu_has_native_bf16() is False
+    elif cap == "AVX512":
+        assert cpu_has_native_bf16() is True
+    else:
+        assert isinstance(cpu_has_native_bf16(), bool)
+
+
 def test_corrupt_checkpoints_give_clear_errors(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")

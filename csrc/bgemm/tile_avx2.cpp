@@ -2,7 +2,7 @@
 // AVX2 path of the XNOR-popcount tile (equations in tile.h). No vector popcount on AVX2,
 // so popcount(w XOR x) uses the nibble lookup (Mula): per byte
 //   cnt = LUT[b & 15] + LUT[b >> 4]   (two vpshufb),
-// accumulated in byte lanes for at most 31 words (31*8 < 256), then folded into 64-bit
+// accumulated in byte lanes for at most 31 words of a kernel row (31*8 < 256), then folded into 64-bit
 // lanes with vpsadbw (which sums each qword's 8 bytes: exactly a per-word popcount).
 // Register blocking: P = 3 pixels x 2 ymm (8 output channels), looping over the four
 // 8-channel sub-blocks of a 32-channel block; the 64-bit sums are narrowed to 8 int32 and
@@ -31,40 +31,44 @@ __attribute__((always_inline)) inline void popcounts8(const TileJob& J, const ui
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0F);
   const __m256i zero = _mm256_setzero_si256();
-  __m256i acc[P][2], a8[P][2];
+  __m256i acc[P][2];
 #pragma GCC unroll 4
-  for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = a8[p][0] = a8[p][1] = zero;
+  for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = zero;
   const uint64_t* xp[P];
 #pragma GCC unroll 4
   for (int p = 0; p < P; ++p) xp[p] = xin[p];
   const int T = J.kw * J.kwin;
   const uint64_t* wp = wsub;
-  int cnt = 0;  // steps accumulated in the byte counters (each adds <= 8 per byte)
   for (int i = 0; i < J.kh; ++i) {
-    for (int t = 0; t < T; ++t) {
-      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp + t * kBlock));
-      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp + t * kBlock + 4));
+    // chunks of at most 31 words per kernel row (one chunk for T <= 31: any 3x3 conv up to 640
+    // input channels): inside a chunk only the byte counters are live, so they stay in registers;
+    // they are folded into the 64-bit sums after it (31*8 < 256: no byte overflows)
+    for (int t0 = 0; t0 < T; t0 += 31) {
+      const int t1 = t0 + 31 < T ? t0 + 31 : T;
+      __m256i a8[P][2];
 #pragma GCC unroll 4
-      for (int p = 0; p < P; ++p) {
-        const __m256i b = _mm256_set1_epi64x(static_cast<long long>(xp[p][t]));
-        const __m256i x0 = _mm256_xor_si256(w0, b), x1 = _mm256_xor_si256(w1, b);
-        const __m256i c0 = _mm256_add_epi8(
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(x0, low)),
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x0, 4), low)));
-        const __m256i c1 = _mm256_add_epi8(
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(x1, low)),
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x1, 4), low)));
-        a8[p][0] = _mm256_add_epi8(a8[p][0], c0);
-        a8[p][1] = _mm256_add_epi8(a8[p][1], c1);
-      }
-      if (++cnt == 31) {  // fold the byte counters before they can overflow (31*8 < 256)
-        cnt = 0;
+      for (int p = 0; p < P; ++p) a8[p][0] = a8[p][1] = zero;
+      for (int t = t0; t < t1; ++t) {
+        const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp + t * kBlock));
+        const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp + t * kBlock + 4));
 #pragma GCC unroll 4
         for (int p = 0; p < P; ++p) {
-          acc[p][0] = _mm256_add_epi64(acc[p][0], _mm256_sad_epu8(a8[p][0], zero));
-          acc[p][1] = _mm256_add_epi64(acc[p][1], _mm256_sad_epu8(a8[p][1], zero));
-          a8[p][0] = a8[p][1] = zero;
+          const __m256i b = _mm256_set1_epi64x(static_cast<long long>(xp[p][t]));
+          const __m256i x0 = _mm256_xor_si256(w0, b), x1 = _mm256_xor_si256(w1, b);
+          const __m256i c0 = _mm256_add_epi8(
+              _mm256_shuffle_epi8(lut, _mm256_and_si256(x0, low)),
+              _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x0, 4), low)));
+          const __m256i c1 = _mm256_add_epi8(
+              _mm256_shuffle_epi8(lut, _mm256_and_si256(x1, low)),
+              _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x1, 4), low)));
+          a8[p][0] = _mm256_add_epi8(a8[p][0], c0);
+          a8[p][1] = _mm256_add_epi8(a8[p][1], c1);
         }
+      }
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) {
+        acc[p][0] = _mm256_add_epi64(acc[p][0], _mm256_sad_epu8(a8[p][0], zero));
+        acc[p][1] = _mm256_add_epi64(acc[p][1], _mm256_sad_epu8(a8[p][1], zero));
       }
     }
     wp += T * kBlock;
@@ -73,8 +77,7 @@ __attribute__((always_inline)) inline void popcounts8(const TileJob& J, const ui
   }
 #pragma GCC unroll 4
   for (int p = 0; p < P; ++p) {
-    const __m256i s0 = _mm256_add_epi64(acc[p][0], _mm256_sad_epu8(a8[p][0], zero));  // ch 0-3
-    const __m256i s1 = _mm256_add_epi64(acc[p][1], _mm256_sad_epu8(a8[p][1], zero));  // ch 4-7
+    const __m256i s0 = acc[p][0], s1 = acc[p][1];  // ch 0-3, ch 4-7
     // low dwords of the 8 qwords -> [s0.0 s0.1 s1.0 s1.1 | s0.2 s0.3 s1.2 s1.3] -> reorder
     const __m256i lo = _mm256_castps_si256(_mm256_shuffle_ps(
         _mm256_castsi256_ps(s0), _mm256_castsi256_ps(s1), _MM_SHUFFLE(2, 0, 2, 0)));

@@ -27,6 +27,7 @@ CpuFeatures detect() {
   unsigned int a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
   f.popcnt = (c >> 23) & 1;
+  f.fma = (c >> 12) & 1;
   const bool osxsave = (c >> 27) & 1;
   const bool avx = (c >> 28) & 1;
   if (osxsave) {

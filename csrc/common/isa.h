@@ -17,7 +17,7 @@ namespace onebit {
 enum class Isa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
 struct CpuFeatures {
-  bool popcnt = false, avx2 = false, avx512f = false, avx512bw = false, avx512vl = false,
+  bool popcnt = false, fma = false, avx2 = false, avx512f = false, avx512bw = false, avx512vl = false,
        avx512dq = false, avx512vpopcntdq = false, avx512vnni = false, amx = false,
        amx_bf16 = false, amx_int8 = false,  // amx: the tile architecture (AMX-TILE)
        avx512bf16 = false;                 // AVX512_BF16: VDPBF16PS on zmm (Cooper Lake, Zen 4)

@@ -7,6 +7,7 @@
 
 #include "common/clones.h"
 #include "common/copy_small.h"
+#include "common/isa.h"
 #include "common/thread_pool.h"
 #include "fgemm/bf16.h"
 #include "fgemm/fgemm.h"
@@ -26,7 +27,7 @@ FloatWeights prepare_float_weights(const float* w, int N, int K, bool bf16x3) {
 }
 
 void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale, const float* bias,
-                 const float* residual, bool relu, float* out, bool use_avx512, int threads) {
+                 const float* residual, bool relu, float* out, FloatPath path, int threads) {
   const int OH = g.OH(), OW = g.OW(), C = g.C;
   const bool padded = g.ph || g.pw;
   const int HP = g.H + 2 * g.ph, WP = g.W + 2 * g.pw;
@@ -65,14 +66,17 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
     const int64_t m0 = t * kBM;
     const int rows = static_cast<int>(std::min<int64_t>(kBM, M - m0));
     const int64_t q0 = m0 % (OH * OW);
-    // the AVX-512 product has a tile for any row count; the portable one gets whole 8-row groups
-    const int block_rows = use_avx512 ? rows : (rows + 7) / 8 * 8;
+    // the AVX2 and AVX-512 products have a tile for any row count; the portable one gets whole 8-row groups
+    const int block_rows = path != FloatPath::Portable ? rows : (rows + 7) / 8 * 8;
     const FloatPatchGather pg{xs, a.data(), K, rows, block_rows, m0 / (OH * OW), q0 / OW, q0 % OW, OH, OW, HP, WP,
                               C, g.sh, g.sw, g.kh, row_floats};
 #ifdef ONEBIT_HAVE_X86_KERNELS
-    if (use_avx512) {
+    if (path == FloatPath::Avx512) {
       gather_patches_f32_avx512(pg);
       fgemm_block_avx512(a.data(), block_rows, W, acc.data(), p0 * 32, p1 * 32);
+    } else if (path == FloatPath::Avx2) {
+      gather_patches_f32(pg);
+      fgemm_block_avx2(a.data(), block_rows, W, acc.data(), p0 * 32, p1 * 32);
     } else
 #endif
     {
@@ -83,6 +87,23 @@ void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, cons
       float_epilogue(acc.data(), W.Np, rows, W.N, scale, bias, residual ? residual + m0 * W.N : nullptr, relu,
                      out + m0 * W.N, c0, c1);
   });
+}
+
+bool fgemm_avx2_usable() {
+#ifdef ONEBIT_HAVE_X86_KERNELS
+  const CpuFeatures& f = cpu_features();
+  return f.os_avx && f.avx2 && f.fma;
+#else
+  return false;
+#endif
+}
+
+bool fgemm_avx512_usable() {
+#ifdef ONEBIT_HAVE_X86_KERNELS
+  return cpu_features().avx512f && cpu_features().os_avx512;
+#else
+  return false;
+#endif
 }
 
 void gather_patches_f32(const FloatPatchGather& g) {

@@ -3,7 +3,7 @@
 // BNN or a BWN, a Bi-Real stem, the last FC), so that the whole forward pass runs on the core's
 // own thread pool: NumPy's BLAS would start its own threads, which then spin on the same cores.
 //     y = fl(fl(sum_k x[m, k] * w[n, k]) * scale[n]) + bias[n]  (+ residual) (max 0 if relu)
-// The sum runs in k order with one float accumulator (FMA on the AVX-512 path, separate
+// The sum runs in k order with one float accumulator (FMA on the AVX2 and AVX-512 paths, separate
 // multiply and add on the portable twin), so results agree with a float64 reference to float
 // rounding, not bit for bit with another BLAS.
 #pragma once
@@ -69,10 +69,17 @@ void fgemm_bf16x3_block_ref(const uint16_t* Ah, const uint16_t* Al, const FloatW
 void fgemm_bf16x3_block_avx512bf16(const uint16_t* Ah, const uint16_t* Al, const FloatWeights& W, int rows,
                                    float* acc);
 
+// The block product's path: the portable twin, AVX2 + FMA (fgemm_avx2.cpp), AVX-512F.
+enum class FloatPath : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+// True when the CPU has AVX2 and FMA3 and the OS saves the ymm state (the Avx2 path runs); when it
+// has AVX-512F and the OS saves the zmm state (the Avx512 path runs).
+bool fgemm_avx2_usable();
+bool fgemm_avx512_usable();
+
 // x: N x H x W x C float (zero padding); out: N x OH x OW x W.N. A dense layer is the 1 x 1 conv
 // of an (M, 1, 1, K) input.
 void fconv2d_f32(const float* x, const IConvGeom& g, const FloatWeights& W, const float* scale, const float* bias,
-                 const float* residual, bool relu, float* out, bool use_avx512, int threads);
+                 const float* residual, bool relu, float* out, FloatPath path, int threads);
 
 // out[r, c] = fl(acc[r, c] * scale[c]) + bias[c] (+ residual[r, c]) (max 0 if relu), r < rows,
 // c < N; acc rows of ld floats (scale, bias, residual may be null)
@@ -96,10 +103,12 @@ void gather_patches_f32(const FloatPatchGather& g);
 void gather_patches_f32_avx512(const FloatPatchGather& g);
 
 // acc (rows x Np) = A (rows x K, row stride K) . packed weights, for the columns [n_begin, n_end)
-// (multiples of 32; n_end < 0: Np). Each output is one k-ordered float sum (FMA on AVX-512), so a
+// (multiples of 32; n_end < 0: Np). Each output is one k-ordered float sum (FMA on AVX2/AVX-512), so a
 // row's result does not depend on which rows share its block.
 void fgemm_block_ref(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0, int n_end = -1);
 void fgemm_block_avx512(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0,
                         int n_end = -1);
+void fgemm_block_avx2(const float* A, int rows, const FloatWeights& W, float* acc, int n_begin = 0,
+                      int n_end = -1);
 
 }  // namespace onebit

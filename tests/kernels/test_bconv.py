@@ -32,6 +32,8 @@ def _make_cases():
     cases.append(dict(ci=70, co=33, k=(3, 1), s=(2, 1), p=(1, 0), pv=0, n=2, h=8, w=5))
     cases.append(dict(ci=256, co=96, k=3, s=1, p=1, pv=0, n=1, h=6, w=7))
     cases.append(dict(ci=9, co=5, k=5, s=2, p=0, pv=1, n=3, h=5, w=5))
+    # 3 x 11 words per kernel row (T = 33 > 31): the AVX2 byte counters fold twice a row
+    cases.append(dict(ci=700, co=35, k=3, s=1, p=1, pv=0, n=1, h=5, w=4))
     return cases
 
 

@@ -7,7 +7,7 @@ import onebit.kernels as K
 from onebit.kernels import reference as R
 
 SHAPES = [(1, 1, 1), (1, 70, 64), (3, 7, 65), (8, 64, 130), (5, 33, 1000), (17, 100, 63),
-          (2, 1, 4096), (13, 129, 200)]
+          (2, 1, 4096), (13, 129, 200), (7, 40, 2500)]  # K = 2500: 40 words, the AVX2 byte counters fold twice
 
 
 @pytest.mark.parametrize("M,N,Kd", SHAPES, ids=[f"M{m}-N{n}-K{k}" for m, n, k in SHAPES])
@@ -76,3 +76,17 @@ def test_bgemm_empty_batch(isa):
     assert K.bgemm(np.zeros((0, 2), np.uint64), b, 100).shape == (0, 5)
     assert K.bgemm(np.zeros((0, 2), np.uint64), b, 100, output="bits",
                    thresh=np.zeros(5, np.int32)).shape == (0, 1)
+
+
+@pytest.mark.parametrize("Kd", [64 * 31 + 1, 4096, 64 * 100 - 3])
+def test_bgemm_extreme_popcounts(isa, Kd):
+    """Every bit different (dot = -K) or none (dot = +K), over long K: the largest per-byte counts
+    (the AVX2 path counts 8 per byte per word in byte lanes and must fold before 256)."""
+    M, N = 7, 40  # 3-pixel tiles and a 1-pixel tail
+    a = np.ones((M, Kd), np.float32)
+    a[1::2] = -1.0
+    b = np.ones((N, Kd), np.float32)
+    b[::3] = -1.0
+    got = K.bgemm(K.pack_bits(a), K.pack_dense_weights(b), Kd, threads=2)
+    np.testing.assert_array_equal(got, R.gemm_pm1(a, b))
+    assert set(np.unique(got)) == {-Kd, Kd}

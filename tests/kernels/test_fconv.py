@@ -1,11 +1,11 @@
-"""The float conv/GEMM of the real-valued layers: AVX-512 and portable paths against float64."""
+"""The float conv/GEMM of the real-valued layers: AVX-512, AVX2 + FMA and portable paths against float64."""
 
 import numpy as np
 import pytest
 
 from onebit import kernels
 
-PATHS = ["portable"] + (["avx512"] if "avx512" in kernels.isa_paths() else [])
+PATHS = kernels.float_paths()  # 'portable', and 'avx2' / 'avx512' where this CPU runs them
 
 
 
@@ -29,7 +29,9 @@ def _random_case(rng, n, h, w, c, cout, k):
     (2, 1, 1, 300, 90, 1, 1, 0),   # 2 rows, 96 padded columns: a 64-column tile, then a 32-column one
     (3, 1, 1, 50, 90, 1, 1, 0),    # 3 rows: the same
     (6, 1, 1, 37, 70, 1, 1, 0),    # 6 rows
-    (12, 1, 1, 33, 40, 1, 1, 0),   # 8 rows and a 4-row tail
+    (12, 1, 1, 33, 40, 1, 1, 0),   # 8 rows and a 4-row tail (AVX2: two 6-row tiles)
+    (11, 1, 1, 600, 45, 1, 1, 0),  # K over two 256-deep chunks; AVX2: 6 rows and a 5-row tail
+    (4, 1, 1, 70, 33, 1, 1, 0),    # AVX2: a 4-row tile alone
     (1, 7, 7, 16, 40, 1, 1, 0),    # a 7×7 map: 6 blocks of 8 rows and 1 row
     (1, 9, 7, 8, 9, (3, 1), (2, 1), (1, 0)),
 ])
@@ -62,6 +64,33 @@ def test_fconv_row_results_do_not_depend_on_the_batch(path, rng):
     for n in (1, 2, 3, 5, 7, 8, 9):
         part = kernels.fconv2d_f32(x[:n], prepared, 1, path=path, threads=1)
         assert np.array_equal(part, batch[:n]), n
+
+
+def test_fconv_simd_paths_give_the_same_bits(rng):
+    """AVX2 and AVX-512 both sum in k order with one FMA per term: the same bits, any tile shape."""
+    if not {"avx2", "avx512"} <= set(PATHS):
+        pytest.skip("needs both the AVX2 and the AVX-512 float paths")
+    for n, h, w, c, cout, k, s, p in [(2, 11, 11, 3, 64, 7, 2, 3), (13, 1, 1, 513, 300, 1, 1, 0),
+                                      (3, 8, 8, 70, 33, 3, 2, 1)]:
+        _, _, wt, x, scale, bias = _random_case(rng, n, h, w, c, cout, k)
+        prepared = kernels.prepare_float_weights(wt.reshape(cout, -1))
+        a, b = (kernels.fconv2d_f32(x, prepared, k, s, p, scale=scale, bias=bias, path=q, threads=2)
+                for q in ("avx2", "avx512"))
+        assert np.array_equal(a, b)
+
+
+def test_fconv_auto_follows_the_active_isa_path(rng):
+    """path='auto' runs the float path of the kernels' active ISA (avx512 → AVX-512, avx2 → AVX2 + FMA,
+    portable → the twin): its bits equal that path's, and the portable twin's differ from the FMA paths'."""
+    _, _, wt, x, scale, bias = _random_case(rng, 2, 9, 9, 40, 70, 3)
+    prepared = kernels.prepare_float_weights(wt.reshape(70, -1))
+    run = lambda path: kernels.fconv2d_f32(x, prepared, 3, 1, 1, scale=scale, bias=bias, path=path)  # noqa: E731
+    for isa in kernels.isa_paths():
+        want = isa if isa in PATHS else "portable"
+        with kernels.use_isa(isa):
+            assert np.array_equal(run("auto"), run(want)), isa
+    if len(PATHS) > 1:  # the twin multiplies and adds apart: it differs somewhere in 2·81·70 outputs
+        assert not np.array_equal(run("portable"), run(PATHS[-1]))
 
 
 def test_fconv_bad_inputs(rng):

@@ -19,7 +19,7 @@ def train(
     optimizer: Optional[str] = typer.Option(None, help="adam, adamax, shift_adamax or sgd"),
     recipe: Optional[str] = typer.Option(None, help="start from this registered recipe instead of MODEL's"),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="random crop + flip"),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast on the CPU"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast on the CPU (fast with AVX512 or newer; on an AVX2-only CPU many times slower than fp32: a warning says so)"),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
                                                  help="train the convs in NHWC (channels-last) memory format: "
                                                  "same network, faster steps on the CPU"),

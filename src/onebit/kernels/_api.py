@@ -67,6 +67,13 @@ def isa_paths() -> list:
     return list(_c().isa_paths())
 
 
+def float_paths() -> list:
+    """Paths of the float conv (:func:`fconv2d_f32`) this CPU runs, best last (subset of
+    ['portable', 'avx2', 'avx512']; 'avx2' needs AVX2 and FMA3). ``path="auto"`` follows the
+    active ISA path: avx512 → 'avx512', avx2 → 'avx2', portable → 'portable'."""
+    return list(_c().float_paths())
+
+
 def get_isa() -> str:
     """The ISA path the kernels currently dispatch to."""
     return _c().get_isa()
@@ -494,8 +501,9 @@ def fconv2d_f32(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding:
     """Float convolution of a real-valued layer on NHWC ``x`` (N, H, W, C), zero padding, with the
     output transform fused: ``y = fl(fl(Σ_k x·w)·scale) + bias`` (``+ residual``, ``max(y, 0)``).
 
-    Runs on the core's thread pool (AVX-512 FMA where available, else the portable twin) so the
-    engine never wakes NumPy's BLAS threads. The sum runs in k order in float32: it matches a
+    Runs on the core's thread pool (AVX-512 or AVX2 FMA micro-tiles as the active ISA path allows,
+    else the portable twin; ``path``: ``"auto"``, ``"avx512"``, ``"avx2"``, ``"portable"``, see
+    :func:`float_paths`) so the engine never wakes NumPy's BLAS threads. The sum runs in k order in float32: it matches a
     float64 reference to float rounding (:func:`onebit.kernels.reference.fconv2d_f32`). A dense
     layer is the 1×1 conv of an (M, 1, 1, K) input.
     """

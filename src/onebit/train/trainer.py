@@ -110,6 +110,31 @@ def _autocast(bf16: bool, device_type: str = "cpu"):
     return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether PyTorch's CPU convolutions and matmuls have a bf16 path on this machine.
+
+    PyTorch runs bf16 through oneDNN, whose bf16 kernels need AVX512 (AVX512_BF16 / AMX-BF16 make
+    them faster still). On an AVX2-only CPU every bf16 conv falls back to slow generic code: a
+    ``bireal-resnet18-cifar`` (width 16) training step measured 9.6 s in bf16 autocast vs 0.55 s in
+    fp32 on an AVX2-only AMD EPYC (``benchmarks/train_speed.py``, docs/benchmarks.md §5).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or a PyTorch that renamed it
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def warn_if_slow_bf16(bf16: bool, device_type: str) -> bool:
+    """Log a warning (and return True) when bf16 autocast is asked for on a CPU without a native bf16
+    path, where it is many times slower than fp32 (see :func:`cpu_has_native_bf16`)."""
+    if not (bf16 and device_type == "cpu") or cpu_has_native_bf16():
+        return False
+    log.warning("bf16 autocast on this CPU (%s, no AVX512: PyTorch has no fast bf16 kernels here) is many "
+                "times slower than fp32 (17x on one AVX2-only machine); train with --fp32 instead",
+                torch.backends.cpu.get_cpu_capability())
+    return True
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/"cpu" → CPU; "cuda" (or "cuda:N") needs a CUDA build of PyTorch and a GPU."""
     try:
@@ -272,6 +297,7 @@ class _Run:
         self.fit_schedule = fit_schedule  # refit the epochs to max_minutes after epoch 0 (see train)
         self.loss_fn = losses.get(recipe.loss)
         self.stats = observe.LayerStats(self.model)
+        warn_if_slow_bf16(recipe.bf16, device.type)
         self.step_module: nn.Module = StepModule(self.model, self.hook, recipe.bf16, device.type)
         if d.active:
             distrib.sync_batchnorm(self.model)

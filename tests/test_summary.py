@@ -55,3 +55,17 @@ def test_cli_bench_rejects_unknown_inputs(capsys):
     assert cli(["bench", "--model", "nope"]) == 2
     assert "no end-to-end benchmark" in capsys.readouterr().err
     assert cli(["bench", "--batches", "one"]) == 2
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bench_says_when_pytorch_bf16_is_no_fair_baseline(monkeypatch, native):
+    """On a CPU without native bf16 (AVX2 only) PyTorch's bf16 is emulated and many times slower than
+    its fp32: the end-to-end benchmark says so and records it."""
+    from onebit.analysis.bench import end_to_end
+    from onebit.train import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
+    lines = []
+    res = end_to_end(1, 1, (1,), ("bnn-mlp",), echo=lines.append)
+    assert res["torch_bf16_native"] is native
+    assert any("not a fair baseline" in line for line in lines) == (not native)

@@ -44,7 +44,13 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
     from .. import models
     from ..deploy import Engine, export
 
+    from ..train.trainer import cpu_has_native_bf16
+
     torch.set_num_threads(threads)
+    torch_bf16_native = cpu_has_native_bf16()
+    if not torch_bf16_native:
+        echo(f"note: PyTorch has no native bf16 kernels on this CPU ({torch.backends.cpu.get_cpu_capability()}, "
+             "no AVX-512): its bf16 times are not a fair baseline here, compare with fp32")
     results = []
     tmp = Path(tempfile.mkdtemp())
     # binary network -> (float network of the same shape, its options, input shape)
@@ -112,4 +118,5 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
                      f"{t_bf16 / t_low:5.1f}× bf16; argmax = fp32 engine on {100 * agree:.0f} % of the batch)")
     from ..kernels import bf16_unit
 
-    return {"threads": threads, "bf16_unit": bf16_unit("bf16"), "results": results}
+    return {"threads": threads, "bf16_unit": bf16_unit("bf16"), "torch_bf16_native": torch_bf16_native,
+            "results": results}

@@ -153,6 +153,21 @@ def test_plan_reuse_and_out(isa):
     np.testing.assert_array_equal(layer.weights.unpack(), K.pack_conv_weights(w))
 
 
+@pytest.mark.parametrize("ci,k", [(64, 7), (192, 3), (640, 3), (2100, 1)])
+def test_bconv2d_extreme_popcounts(isa, ci, k):
+    """Every bit different (dot = -K) or none (+K): the largest per-byte counts, over kernels whose
+    rows hold 7, 9, 30 and 33 words (the AVX2 byte counters fold after each row, or each 31-word chunk)."""
+    h = k + 3  # 4 x 4 output pixels: 3-pixel tiles and a 1-pixel tail
+    x = np.ones((2, h, h, ci), np.float32)
+    x[1] = -1.0
+    w = np.ones((37, ci, k, k), np.float32)
+    w[::2] = -1.0
+    got = K.bconv2d(K.pack_bits(x), K.prepare_conv_weights(K.pack_conv_weights(w), ci), ci, k, 1, 0, 1,
+                    threads=2)
+    np.testing.assert_array_equal(got, R.conv2d_pm1(x, w, 1, 0, 1, layout="NHWC"))
+    assert set(np.unique(got)) == {-ci * k * k, ci * k * k}
+
+
 def test_batch_zero(isa):
     W = K.prepare_conv_weights(np.zeros((4, 3, 3, 1), np.uint64), 10)
     r = K.bconv2d(np.zeros((0, 5, 5, 1), np.uint64), W, 10, 3, 1, 1)

@@ -5,7 +5,8 @@
 # weight decay 0, cosine to 0, batch 128, crop + flip, bf16 autocast, torch.compile, 1 thread a run.
 #
 # Usage: bash benchmarks/bireal_cpu_ablation.sh OUT EPOCHS MAX_MINUTES ROW [ROW ...]
-#   OUT:         folder of the run folders (OUT/ROW); DATA_ROOT (env) defaults to ../shared/data
+#   OUT:         folder of the run folders (OUT/ROW); DATA_ROOT (env) defaults to ../shared/data;
+#                PRECISION (env): bf16 (default, every documented row) or fp32 (CPUs without AVX-512)
 #   EPOCHS:      the budget of every row (a row already started must be continued with the same number)
 #   MAX_MINUTES: wall-clock limit of this invocation, per run; a run that reaches it stops cleanly
 #                after an epoch and the same command continues it (--resume) in a later session
@@ -25,7 +26,10 @@ set -u
 if [ $# -lt 4 ]; then sed -n '2,24p' "$0"; exit 2; fi
 OUT=$1; EPOCHS=$2; MAXMIN=$3; shift 3
 DATA_ROOT=${DATA_ROOT:-../shared/data}
-R="--data cifar10 --data-root $DATA_ROOT --bf16 --threads 1 --compile --no-progress --optimizer sgd --lr 1e-2
+PRECISION=${PRECISION:-bf16}   # bf16 (the documented rows) or fp32: bf16 autocast needs AVX-512, on an
+                               # AVX2-only CPU it is ~17x slower than fp32 (docs/benchmarks.md §2)
+case $PRECISION in bf16|fp32) ;; *) echo "PRECISION must be bf16 or fp32, got '$PRECISION'" >&2; exit 2;; esac
+R="--data cifar10 --data-root $DATA_ROOT --$PRECISION --threads 1 --compile --no-progress --optimizer sgd --lr 1e-2
    --set weight_decay=0 --set lr_schedule=cosine --set lr_final=0 --set model.width=16 --augment"
 mkdir -p "$OUT"
 

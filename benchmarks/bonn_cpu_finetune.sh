@@ -7,7 +7,8 @@
 # §4.6 [?]); this is that reading, not the paper's from-scratch 200 epochs. Resumable across sessions.
 #
 # Usage: bash benchmarks/bonn_cpu_finetune.sh OUT INIT EPOCHS MAX_MINUTES ROW [ROW ...]
-#   OUT:         folder of the run folders (OUT/ROW); DATA_ROOT (env) defaults to ../shared/data
+#   OUT:         folder of the run folders (OUT/ROW); DATA_ROOT (env) defaults to ../shared/data;
+#                PRECISION (env): bf16 (default, every documented row) or fp32 (CPUs without AVX-512)
 #   INIT:        the checkpoint every row starts from (a bonn-wrn22 run's best.safetensors)
 #   EPOCHS:      fine-tuning epochs of every row (a row already started must be continued with the same number)
 #   MAX_MINUTES: wall-clock limit of this invocation, per run; the same command continues a stopped run
@@ -16,11 +17,14 @@
 # All rows given run side by side; a finished row is skipped. Logs: OUT/ROW.log (appended).
 # Then: python benchmarks/run_table.py OUT/* --field model_kwargs.lam --field model_kwargs.theta
 set -u
-if [ $# -lt 5 ]; then sed -n '2,17p' "$0"; exit 2; fi
+if [ $# -lt 5 ]; then sed -n '2,18p' "$0"; exit 2; fi
 OUT=$1; INIT=$2; EPOCHS=$3; MAXMIN=$4; shift 4
 DATA_ROOT=${DATA_ROOT:-../shared/data}; NU=${NU:-1e-2}; LR=${LR:-1e-2}
+PRECISION=${PRECISION:-bf16}   # bf16 (the documented rows) or fp32: bf16 autocast needs AVX-512, on an
+                               # AVX2-only CPU it is ~17x slower than fp32 (docs/benchmarks.md §2)
+case $PRECISION in bf16|fp32) ;; *) echo "PRECISION must be bf16 or fp32, got '$PRECISION'" >&2; exit 2;; esac
 if [ ! -f "$INIT" ]; then echo "no checkpoint at $INIT" >&2; exit 2; fi
-R="--data cifar10 --data-root $DATA_ROOT --bf16 --threads 1 --no-progress --lr $LR --init real"
+R="--data cifar10 --data-root $DATA_ROOT --$PRECISION --threads 1 --no-progress --lr $LR --init real"
 mkdir -p "$OUT"
 
 # shellcheck source=benchmarks/_cpu_rows.sh

@@ -106,7 +106,7 @@ def run(
     dt = time.perf_counter() - t0
     typer.echo(f"{model_file} on {name} test: accuracy {100 * correct / len(x):.2f}% "
                f"(error {100 * (1 - correct / len(x)):.2f}%), {len(x)} images in {dt:.2f} s "
-               f"({1e3 * dt / len(x):.3f} ms/image, {engine.threads} threads{', int8' if int8 else ''})")
+               f"({1e3 * dt / len(x):.3f} ms/image, {engine.threads} thread{'' if engine.threads == 1 else 's'}{', int8' if int8 else ''})")
 
 
 def load_input(path: Path):

@@ -26,16 +26,7 @@ void maxpool_run_avx2(const PoolJob& J, int64_t q0, int64_t q1) {
       const __m256i r = _mm256_or_si256(_mm256_andnot_si256(m, a), _mm256_and_si256(m, b));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), r);
     }
-    for (int k = kv; k < J.kwin; ++k) {
-      uint64_t a = ~0ULL, b = 0;
-      for (int h = win.h0; h < win.h1; ++h)
-        for (int w = win.w0; w < win.w1; ++w) {
-          const uint64_t v = J.x[((win.n * J.H + h) * J.W + w) * J.kwin + k];
-          a &= v;
-          b |= v;
-        }
-      o[k] = (a & ~J.min_mask[k]) | (b & J.min_mask[k]);
-    }
+    for (int k = kv; k < J.kwin; ++k) o[k] = pool_word(J, win, k);
   }
 }
 

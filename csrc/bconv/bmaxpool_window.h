@@ -21,5 +21,18 @@ static inline PoolWin pool_window(const PoolJob& J, int64_t q) {
   r.w1 = ws + J.kw > J.W ? J.W : ws + J.kw;
   return r;
 }
+// One packed word k of output pixel q with window win: AND (max of +-1 bits, bit 1 = -1) or OR
+// (min) of the window's words, chosen per bit by min_mask. The portable path and the vector
+// paths' tails.
+static inline uint64_t pool_word(const PoolJob& J, const PoolWin& win, int k) {
+  uint64_t a = ~0ULL, b = 0;
+  for (int h = win.h0; h < win.h1; ++h)
+    for (int w = win.w0; w < win.w1; ++w) {
+      const uint64_t v = J.x[((win.n * J.H + h) * J.W + w) * J.kwin + k];
+      a &= v;
+      b |= v;
+    }
+  return (a & ~J.min_mask[k]) | (b & J.min_mask[k]);
+}
 }  // namespace
 }  // namespace onebit

@@ -111,3 +111,94 @@ def test_run_input_predicts_and_saves_logits(model_file, tmp_path, capsys):
 ])
 def test_other_commands_check_their_numbers(capsys, args, msg):
     assert msg in _err(capsys, args)
+
+
+def test_run_output_never_overwrites_without_force_nor_its_own_inputs(model_file, tmp_path, capsys):
+    x = _npy(tmp_path, "x.npy", np.zeros((2, 1, 12, 12), np.float32))
+    keep = tmp_path / "precious.txt"
+    keep.write_text("mine")
+    assert "exists; pass --force" in _err(capsys, ["run", str(model_file), "--input", str(x), "--output", str(keep)])
+    assert keep.read_text() == "mine"
+    model_bytes = model_file.read_bytes()
+    for own in (model_file, x):  # even with --force: the model and the array being read
+        err = _err(capsys, ["run", str(model_file), "--input", str(x), "--output", str(own), "--force"])
+        assert "this command's own input" in err
+    assert model_file.read_bytes() == model_bytes
+    assert "is a folder" in _err(capsys, ["run", str(model_file), "--input", str(x), "--output", str(tmp_path)])
+    assert cli(["run", str(model_file), "--input", str(x), "--output", str(keep), "--force"]) == 0
+    assert np.load(keep).shape == (2, 10)
+
+
+def test_export_refuses_to_write_over_its_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "c.safetensors"
+    ckpt.write_bytes(b"not even read")
+    assert "own input" in _err(capsys, ["export", str(ckpt), "-o", str(ckpt), "--force"])
+    assert ckpt.read_bytes() == b"not even read"
+    assert "is a folder" in _err(capsys, ["export", str(ckpt), "-o", str(tmp_path), "--force"])
+
+
+def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path, capsys):
+    x01 = _npy(tmp_path, "x01.npy", np.random.default_rng(0).random((2, 1, 12, 12)).astype(np.float32))
+    with pytest.warns(UserWarning, match=r"looks like pixels scaled to \[0, 1\]"):
+        assert cli(["run", str(model_file), "--input", str(x01)]) == 0
+    x255 = _npy(tmp_path, "x255.npy", np.full((2, 1, 12, 12), 200.0, np.float32))
+    with pytest.warns(UserWarning, match="looks like pixels 0..255"):
+        assert cli(["run", str(model_file), "--input", str(x255)]) == 0
+    pm1 = _npy(tmp_path, "pm1.npy", np.random.default_rng(0).uniform(-1, 1, (2, 1, 12, 12)).astype(np.float32))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cli(["run", str(model_file), "--input", str(pm1)]) == 0
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["train", "bnn-mlp", "--epochs", "0"], "recipe field epochs must be >= 1, got 0"),
+    (["train", "bnn-mlp", "--set", "epochs=1.5"], "recipe field epochs must be an integer, got 1.5"),
+    (["train", "bnn-mlp", "--set", "augment=maybe"], "recipe field augment must be true or false, got 'maybe'"),
+    (["train", "bnn-mlp", "--set", "lr=abc"], "recipe field lr must be a number, got 'abc'"),
+    (["train", "bnn-mlp", "--set", "seed=abc"], "recipe field seed must be an integer, got 'abc'"),
+    (["train", "bnn-mlp", "--init", "bogus"], "recipe field init must be one of real, bn_retrain"),
+    (["train", "bnn-mlp", "--set", "momentum=1.5"], "recipe field momentum must be in [0, 1)"),
+    (["train", "bnn-mlp", "--epochs", "1", "--set", "epochs=2"], "epochs is given twice"),
+    (["train", "bnn-mlp", "--data", "mnist", "--set", "data=cifar10"], "data is given twice"),
+    (["train", "bnn-mlp", "--recipe", "bnn-convnet"], "--recipe bnn-convnet trains bnn-convnet, not bnn-mlp"),
+    (["train", "bnn-mlp", "--recipe", "nosuch"], "unknown recipe 'nosuch'; registered recipes:"),
+    (["train", "bnn-mlp", "--set", "bogus=1"], "model bnn-mlp takes no argument(s) ['bogus']"),
+    (["train", "bnn-mlp", "--pretrain-epochs", "2"], "add --pipeline"),
+    (["summary", "bnn-mlp", "--num-classes", "0"], "--num-classes must be from 1 to 1000000"),
+    (["summary", "bnn-mlp", "--input-shape", "1,28"], "must be three positive integers"),
+    (["summary", "bnn-mlp", "--input-shape", "1,32,32"], "input shape (1, 32, 32) does not fit bnn-mlp"),
+])
+def test_settings_are_checked_before_anything_runs(capsys, tmp_path, args, msg):
+    assert msg in _err(capsys, [*args, "--out", str(tmp_path / "run")] if args[0] == "train" else args)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args", [["train"], ["train", "bnn-mlp", "--bogus"], ["frobnicate"],
+                                  ["summary", "bnn-mlp", "--num-classes", "abc"]])
+def test_usage_errors_are_one_message_and_exit_2(capsys, args):
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Error" in err
+
+
+def test_a_failing_command_exit_code_is_returned(monkeypatch):
+    import typer
+
+    from onebit.cli import main as main_mod
+
+    def boom(*_a, **_k):
+        raise typer.Exit(3)
+
+    monkeypatch.setattr(main_mod, "app", lambda **_k: boom())
+    assert main_mod.main(["train", "bnn-mlp"]) == 3
+    # standalone_mode=False: click returns a command's typer.Exit code instead of raising it
+    monkeypatch.setattr(main_mod, "app", lambda **_k: 5)
+    assert main_mod.main(["train", "bnn-mlp"]) == 5
+
+
+def test_summary_defaults_to_the_models_own_classes(capsys):
+    assert cli(["summary", "bireal-resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "memory 33.64 Mbit" in out and "compression 11.12×" in out  # 1000 ImageNet classes (methods.md §0.6)
+

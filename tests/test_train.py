@@ -75,6 +75,18 @@ def test_refuses_to_overwrite_and_checks_resume(tiny_mnist, tmp_path):
         train(r, tmp_path / "empty", data_root=str(tiny_mnist), progress=False, resume=True)
 
 
+def test_refuses_a_folder_with_any_run_file_left(tiny_mnist, tmp_path):
+    """A user who deleted last.safetensors to save space still keeps best.safetensors and the logs."""
+    r = _recipe(epochs=1)
+    train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    (tmp_path / "run" / "last.safetensors").unlink()
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert "best.safetensors" in kept and "metrics.csv" in kept
+    with pytest.raises(TrainingError, match=r"already holds a run \(best.safetensors, metrics.csv.*choose another --out"):
+        train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == kept
+
+
 @pytest.mark.parametrize("opt", ["adamax", "shift_adamax", "sgd"])
 def test_other_optimizers_and_shift_bn_train(tiny_mnist, tmp_path, opt):
     r = _recipe(epochs=1, optimizer=opt, model_kwargs={"hidden": 16, "bn": "shift"}, lr_schedule="shift")
@@ -326,3 +338,13 @@ def test_fit_schedule_needs_a_budget(tiny_mnist, tmp_path):
     with pytest.raises(TrainingError, match="positive"):
         train(_recipe(), tmp_path / "run", data_root=str(tiny_mnist), progress=False, max_minutes=-1)
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_refuses_a_data_set_of_another_shape(tiny_mnist, tmp_path, capsys):
+    from onebit.cli.main import main as cli
+
+    train(_recipe(epochs=1), tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    capsys.readouterr()
+    assert cli(["eval", str(tmp_path / "run" / "best.safetensors"), "--data", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("onebit: error: data set cifar10 has images of shape (3, 32, 32)") and "takes (1, 28, 28)" in err

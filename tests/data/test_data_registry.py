@@ -95,7 +95,11 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert data.locate("mnist") == system
     assert data.load_arrays("mnist")["train"][0][0].max() == 3
     # explicit root that lacks the files falls through to the next place
+    (tmp_path / "nothing-here").mkdir()
     assert data.locate("mnist", root=tmp_path / "nothing-here") == system
+    # a root that does not exist at all is a mistake (a typo), not a reason to train on another copy
+    with pytest.raises(data.DataError, match="data root .*no-such-folder.* does not exist"):
+        data.locate("mnist", root=tmp_path / "no-such-folder")
     # explicit root as a parent folder: name variants are tried
     assert data.locate("mnist", root=tmp_path / "envroot") == env
 

@@ -15,5 +15,6 @@ def data(data_root: Optional[str] = typer.Option(None, "--data-root", help="look
         try:
             where = str(onebit_data.locate(n, root=data_root, download=False))
         except onebit_data.DataError as e:
-            where = "not found (" + str(e).splitlines()[0][:80] + ")"
+            first = str(e).splitlines()[0]
+            where = "not found" if first.endswith("Looked in:") else f"not found: {first}"
         typer.echo(f"{n:14s} {where}")

@@ -21,8 +21,7 @@ def export_(
     from ..deploy import export
     from ..train import load_for_eval
 
-    if output.exists() and not force:
-        raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+    check_output(output, force, inputs=[checkpoint])
     model, meta = load_for_eval(checkpoint)
     info = meta.get("data_info") or {}
     cfg = meta.get("model_config") or {}  # checkpoints without data_info (e.g. BWNH's hashed one)
@@ -42,9 +41,13 @@ def run(
     threads: Optional[int] = typer.Option(None, help="kernel threads (default: all cores)"),
     batch_size: int = typer.Option(256, "--batch-size"),
     limit: Optional[int] = typer.Option(None, help="score only the first N test images"),
-    input_: Optional[Path] = typer.Option(None, "--input", help="run on this .npy array instead of a data set "
-                                          "(N, C, H, W) float32 or uint8 pixels; prints the predicted classes"),
+    input_: Optional[Path] = typer.Option(None, "--input", help="run on this .npy array instead of a data set, "
+                                          "(N, C, H, W): uint8 pixels 0..255 (models trained with the 'pm1' "
+                                          "preprocessing), or float32 already preprocessed as in training "
+                                          "('pm1': x/127.5 - 1, in [-1, 1]; 'meanstd': per-channel standardised); "
+                                          "prints the predicted classes"),
     output: Optional[Path] = typer.Option(None, "--output", help="with --input: save the logits to this .npy file"),
+    force: bool = typer.Option(False, "--force", help="with --output: overwrite an existing file"),
     int8: bool = typer.Option(False, "--int8", help="run binary-weight layers (real activations) as 8-bit × ±1 "
                               "(AMX-INT8 where available), calibrated on training images"),
     calib: int = typer.Option(512, "--calib", help="training images used to calibrate --int8"),
@@ -65,6 +68,8 @@ def run(
         raise ValueError("--int8 calibrates on the model's training images: score a data set, not --input")
     if calib < 1:
         raise ValueError(f"--calib must be >= 1, got {calib}")
+    if output is not None:
+        check_output(output, force, inputs=[model_file, input_])
     engine = Engine(model_file, threads=threads, float_precision=float_precision)
     if input_ is not None:
         _predict(engine, input_, output, batch_size, limit)
@@ -109,6 +114,39 @@ def run(
                f"({1e3 * dt / len(x):.3f} ms/image, {engine.threads} thread{'' if engine.threads == 1 else 's'}{', int8' if int8 else ''})")
 
 
+def check_output(output: Path, force: bool, inputs: list) -> None:
+    """Refuse to write ``output`` over a folder, over one of the command's own ``inputs`` (even with
+    ``--force``: the model or array being read), or over an existing file without ``--force``."""
+    if output.is_dir():
+        raise ValueError(f"{output} is a folder; give a file name for the output")
+    for src in inputs:
+        if src is not None and output.exists() and Path(src).exists() and output.resolve() == Path(src).resolve():
+            raise FileExistsError(f"{output} is this command's own input; write the output elsewhere")
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+
+
+def warn_unpreprocessed(x, normalize: str, path: Path) -> None:
+    """Warn when a float input looks like raw [0, 1] or [0, 255] pixels for a 'pm1' model (which
+    expects x/127.5 - 1 in [-1, 1]): the engine would run, and silently mispredict."""
+    import warnings
+
+    import numpy as np
+
+    if normalize != "pm1" or x.dtype == np.uint8 or x.size == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi > 1.0 + 1e-6:
+        what = "pixels 0..255"
+    elif lo >= 0 and hi <= 1.0 + 1e-6 and hi > 0:
+        what = "pixels scaled to [0, 1]"
+    else:
+        return
+    warnings.warn(f"{path}: float input in [{lo:g}, {hi:g}] looks like {what}; this model was trained on "
+                  "x/127.5 - 1 in [-1, 1] ('pm1'): give uint8 pixels, or the floats preprocessed that way",
+                  stacklevel=2)
+
+
 def load_input(path: Path):
     """A user's input array from a ``.npy`` file (never unpickled), with clear errors."""
     import numpy as np
@@ -136,6 +174,7 @@ def _predict(engine, path: Path, output: Optional[Path], batch_size: int, limit:
     if limit:
         x = x[:limit]
     engine.check_input(x)  # the whole array at once: dtype, shape, NaN/Inf, with the reason
+    warn_unpreprocessed(x, (engine.graph.get("preprocess") or {}).get("normalize", "pm1"), path)
     logits = np.concatenate([engine.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
     if output is not None:
         from ..fileio import atomic_write_bytes

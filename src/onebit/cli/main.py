@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import typer
 
@@ -25,14 +26,27 @@ app.command("bwnh")(bwnh_cmd.bwnh)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors print one clear line and exit 2."""
-    from ..errors import user_errors
-
     from . import ARGV
 
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # warnings for a person at a terminal: one line, not the library's source line
+    saved, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
-        app(args=argv, standalone_mode=False)
+        return _run(argv)
+    finally:
+        warnings.formatwarning = saved
+
+
+def _format_warning(message, category, *_args, **_kwargs) -> str:
+    return f"onebit: warning: {message}\n"
+
+
+def _run(argv: list[str] | None) -> int:
+    from ..errors import user_errors
+
+    try:
+        rv = app(args=argv, standalone_mode=False)
     except user_errors() as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         typer.secho(f"onebit: error: {msg}", err=True, fg="red")
@@ -41,14 +55,23 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except typer.Abort:
         return 130
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        if _is_usage_error(e):
             e.show()
             return e.exit_code
         raise
-    return 0
+    # standalone_mode=False: click hands back a command's typer.Exit(code) as the return value
+    return rv if isinstance(rv, int) else 0
+
+
+def _is_usage_error(e: BaseException) -> bool:
+    """A click usage error (no such option, missing argument, bad value, no command given).
+
+    Duck-typed on click's ``ClickException`` interface (``show()``, an integer ``exit_code``):
+    typer up to 0.2x raises the ``click`` package's classes, later versions their own vendored
+    copies, which do not derive from ``click.ClickException`` (and ``click`` may not be installed).
+    """
+    return callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import typer
 def summary(
     target: str = typer.Argument(..., help="a registered model name or a checkpoint file"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="C,H,W (default: the model's)"),
-    num_classes: int = typer.Option(10, "--num-classes"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes",
+                                              help="classes of a registered model (default: its data set's)"),
 ) -> None:
     """Print the accounting table of a model (methods.md §0.6 conventions)."""
     from pathlib import Path
@@ -27,8 +28,12 @@ def summary(
         d = meta.get("data_info") or {}
         c, s = d.get("in_channels"), d.get("image_size")
     else:
-        model = models.create(target, num_classes=num_classes)
         d = data.info(models.entry(target).default_data)
+        if num_classes is None:
+            num_classes = d.num_classes
+        if not 1 <= num_classes <= 1_000_000:
+            raise ValueError(f"--num-classes must be from 1 to 1000000, got {num_classes}")
+        model = models.create(target, num_classes=num_classes)
         c, s = d.in_channels, d.image_size
     cfg = model.onebit_config
     c, s = cfg.get("in_channels", c), cfg.get("image_size", s)
@@ -36,7 +41,13 @@ def summary(
         try:
             shape = tuple(int(v) for v in input_shape.split(","))
         except ValueError:
-            raise ValueError(f"--input-shape must look like 3,32,32, got {input_shape!r}") from None
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"--input-shape must be three positive integers C,H,W like 3,32,32, got {input_shape!r}")
     else:
         shape = (c, s, s)
-    typer.echo(str(account(model, shape)))
+    try:
+        table = account(model, shape)
+    except RuntimeError as e:  # the forward pass rejects the shape (channels, or an FC's input size)
+        raise ValueError(f"input shape {shape} does not fit {target}: {str(e).splitlines()[0]}") from None
+    typer.echo(str(table))

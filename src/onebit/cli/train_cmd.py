@@ -14,7 +14,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="number of epochs (default: the recipe's)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="mini-batch size"),
     lr: Optional[float] = typer.Option(None, help="base learning rate"),
-    lr_final: Optional[float] = typer.Option(None, "--lr-final", help="lr at the last epoch (exp/cosine)"),
+    lr_final: Optional[float] = typer.Option(None, "--lr-final", help="exp/cosine: the lr the schedule decays to, reached at the end of the last epoch (which trains one decay step above it)"),
     loss: Optional[str] = typer.Option(None, help="sqhinge or ce"),
     optimizer: Optional[str] = typer.Option(None, help="adam, adamax, shift_adamax or sgd"),
     recipe: Optional[str] = typer.Option(None, help="start from this registered recipe instead of MODEL's"),
@@ -60,6 +60,7 @@ def train(
     """Train MODEL (e.g. `onebit train bnn-mlp --data mnist --epochs 20`)."""
 
     from ..methods import get_recipe
+    from ..methods.recipe import recipe_names
     from ..train import train as run_train
     from ..train.distributed import env_world, launch
     from ..train.trainer import check_options
@@ -67,6 +68,8 @@ def train(
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    if not pipeline and (pretrain_epochs is not None or skip_bn_retrain):
+        raise ValueError("--pretrain-epochs and --skip-bn-retrain shape the stages of --pipeline; add --pipeline")
     if nproc > 1:
         from . import current_argv
 
@@ -107,7 +110,7 @@ def train(
                 over.update(stage_over if st.init == "init_from_real" else {})
                 over.update(init_from=str(done[st.init_from] / "best.safetensors"),
                             init="real" if st.init == "init_from_real" else "bn_retrain")
-            r = r.replace(**over, **extra, model_kwargs={**r.model_kwargs, **model_extra})
+            r = r.replace(**_merge(over, extra), model_kwargs={**r.model_kwargs, **model_extra})
             stage_out = out / st.name
             stage_resume = resume and stage_out.is_dir()
             if rank == 0:
@@ -116,19 +119,34 @@ def train(
             done[st.name] = stage_out
         return
 
+    if recipe is not None and recipe not in recipe_names():
+        raise KeyError(f"unknown recipe {recipe!r}; registered recipes: {', '.join(recipe_names())}")
     r = get_recipe(recipe or model)
     if recipe is None and r.model != model:
         r = r.replace(model=model)
+    elif recipe is not None and r.model != model:
+        raise ValueError(f"--recipe {recipe} trains {r.model}, not {model}: run `onebit train {r.model} --recipe "
+                         f"{recipe}`, or --set fields on {model}'s own recipe")
     over = {**common, **stage_over}
     if init_from is not None:
         over["init_from"] = str(init_from)
     if init is not None:
         over["init"] = init
-    r = r.replace(**over, **extra, model_kwargs={**r.model_kwargs, **model_extra})
+    r = r.replace(**_merge(over, extra), model_kwargs={**r.model_kwargs, **model_extra})
     out = out or Path("runs") / f"{r.model}-{r.data}-s{r.seed}"
     if rank == 0:
         typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
     _report(run_train(r, out, resume=resume, **run_opts), out, rank)
+
+
+def _merge(flags: dict, sets: dict) -> dict:
+    """Recipe overrides from the options (``--epochs 5``) and from ``--set`` (``--set epochs=5``);
+    the same field given both ways with different values is an error, not a silent choice."""
+    for k in sorted(set(flags) & set(sets)):
+        if flags[k] != sets[k]:
+            raise ValueError(f"{k} is given twice: --{k.replace('_', '-')} {flags[k]!r} (or the stage's "
+                             f"setting) and --set {k}={sets[k]!r}; give it once")
+    return {**flags, **sets}
 
 
 def parse_set(items: list[str]) -> tuple[dict, dict]:

@@ -3,7 +3,8 @@
 Lookup order of :func:`locate` (first folder holding a complete set of files wins):
 
 1. the explicit ``root`` argument (``--data-root``): the folder itself, then its
-   name variants (``root/mnist``, ``root/MNIST/raw``, ``root/cifar-10-batches-bin``...);
+   name variants (``root/mnist``, ``root/MNIST/raw``, ``root/cifar-10-batches-bin``...); a root
+   that does not exist is an error (a typo must not train on another copy found later);
 2. ``$ONEBIT_DATA``: its name variants, then the folder itself;
 3. known system locations (:func:`system_bases`): ``/usr/share/datasets``
    (Debian's ``dataset-fashion-mnist`` installs ``/usr/share/datasets/fashion-mnist``),
@@ -309,6 +310,8 @@ def resolve(
 ) -> tuple[Path, FileSet, dict[str, Path]]:
     """Like :func:`locate` but also returns the layout found and its files."""
     ds = info(name)
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise DataNotFoundError(f"the data root {root} (--data-root) does not exist or is not a folder")
     looked: list[str] = []
     for folder, why in candidate_dirs(ds.name, root):
         hit = find_files(folder, ds)

@@ -725,7 +725,7 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     save_checkpoint(out / "hashed.safetensors", bwnh,
                     {"recipe": recipe.to_dict(), "model_config": getattr(bwnh, "onebit_config", {}),
                      "epoch": -1, "bwnh": {k: v for k, v in report.items() if k != "layers"}})
-    if recipe.epochs > 0:
+    if finetune_epochs != 0:
         res = warm_start_train(bwnh, recipe, out / "finetune", progress=progress, data_root=data_root)
         report["finetune"] = {"out_dir": str(res.out_dir), "epochs": res.epochs_run,
                               "best_val_acc": res.best_val_acc, "test_acc_at_best": res.test_acc_at_best,
@@ -757,7 +757,7 @@ def get_finetune_recipe(protocol: str, bwnh_model: nn.Module, float_recipe: Reci
     over = dict(model=name, data=data, model_kwargs={**cfg, **r.model_kwargs}, normalize=float_recipe.normalize,
                 val_size=float_recipe.val_size, seed=float_recipe.seed, bf16=float_recipe.bf16,
                 channels_last=float_recipe.channels_last)
-    if epochs is not None:
+    if epochs:  # None: the recipe's; 0: no fine-tuning (the caller skips it), the recipe kept as saved
         over["epochs"] = int(epochs)
     extra = dict(overrides or {})
     model_extra = extra.pop("model_kwargs", None) or {}

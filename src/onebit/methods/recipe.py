@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 
 
@@ -20,7 +21,8 @@ class Recipe:
     optimizer: str = "adam"               # adam | adamax | shift_adamax | sgd
     lr: float = 1e-3
     lr_schedule: str = "exp"              # exp | shift | cosine | step | const
-    lr_final: float | None = None         # exp/cosine: the lr reached at the last epoch
+    lr_final: float | None = None         # exp/cosine: the lr the schedule decays to, reached at the end of
+                                          # the last epoch (that epoch runs one step above it: the Theano code)
     lr_every: int = 10                    # shift: halve every N epochs
     milestones: tuple[int, ...] = ()      # step: ×0.1 at these epochs
     epochs: int = 10
@@ -39,6 +41,40 @@ class Recipe:
     init_from: str | None = None          # checkpoint whose weights initialise the model (see ``init``)
     init: str = "real"                    # real: copy its same-name tensors (Bi-Real §2.5); bn_retrain: §2.6
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.milestones, list):
+            self.milestones = tuple(self.milestones)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field's type and range; a ValueError names the field and the value."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kind = _FIELD_KINDS.get(str(f.type))
+            if kind is None:
+                continue
+            optional, check, what = kind
+            if v is None and optional:
+                continue
+            if not check(v):
+                raise ValueError(f"recipe field {f.name} must be {what}{' or null' if optional else ''}, got {v!r}")
+        for name, ok, what in (
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("lr_final", self.lr_final is None or (math.isfinite(self.lr_final) and self.lr_final >= 0), ">= 0"),
+            ("lr_every", self.lr_every >= 1, ">= 1"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("val_size", math.isfinite(self.val_size) and self.val_size >= 0, ">= 0 (images, or a fraction < 1)"),
+            ("limit", self.limit is None or self.limit >= 1, ">= 1"),
+            ("seed", self.seed >= 0, ">= 0"),
+            ("milestones", all(m >= 1 for m in self.milestones), "epochs >= 1"),
+            ("init", self.init in INIT_MODES, f"one of {', '.join(INIT_MODES)}"),
+        ):
+            if not ok:
+                raise ValueError(f"recipe field {name} must be {what}, got {getattr(self, name)!r}")
 
     def replace(self, **overrides) -> "Recipe":
         """A copy with ``overrides`` applied (unknown keys raise a clear error)."""
@@ -64,6 +100,30 @@ class Recipe:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+
+INIT_MODES = ("real", "bn_retrain")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+# annotation (a string: postponed evaluation) → (None allowed, check, what it must be)
+_FIELD_KINDS = {
+    "str": (False, lambda v: isinstance(v, str), "a string"),
+    "str | None": (True, lambda v: isinstance(v, str), "a string"),
+    "int": (False, _is_int, "an integer"),
+    "int | None": (True, _is_int, "an integer"),
+    "float": (False, _is_num, "a number"),
+    "float | None": (True, _is_num, "a number"),
+    "bool": (False, lambda v: isinstance(v, bool), "true or false"),
+    "dict": (False, lambda v: isinstance(v, dict), "a JSON object"),
+    "tuple[int, ...]": (False, lambda v: isinstance(v, tuple) and all(_is_int(m) for m in v), "a list of integers"),
+}
 
 _RECIPES: dict[str, Recipe] = {}
 

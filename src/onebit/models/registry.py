@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -56,6 +57,12 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
     if image_size is not None:
         cfg["image_size"] = image_size
     cfg.update(kwargs)
+    params = inspect.signature(e.builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        bad = sorted(set(cfg) - set(params))
+        if bad:
+            raise TypeError(f"model {name} takes no argument(s) {bad} (a --set KEY=VALUE that is not a recipe "
+                            f"field goes to the model); its arguments: {', '.join(sorted(params))}")
     model = e.builder(**cfg)
     model.onebit_config = {"name": name, **cfg}
     return model

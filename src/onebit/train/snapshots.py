@@ -78,6 +78,13 @@ def remove_temp_files(out: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def has_run(out: Path) -> bool:
-    """Whether ``out`` already holds checkpoints of a run."""
-    return (out / "last.safetensors").exists() or any((out / STEPS_DIR).glob("e*-s*.safetensors"))
+RUN_FILES = ("last.safetensors", "best.safetensors", "metrics.csv", "recipe.json", "layers.csv", "histograms.json")
+
+
+def run_files(out: Path) -> list[str]:
+    """The files of a run that ``out`` already holds (a fresh run would overwrite them): the run
+    files by name, and step checkpoints as ``steps/``. Empty when ``out`` is new or empty of them."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if any((out / STEPS_DIR).glob("e*-s*.safetensors")):
+        found.append(f"{STEPS_DIR}/")
+    return found

@@ -333,9 +333,12 @@ class _Run:
 
     def _start_fresh(self) -> None:
         last, _, csv_path, layers_path, hist_path = self.paths
-        if snapshots.has_run(self.out):
-            raise TrainingError(f"{self.out} already holds a run ({last.name} or {snapshots.STEPS_DIR}/); pass "
-                                "--resume to continue it or choose another --out (nothing was overwritten)")
+        found = snapshots.run_files(self.out)
+        if found:
+            how = ("pass --resume to continue it or choose another --out" if last.name in found
+                   or f"{snapshots.STEPS_DIR}/" in found else "choose another --out")
+            raise TrainingError(f"{self.out} already holds a run ({', '.join(found)}); {how} "
+                                "(nothing was overwritten)")
         if self.d.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "recipe.json", self.recipe.to_json())

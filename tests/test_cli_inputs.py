@@ -202,3 +202,16 @@ def test_summary_defaults_to_the_models_own_classes(capsys):
     out = capsys.readouterr().out
     assert "memory 33.64 Mbit" in out and "compression 11.12×" in out  # 1000 ImageNet classes (methods.md §0.6)
 
+
+
+def test_paths_that_are_folders_or_missing_are_named(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"x")
+    err = _err(capsys, ["eval", str(run)])
+    assert "is a folder, not a checkpoint file" in err and str(run / "best.safetensors") in err
+    assert "checkpoint not found: missing.safetensors" in _err(capsys, ["summary", "missing.safetensors"])
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert "is a file; --out names the folder" in _err(capsys, ["train", "bnn-mlp", "--out", str(afile)])
+    assert afile.read_text() == "mine"

@@ -21,6 +21,8 @@ def summary(
 
     from .. import data
 
+    if Path(target).suffix in (".safetensors", ".onebit") and not Path(target).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {target}")
     if Path(target).is_file():
         from ..train import load_for_eval
 

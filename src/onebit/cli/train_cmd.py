@@ -24,7 +24,7 @@ def train(
                                                  help="train the convs in NHWC (channels-last) memory format: "
                                                  "same network, faster steps on the CPU"),
     val_size: Optional[float] = typer.Option(None, "--val-size", help="validation images carved from train"),
-    limit: Optional[int] = typer.Option(None, help="use only the first N training images (smoke runs)"),
+    limit: Optional[int] = typer.Option(None, help="use only the first N training images, and N/5 validation and test images (smoke runs)"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
     set_: list[str] = typer.Option([], "--set", help="recipe field or model argument, KEY=VALUE (model.KEY: always the model; repeatable)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<model>-<data>-s<seed>)"),

@@ -173,6 +173,10 @@ def parse_checkpoint(raw: bytes, source: str = "checkpoint") -> tuple[dict[str, 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read ``path`` → (tensors, meta). Never executes code; clear errors for bad files."""
     path = Path(path)
+    if path.is_dir():
+        hint = next((f" (did you mean {path / n}?)" for n in ("best.safetensors", "last.safetensors")
+                     if (path / n).is_file()), "")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -333,6 +333,8 @@ class _Run:
 
     def _start_fresh(self) -> None:
         last, _, csv_path, layers_path, hist_path = self.paths
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainingError(f"{self.out} is a file; --out names the folder of the run")
         found = snapshots.run_files(self.out)
         if found:
             how = ("pass --resume to continue it or choose another --out" if last.name in found
@@ -522,7 +524,7 @@ class _Run:
             if self.d.active:
                 out_of_time = distrib.broadcast_flag(out_of_time)
             if out_of_time:
-                log.info("time budget of %.1f min reached after epoch %d of %d%s", max_minutes, epoch,
+                log.info("time budget of %g min reached after epoch %d of %d%s", max_minutes, epoch,
                          self.recipe.epochs, "; --resume continues the run" if epoch < self.recipe.epochs else "")
                 break
         self.tb.close()

@@ -215,3 +215,10 @@ def test_paths_that_are_folders_or_missing_are_named(tmp_path, capsys):
     afile.write_text("mine")
     assert "is a file; --out names the folder" in _err(capsys, ["train", "bnn-mlp", "--out", str(afile)])
     assert afile.read_text() == "mine"
+
+
+def test_train_without_a_validation_split_says_so(tiny_mnist, tmp_path, capsys):
+    assert cli(["train", "bnn-mlp", "--data-root", str(tiny_mnist), "--epochs", "1", "--val-size", "0",
+                "--set", "model.hidden=8", "--batch-size", "10", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "done: test accuracy" in out and "after the last epoch" in out and "best val" not in out

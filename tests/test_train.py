@@ -69,7 +69,7 @@ def test_refuses_to_overwrite_and_checks_resume(tiny_mnist, tmp_path):
     with pytest.raises(TrainingError, match="already holds a run"):
         train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False)
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
-    with pytest.raises(TrainingError, match="recipe .* differs"):
+    with pytest.raises(TrainingError, match=r"recipe .* differs .*\(lr: saved 0.003, requested 1.0\)"):
         train(r.replace(lr=1.0), tmp_path / "run", data_root=str(tiny_mnist), progress=False, resume=True)
     with pytest.raises(TrainingError, match="no checkpoint"):
         train(r, tmp_path / "empty", data_root=str(tiny_mnist), progress=False, resume=True)

@@ -182,6 +182,10 @@ def parse_set(items: list[str]) -> tuple[dict, dict]:
 def _report(res, out: Path, rank: int) -> None:
     if rank != 0:
         return
-    best = "" if res.best_val_acc is None else f"best val {100 * res.best_val_acc:.2f}% at epoch {res.best_epoch + 1}, "
-    typer.echo(f"done: {best}test accuracy there {100 * res.test_acc_at_best:.2f}% "
-               f"(last epoch {100 * res.last_test_acc:.2f}%), {res.wall_s / 60:.1f} min → {out}")
+    if res.best_val_acc is None:  # no validation split: no best epoch to speak of
+        typer.echo(f"done: test accuracy {100 * res.last_test_acc:.2f}% after the last epoch, "
+                   f"{res.wall_s / 60:.1f} min → {out}")
+        return
+    typer.echo(f"done: best val {100 * res.best_val_acc:.2f}% at epoch {res.best_epoch + 1}, test accuracy there "
+               f"{100 * res.test_acc_at_best:.2f}% (last epoch {100 * res.last_test_acc:.2f}%), "
+               f"{res.wall_s / 60:.1f} min → {out}")

@@ -411,7 +411,9 @@ class _Run:
             self.scheduler = self._make_scheduler()
             return
         if saved != self.recipe:
-            raise TrainingError(f"--resume: the recipe in {path} differs from the requested one; "
+            a, b = saved.to_dict(), self.recipe.to_dict()
+            diff = ", ".join(f"{k}: saved {a[k]!r}, requested {b[k]!r}" for k in sorted(a) if a[k] != b.get(k))
+            raise TrainingError(f"--resume: the recipe in {path} differs from the requested one ({diff}); "
                                 "resume with the same settings")
 
     def _save_step(self, epoch: int, step: int, accum: dict) -> None:
@@ -506,8 +508,9 @@ class _Run:
                     save_checkpoint(best_path, self.model, meta)
                 save_checkpoint(last_path, self.model, meta, optimizer=self.optimizer, scheduler=self.scheduler,
                                 extra_tensors=rng)
-            log.info("epoch %d/%d  loss %.4f  train %.2f%%  val %.2f%%  test %.2f%%  (%.1fs)", epoch + 1,
-                     r.epochs, train_loss, 100 * train_acc, 100 * val_acc, 100 * test_acc, epoch_s)
+            log.info("epoch %d/%d  loss %.4f  train %.2f%%  val %s  test %.2f%%  (%.1fs)", epoch + 1,
+                     r.epochs, train_loss, 100 * train_acc,
+                     "-" if math.isnan(val_acc) else f"{100 * val_acc:.2f}%", 100 * test_acc, epoch_s)
             epochs_run += 1
             if self.fit_schedule and epoch == 0 and max_minutes is not None:
                 pace, spent = steady_pace(elapsed=time.time() - self.t_run, train_s=epoch_s - acc0["elapsed"],

@@ -68,8 +68,8 @@ def _is_usage_error(e: BaseException) -> bool:
     """A click usage error (no such option, missing argument, bad value, no command given).
 
     Duck-typed on click's ``ClickException`` interface (``show()``, an integer ``exit_code``):
-    typer up to 0.2x raises the ``click`` package's classes, later versions their own vendored
-    copies, which do not derive from ``click.ClickException`` (and ``click`` may not be installed).
+    older typer versions raise the ``click`` package's classes, newer ones (0.29 here) their own
+    vendored copies, which do not derive from ``click.ClickException`` (and ``click`` may be absent).
     """
     return callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int)
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,26 @@ def test_plots_replace_a_file_whole_and_refuse_an_unknown_format_without_touchin
     assert "xyz" in capsys.readouterr().err
     assert bad.read_bytes() == b"keep me"
     assert sorted(p.name for p in out.parent.iterdir()) == ["k.png", "k.svg", "k.xyz"]
+
+
+def test_plot_names_missing_metrics_columns_and_draws_a_single_epoch(tmp_path, capsys, monkeypatch):
+    from onebit.analysis import plots
+    from onebit.cli.main import main as cli
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.csv").write_text("step,loss\n1,0.5\n")
+    assert cli(["plot", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the column(s) epoch, lr, train_loss" in err and err.count("\n") == 1
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "metrics.csv").write_text("epoch,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc\n"
+                                     "0,0.001,1.5,0.4,1.4,0.45,1.45,0.44\n")
+    assert plots.plot_curves([one], tmp_path / "c.png").stat().st_size > 0
+    drawn = []  # the figure's lines, caught where the PNG would be written
+    monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.extend(l for ax in fig.axes for l in ax.get_lines())
+                        or Path(out))
+    plots.plot_curves([one], tmp_path / "d.png")
+    assert drawn and all(l.get_marker() == "o" for l in drawn)  # a 1-point line alone is invisible
+    assert [l.get_label() for l in drawn[:3]] == ["one train", "one val", "one test"]  # val loss drawn too

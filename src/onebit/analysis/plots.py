@@ -17,6 +17,10 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{path} has no epochs yet")
+    missing = [k for k in ("epoch", "lr", "train_loss", "test_loss", "train_acc", "val_acc", "test_acc")
+               if k not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}: not a metrics.csv written by onebit train")
     cols: dict[str, list[float]] = {k: [] for k in rows[0]}
     for r in rows:
         for k, v in r.items():
@@ -35,11 +39,13 @@ def plot_curves(run_dirs: list[str | Path], out: str | Path, labels: list[str] |
         m = read_metrics(run)
         name = labels[i] if labels else Path(run).name
         ep = [e + 1 for e in m["epoch"]]
-        axes[0].plot(ep, m["train_loss"], label=f"{name} train")
-        axes[0].plot(ep, m["test_loss"], "--", label=f"{name} test")
+        mk = {"marker": "o", "markersize": 3} if len(ep) < 2 else {}  # a 1-epoch line is a point: draw it
+        for split, style in (("train_loss", "-"), ("val_loss", ":"), ("test_loss", "--")):
+            if split in m:
+                axes[0].plot(ep, m[split], style, label=f"{name} {split[:-5]}", **mk)
         for split, style in (("train_acc", ":"), ("val_acc", "-"), ("test_acc", "--")):
-            axes[1].plot(ep, [100 * v for v in m[split]], style, label=f"{name} {split[:-4]}")
-        axes[2].plot(ep, m["lr"], label=name)
+            axes[1].plot(ep, [100 * v for v in m[split]], style, label=f"{name} {split[:-4]}", **mk)
+        axes[2].plot(ep, m["lr"], label=name, **mk)
     axes[0].set(title="loss", xlabel="epoch")
     axes[1].set(title="accuracy (%)", xlabel="epoch")
     axes[2].set(title="learning rate", xlabel="epoch", yscale="log")

@@ -108,6 +108,8 @@ def test_run_input_predicts_and_saves_logits(model_file, tmp_path, capsys):
     (["eval", "x.safetensors", "--threads", "0"], "--threads must be >= 1"),
     (["bench", "--threads", "0"], "--threads and --repeats must be >= 1"),
     (["bench", "--batches", "0,8"], "--batches must be positive"),
+    (["bench", "--layers", "--model", "bireal-resnet18"], "--layers times its own fixed shapes; --model apply only"),
+    (["bench", "--layers", "--batches", "8", "--bf16"], "--batches, --bf16 apply only to the end-to-end"),
 ])
 def test_other_commands_check_their_numbers(capsys, args, msg):
     assert msg in _err(capsys, args)

@@ -6,12 +6,14 @@ import json
 
 import typer
 
+_DEFAULT_MODELS = ["bnn-mlp", "bnn-convnet"]
+
 
 def bench(
     threads: int = typer.Option(2, help="threads for the engine and for PyTorch"),
     batches: str = typer.Option("1,8", help="comma-separated batch sizes"),
     repeats: int = typer.Option(5, help="best of this many timing rounds"),
-    model: list[str] = typer.Option(["bnn-mlp", "bnn-convnet"], "--model",
+    model: list[str] = typer.Option(list(_DEFAULT_MODELS), "--model",
                                     help="networks to time: bnn-mlp, bnn-convnet, bireal-resnet18, vgg9-bwn"),
     layers: bool = typer.Option(False, "--layers", help="per-layer kernel benchmark instead (ResNet-18 "
                                 "3×3 convs, the 4096² dense layer) with the measured popcount peak"),
@@ -24,6 +26,11 @@ def bench(
     if threads < 1 or repeats < 1:
         raise ValueError(f"--threads and --repeats must be >= 1, got {threads} and {repeats}")
     if layers:
+        ignored = [flag for flag, used in (("--model", model != _DEFAULT_MODELS), ("--batches", batches != "1,8"),
+                                           ("--repeats", repeats != 5), ("--bf16", bf16), ("--bf16x3", bf16x3)) if used]
+        if ignored:
+            raise ValueError(f"--layers times its own fixed shapes; {', '.join(ignored)} apply only to the end-to-end "
+                             "benchmark (run it without --layers)")
         from ..analysis.kernel_bench import main as kernel_main
 
         kernel_main(["--threads", str(threads)])

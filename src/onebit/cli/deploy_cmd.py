@@ -119,10 +119,11 @@ def check_output(output: Path, force: bool, inputs: list) -> None:
     ``--force``: the model or array being read), or over an existing file without ``--force``."""
     if output.is_dir():
         raise ValueError(f"{output} is a folder; give a file name for the output")
-    for src in inputs:
-        if src is not None and output.exists() and Path(src).exists() and output.resolve() == Path(src).resolve():
-            raise FileExistsError(f"{output} is this command's own input; write the output elsewhere")
-    if output.exists() and not force:
+    if not output.exists():
+        return
+    if any(src is not None and Path(src).exists() and output.samefile(src) for src in inputs):
+        raise FileExistsError(f"{output} is this command's own input; write the output elsewhere")
+    if not force:
         raise FileExistsError(f"{output} exists; pass --force to overwrite it")
 
 

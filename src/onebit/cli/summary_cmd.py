@@ -21,9 +21,7 @@ def summary(
 
     from .. import data
 
-    if Path(target).suffix in (".safetensors", ".onebit") and not Path(target).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {target}")
-    if Path(target).is_file():
+    if Path(target).is_file() or Path(target).suffix in (".safetensors", ".onebit"):  # a file name, not a model
         from ..train import load_for_eval
 
         model, meta = load_for_eval(target)

@@ -65,6 +65,11 @@ def test_training_writes_layer_stats_histograms_and_plots(tiny_mnist, tmp_path, 
     for name in ("curves.png", "curves-layers.png", "curves-histograms.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     assert "curves-histograms.png" in capsys.readouterr().out
+    svg = tmp_path / "figs" / "c.svg"  # the companions follow the format the user asked for
+    svg.parent.mkdir()
+    assert cli(["plot", str(out), "-o", str(svg)]) == 0
+    assert sorted(p.name for p in svg.parent.iterdir()) == ["c-histograms.svg", "c-layers.svg", "c.svg"]
+    assert all(b"<svg" in p.read_bytes()[:400] for p in svg.parent.iterdir())
 
 
 def test_tensorboard_flag_without_the_package_warns_and_trains(tiny_mnist, tmp_path, monkeypatch, caplog):

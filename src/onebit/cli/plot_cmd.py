@@ -11,8 +11,10 @@ import typer
 def plot(
     runs: list[Path] = typer.Argument(..., help="one or more run folders (holding metrics.csv)"),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="curves PNG (default: RUN_DIR/curves.png for one run, "
-                                          "curves.png for several)"),
+                                          help="curves figure, format from the suffix: .png, .svg, .pdf, … (default: "
+                                          "RUN_DIR/curves.png for one run, curves.png for several); for one run the "
+                                          "layer and histogram figures go beside it as NAME-layers / NAME-histograms "
+                                          "in the same format"),
     label: list[str] = typer.Option([], "--label", help="legend label per run (repeat)"),
     layer: Optional[str] = typer.Option(None, "--layer", help="instead: the latent-kernel distribution of this "
                                         "binary layer over the epochs, one panel per run (e.g. BONN beside its "
@@ -36,8 +38,8 @@ def plot(
     out = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
     typer.echo(f"wrote {plot_curves(runs, out, label or None)}")
     if len(runs) == 1:
-        stem = out.with_suffix("")
-        for fn, suffix in ((plot_layers, "-layers.png"), (plot_histograms, "-histograms.png")):
-            written = fn(runs[0], stem.parent / (stem.name + suffix))
+        stem, ext = out.with_suffix(""), out.suffix or ".png"
+        for fn, suffix in ((plot_layers, "-layers"), (plot_histograms, "-histograms")):
+            written = fn(runs[0], stem.parent / (stem.name + suffix + ext))
             if written is not None:
                 typer.echo(f"wrote {written}")

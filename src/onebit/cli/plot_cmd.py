@@ -20,7 +20,9 @@ def plot(
                                         "binary layer over the epochs, one panel per run (e.g. BONN beside its "
                                         "baseline), with each epoch's valley/peak bimodality ratio"),
 ) -> None:
-    """Plot loss, accuracy and learning rate per epoch of training runs; for one run also the
+    """Plot training curves, per-layer statistics or one layer's kernel distribution.
+
+    Loss, accuracy and learning rate per epoch of one or more training runs; for one run also the
     flip ratio / saturation of every binary layer and its weight histograms over the epochs.
     With --layer: the latent-kernel distribution of that layer across epochs, one panel per run."""
     from ..analysis.plots import plot_curves, plot_histograms, plot_layers

@@ -15,13 +15,6 @@ from onebit.data import CorruptDataError, DataError
 from onebit.data import formats
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("ONEBIT_NO_DOWNLOAD", "1")
-    monkeypatch.delenv("ONEBIT_DATA", raising=False)
-    monkeypatch.setenv("ONEBIT_CACHE", str(tmp_path / "cache"))
-
-
 def _images(n: int, h: int = 28, w: int = 28, c: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, c, h, w), dtype=np.uint8)
 

@@ -10,20 +10,7 @@ import pytest
 import torch
 
 import onebit.data as data
-from onebit.data import BatchLoader, DataError, download, formats, registry
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("ONEBIT_NO_DOWNLOAD", "1")
-    monkeypatch.delenv("ONEBIT_DATA", raising=False)
-    monkeypatch.setenv("ONEBIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(registry, "system_bases", lambda: [])
-
-    def no_network(url, out, timeout=10.0):
-        raise download.DownloadFailed("network disabled in tests")
-
-    monkeypatch.setattr(download, "fetch_url", no_network)
+from onebit.data import BatchLoader, DataError, formats
 
 
 def ids_images(n: int, offset: int = 0) -> np.ndarray:

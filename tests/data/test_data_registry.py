@@ -19,20 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 REAL_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    """No network, no $ONEBIT_DATA, no system folders, a private cache."""
-    monkeypatch.setenv("ONEBIT_NO_DOWNLOAD", "1")
-    monkeypatch.delenv("ONEBIT_DATA", raising=False)
-    monkeypatch.setenv("ONEBIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(registry, "system_bases", lambda: [])
-
-    def no_network(url, out, timeout=10.0):
-        raise download.DownloadFailed(f"{url}: network disabled in tests")
-
-    monkeypatch.setattr(download, "fetch_url", no_network)
-
-
 def write_idx_set(folder: Path, n_train: int = 7, n_test: int = 3, fill: int = 0, gz: bool = True) -> Path:
     """A tiny MNIST-layout folder; every pixel of the first image equals ``fill``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -540,3 +540,14 @@ def test_recipes_are_registered_and_build():
     assert get_recipe("bonn-wrn22").model_kwargs["lam"] == 1e-4
     assert get_recipe("bonn-wrn22-baseline").model_kwargs["theta"] == 0.0
     assert PAPER_TABLE1[(1e-4, 1e-2)]["wrn22-cifar10"] == 87.34
+
+
+def test_bonn_conv_is_exported_by_onebit_nn_in_a_fresh_interpreter():
+    """``from onebit.nn import BonnConv2d`` (as the README lists it) works first thing, without the
+    circular import onebit.nn → nn.bonn → losses → nn.constraints biting."""
+    import subprocess
+    import sys
+
+    code = "from onebit.nn import BonnConv2d; import onebit.nn.bonn as b; assert BonnConv2d is b.BonnConv2d"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

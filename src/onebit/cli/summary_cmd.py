@@ -13,7 +13,7 @@ def summary(
     num_classes: Optional[int] = typer.Option(None, "--num-classes",
                                               help="classes of a registered model (default: its data set's)"),
 ) -> None:
-    """Print the accounting table of a model (methods.md §0.6 conventions)."""
+    """Print the accounting table of a model: memory, BOPs, FLOPs and OPs = FLOPs + BOPs/64 (XNOR-Net's and Bi-Real Net's convention)."""
     from pathlib import Path
 
     from .. import models

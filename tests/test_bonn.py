@@ -259,7 +259,7 @@ def test_kernel_prior_init_and_positivity():
     direct.mu.grad, direct.sigma_raw.grad = torch.ones(2), torch.ones(2)
     opt.step()
     assert (direct.mu > 0).all() and (direct.sigma > 0).all()  # pitfall 7
-    assert all(getattr(p, "onebit_loss_only", False) for p in direct.parameters())
+    assert {id(p) for p in loss_only_parameters(direct)} == {id(p) for p in direct.parameters()}
 
 
 # ------------------------------------------------------------------ feature loss and centers (§4.10 checks 4, 7)
@@ -417,8 +417,9 @@ def test_lambda_theta_zero_reduces_to_plain_network():
     (F.cross_entropy(out, y) + extra).backward()
     F.cross_entropy(out_p, y).backward()
     grads = dict(plain.named_parameters())
+    loss_only = {id(p) for p in loss_only_parameters(model)}
     for n, p in model.named_parameters():
-        if n in grads and not getattr(p, "onebit_loss_only", False):
+        if n in grads and id(p) not in loss_only:
             assert torch.equal(p.grad, grads[n].grad), n
     assert all(p.grad is None for p in loss_only_parameters(model))  # no prior is touched
     hook.after_step(y)
@@ -551,3 +552,14 @@ def test_bonn_conv_is_exported_by_onebit_nn_in_a_fresh_interpreter():
     code = "from onebit.nn import BonnConv2d; import onebit.nn.bonn as b; assert BonnConv2d is b.BonnConv2d"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_degenerate_reconstruction_and_prior_weights_are_refused():
+    for init in (0.0, -1.0, math.nan):  # w̄ divides the codes: 0 would make every output NaN
+        with pytest.raises(ValueError, match="recon_init must be a finite number > 0"):
+            BonnConv2d(2, 2, 3, recon_init=init, recon_min=None)
+    conv = BonnConv2d(2, 2, 3)
+    for nu in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="nu must be a finite number >= 0"):
+            conv.kernel_loss(nu)
+    assert torch.isfinite(conv.kernel_loss(0.0))

@@ -39,7 +39,10 @@ def test_forward_backward_step(name):
     assert out.shape == (4, 10)
     torch.nn.functional.cross_entropy(out, y).backward()
     # loss-only parameters (BONN's priors) get gradients from the Bayesian losses, not the task loss
-    assert all(p.grad is not None for p in model.parameters() if not getattr(p, "onebit_loss_only", False))
+    from onebit.methods.bonn import loss_only_parameters
+
+    loss_only = {id(p) for p in loss_only_parameters(model)}
+    assert all(p.grad is not None for p in model.parameters() if id(p) not in loss_only)
     before = [p.detach().clone() for p in model.parameters()]
     opt.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
@@ -137,3 +140,9 @@ def test_channels_last_is_the_same_network(name):
         assert (g is None) == (gb[n] is None), n
         if g is not None:
             assert torch.allclose(g, gb[n], rtol=1e-7, atol=1e-10), n
+
+
+def test_the_svhn_convnet_defaults_to_svhn():
+    from onebit.methods import get_recipe
+
+    assert models.entry("bnn-convnet-svhn").default_data == "svhn" and get_recipe("bnn-convnet-svhn").data == "svhn"

@@ -49,6 +49,12 @@ def test_bad_layer_arguments():
         BinaryLinear(3, 4, scale="max")
     with pytest.raises(KeyError, match="unknown quantizer"):
         BinaryLinear(3, 4, input_quantizer="signn")
+    for q in ("magnitude_aware_sign", "xnor_weight"):  # they scale already: a second α would square it
+        with pytest.raises(ValueError, match="would apply a scale twice"):
+            BinaryLinear(3, 4, scale="mean_abs", weight_quantizer=q)
+    for p in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="input_dropout must be in"):
+            BinaryLinear(3, 4, input_dropout=p)
 
 
 def test_layers_behave_like_torch_layers():
@@ -150,5 +156,39 @@ def test_shift_bn_eval_uses_running_stats_and_backprops():
     y = sbn(torch.zeros(1, 3, 2, 2))
     a, b = sbn.fold()
     assert torch.allclose(y, b.view(1, 3, 1, 1).expand_as(y))
-    with pytest.raises(ValueError, match="got input of shape"):
+    with pytest.raises(ValueError, match="got shape"):
         sbn(torch.zeros(2, 4, 2, 2))
+
+
+def test_shift_bn_checks_rank_and_refuses_a_batch_without_statistics():
+    with pytest.raises(ValueError, match=r"takes 4-D input with 3 channels on axis 1, got shape \(4, 3\)"):
+        ShiftBatchNorm2d(3)(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="takes 2-D or 3-D input"):
+        ShiftBatchNorm1d(3)(torch.randn(4, 3, 2, 2))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        ShiftBatchNorm1d(3)(torch.randn(1, 3))
+    assert ShiftBatchNorm1d(3).eval()(torch.randn(1, 3)).shape == (1, 3)  # eval: running statistics
+
+
+def test_declarations_survive_deepcopy_and_cover_param_groups_added_later():
+    """Clipping (and BONN's lr factor) are kept on the layer, so a deep copy of a model keeps them;
+    attach() also clips a param group the optimizer gets after it was attached."""
+    import copy
+
+    from onebit.nn.bonn import BonnConv2d
+    from onebit.optim import param_groups
+
+    a, b = BinaryLinear(4, 3), BinaryLinear(3, 2)
+    twin = copy.deepcopy(nn.Sequential(a, b))
+    assert [p for p, _ in constraints.constrained(twin)] == [twin[0].weight, twin[1].weight]
+    opt = torch.optim.SGD([twin[0].weight], lr=100.0)
+    constraints.attach(opt, twin)
+    opt.add_param_group({"params": [twin[1].weight]})
+    for p in (twin[0].weight, twin[1].weight):
+        p.grad = -torch.ones_like(p)
+    opt.step()
+    assert twin[0].weight.abs().max() <= 1 and twin[1].weight.abs().max() <= 1
+    bonn = copy.deepcopy(BonnConv2d(2, 2, 3))
+    groups = param_groups(bonn, 0.1)
+    recon = [g for g in groups if any(p is bonn.weight_quantizer.recon for p in g["params"])]
+    assert recon and recon[0]["lr"] == pytest.approx(0.1 * bonn.weight_quantizer.recon_lr_scale)

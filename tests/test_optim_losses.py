@@ -6,6 +6,7 @@ from torch import nn
 
 from onebit import losses, quant
 from onebit.nn import BinaryLinear
+from onebit.nn.tags import tag
 from onebit.optim import ShiftAdaMax, lr_factor, make_scheduler, param_groups
 
 
@@ -97,7 +98,7 @@ def test_param_groups_glorot_and_no_decay_on_binary():
 
 def test_param_groups_honour_a_parameters_own_lr_scale_without_decay():
     model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
-    model[1].weight.onebit_lr_scale = 0.01
+    tag(model[1], "weight", lr_scale=0.01)
     groups = param_groups(model, 0.1, weight_decay=5e-4)
     scaled = [g for g in groups if len(g["params"]) == 1 and g["params"][0] is model[1].weight]
     assert len(scaled) == 1 and scaled[0]["lr"] == pytest.approx(1e-3) and scaled[0]["weight_decay"] == 0

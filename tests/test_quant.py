@@ -1,5 +1,7 @@
 """Binarizers against the closed forms of methods.md §0.3 and §1.14."""
 
+import math
+
 import pytest
 import torch
 
@@ -104,6 +106,23 @@ def test_registry_rejects_duplicates_and_reports_binary():
     assert quant.get("ste_sign", clip=2.0).config() == {"name": "ste_sign", "clip": 2.0}
 
 
+def test_registry_refuses_what_would_break_it_and_options_it_would_ignore():
+    for bad in (3, "", None):
+        with pytest.raises(ValueError, match="non-empty string name"):
+            quant.register(bad)
+    with pytest.raises(TypeError, match="decorates a class or factory"):
+        quant.register("not_a_factory")(42)
+    assert "not_a_factory" not in quant.names() and quant.names() == sorted(quant.names())
+    with pytest.raises(TypeError, match=r"keyword arguments \(clip\) configure a quantizer given by name"):
+        quant.get(quant.SteSign(), clip=5)
+
+
+def test_nan_binarizes_to_plus_one_as_the_docstring_says():
+    x = torch.tensor([float("nan"), -1.0])
+    assert quant.sign(x).tolist() == [1.0, -1.0]
+    assert quant.get("ste_sign")(x).tolist() == [1.0, -1.0]
+
+
 @pytest.mark.parametrize("x, want", [(2.82, 2), (2.83, 4), (3.0, 4), (0.7, 0.5), (0.75, 1),
                                      (-0.3, -0.25), (0.0, 0.0), (1.0, 1.0), (-5.0, -4.0)])
 def test_ap2_values(x, want):
@@ -118,3 +137,9 @@ def test_ap2_is_within_sqrt2_and_ste_passes_gradient():
     xg = x.clone().requires_grad_(True)
     quant.ap2_ste(xg).sum().backward()
     assert torch.equal(xg.grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize("clip", [0.0, -1.0, math.nan, math.inf])
+def test_ste_sign_refuses_a_gradient_window_that_is_not_positive(clip):
+    with pytest.raises(ValueError, match="clip .* must be a finite number > 0"):
+        quant.get("ste_sign", clip=clip)

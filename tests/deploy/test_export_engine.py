@@ -287,3 +287,101 @@ def test_a_later_run_never_changes_logits_already_returned(tmp_path):
     assert np.array_equal(e.run(xa), ya_copy)
     ref = _reference(model, torch.from_numpy(xa))
     assert np.abs(ya - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-6
+
+
+# ------------------------------------------------------------------ what export refuses, and why
+
+def _mlp_head(c=3, s=8):
+    return [nn.Flatten(), nn.Linear(4 * s * s, 2)]
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_a_padding_mode_other_than_zeros_is_refused(mode, tmp_path):
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode), *_mlp_head()).eval()
+    with pytest.raises(DeployError, match=f"0: padding_mode='{mode}'"):
+        export(m, tmp_path / "m.onebit", torch.zeros(1, 3, 8, 8))
+    assert not (tmp_path / "m.onebit").exists()
+
+
+def test_string_padding_same_and_valid(tmp_path):
+    torch.manual_seed(0)
+    same = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same"), *_mlp_head()).eval()
+    _check(same, torch.randn(2, 3, 8, 8), tmp_path / "same.onebit")
+    valid = nn.Sequential(nn.Conv2d(3, 4, 3, padding="valid"), nn.Flatten(), nn.Linear(4 * 36, 2)).eval()
+    _check(valid, torch.randn(2, 3, 8, 8), tmp_path / "valid.onebit")
+    even = nn.Sequential(nn.Conv2d(3, 4, 2, padding="same"), *_mlp_head()).eval()
+    with pytest.raises(DeployError, match="0: padding='same' with an even kernel"):
+        export(even, tmp_path / "even.onebit", torch.zeros(1, 3, 8, 8))
+
+
+class _Chain(nn.Module):
+    """Two layers whose forward does more than apply them in order: a ReLU between them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_a_custom_module_must_declare_that_its_forward_is_a_chain(tmp_path):
+    with pytest.raises(DeployError, match="cannot export _Chain: the exporter reads layers, not forward"):
+        export(_Chain().eval(), tmp_path / "m.onebit", torch.zeros(1, 4))
+    assert not (tmp_path / "m.onebit").exists()
+
+
+def test_a_declared_chain_that_is_not_one_is_caught_by_the_verification_and_nothing_is_written(tmp_path):
+    torch.manual_seed(0)
+    m = _Chain().eval()
+    m.export_chain = True  # a false declaration: the ReLU in forward is not a layer
+    out = tmp_path / "m.onebit"
+    out.write_bytes(b"the user's older file")
+    with pytest.raises(DeployError, match="does not reproduce the model"):
+        export(m, out, torch.zeros(1, 4))
+    assert out.read_bytes() == b"the user's older file"
+    export(m, out, torch.zeros(1, 4), verify=False)  # the caller's own risk: written as lowered
+    assert out.read_bytes()[:8] != b"the user"
+
+
+def test_export_verification_passes_on_a_zero_example_where_signs_tie(tmp_path):
+    """A constant example input puts values exactly on sign ties (there even PyTorch fp32 and
+    fp64 disagree); the verification probes with random inputs, so a good model still exports."""
+    torch.manual_seed(0)
+    model = models.create("bireal-resnet18-cifar", num_classes=10, width=8).eval()
+    export(model, tmp_path / "m.onebit", torch.zeros(1, 3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    y = Engine(tmp_path / "m.onebit", threads=1).run(x.numpy())
+    assert np.abs(y - _reference(model, x)).max() <= 1e-4 * np.abs(y).max() + 1e-6
+
+
+@pytest.mark.parametrize("shape, msg", [((1, 3, 6, 6), "2: Linear with 256 input features gets 144 here"),
+                                        ((1, 2, 8, 8), "0: Conv2d with 3 input channels gets a map of shape")])
+def test_an_example_input_of_another_size_names_the_layer(shape, msg, tmp_path):
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *_mlp_head()).eval()
+    with pytest.raises(DeployError, match=msg):
+        export(m, tmp_path / "m.onebit", torch.zeros(shape))
+
+
+def test_uint8_input_needs_the_preprocessing_recorded_and_other_integers_are_refused(tmp_path):
+    torch.manual_seed(0)
+    m = models.create("bnn-mlp", hidden=16).eval()
+    export(m, tmp_path / "bare.onebit", torch.randn(2, 1, 28, 28))  # no preprocess recorded
+    e = Engine(tmp_path / "bare.onebit", threads=1)
+    with pytest.raises(ValueError, match="records no preprocessing, so uint8 pixels have no meaning"):
+        e.run(np.zeros((1, 1, 28, 28), np.uint8))
+    with pytest.raises(TypeError, match="expects float32 input .* got dtype int64"):
+        e.run(np.zeros((1, 1, 28, 28), np.int64))
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        e.run(np.full((1, 1, 28, 28), 1e300))
+    with pytest.raises(DeployError, match="unknown preprocess normalize 'bogus'"):
+        export(m, tmp_path / "bogus.onebit", torch.randn(2, 1, 28, 28), preprocess={"normalize": "bogus"})
+    export(m, tmp_path / "pm1.onebit", torch.randn(2, 1, 28, 28), preprocess={"normalize": "pm1"})
+    x8 = np.random.default_rng(0).integers(0, 256, (2, 1, 28, 28), dtype=np.uint8)
+    e = Engine(tmp_path / "pm1.onebit", threads=1)
+    assert np.array_equal(e.run(x8), e.run((x8 / 127.5 - 1).astype(np.float32)))
+
+
+def test_a_folder_given_as_the_model_file_is_named(tmp_path):
+    with pytest.raises(DeployError, match="is a folder, not a .onebit model file"):
+        Engine(tmp_path)

@@ -152,3 +152,18 @@ def test_int8_dense_small_batches_equal_the_gemm_rows(vgg, signed):
         for r in range(len(x)):
             assert np.array_equal(impl(x[r:r + 1], 2)[0], batched[r])
         assert np.array_equal(impl(x[:BITPLANE_MAX_ROWS], 2), batched[:BITPLANE_MAX_ROWS])
+
+
+def test_a_refused_int8_call_leaves_the_engine_as_it_was(vgg):
+    """A call that is refused (bad percentile, bad calibration) changes nothing: int8 stays on."""
+    eng = Engine(vgg, threads=1)
+    x = np.random.default_rng(2).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    eng.quantize_int8(x)
+    y_int8 = eng.run(x)
+    with pytest.raises(ValueError, match="percentile"):
+        eng.quantize_int8(x, percentile=0)
+    with pytest.raises(TypeError, match="Engine.quantize_int8 expects a numpy array"):
+        eng.quantize_int8(x.tolist())
+    with pytest.raises(ValueError, match="takes"):
+        eng.quantize_int8(x[:, :2])
+    assert np.array_equal(eng.run(x), y_int8)

@@ -116,7 +116,7 @@ def test_gpu_engine_uint8_input_equals_cpu_engine_exactly(device, tmp_path):
     model.eval()
     x8 = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
     path = tmp_path / "m.onebit"
-    export(model, path, x8.float() / 127.5 - 1)
+    export(model, path, x8.float() / 127.5 - 1, preprocess={"normalize": "pm1"})
     cpu = Engine(path, threads=1).run(x8.numpy())
     gpu = GPUEngine(path, device=device).run(x8.numpy()).cpu().numpy()
     assert np.abs(gpu - cpu).max() <= 1e-5 * np.abs(cpu).max()

@@ -508,7 +508,11 @@ def check_batch(shape: tuple[int, ...], is_uint8: bool, input_shape: tuple[int, 
     if shape[0] == 0:
         raise ValueError("empty batch")
     if is_uint8:
-        norm = (graph.get("preprocess") or {}).get("normalize", "pm1")
+        norm = (graph.get("preprocess") or {}).get("normalize")
+        if norm is None:
+            raise ValueError("this model file records no preprocessing, so uint8 pixels have no meaning for it: "
+                             "pass float32 input preprocessed as in training (or export with "
+                             "preprocess={'normalize': 'pm1'} for a model trained on x/127.5 - 1)")
         if norm != "pm1":
             raise ValueError(f"uint8 input needs the 'pm1' preprocessing; this model uses {norm!r}: "
                              "pass the normalised float32 input instead")
@@ -620,15 +624,22 @@ class Engine:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         return threads
 
-    def check_input(self, x) -> np.ndarray:
-        """Validate dtype, shape and values of an input batch; return it as contiguous float32."""
+    def check_input(self, x, what: str = "Engine.run") -> np.ndarray:
+        """Validate dtype, shape and values of an input batch; return it as contiguous float32
+        (uint8 pixels as they are). ``what`` names the caller in the messages."""
         if not isinstance(x, np.ndarray):
-            raise TypeError(f"Engine.run expects a numpy array, got {type(x).__name__}")
+            raise TypeError(f"{what} expects a numpy array, got {type(x).__name__}")
         if x.dtype.kind not in "fiu":
-            raise TypeError(f"Engine.run expects real numbers, got dtype {x.dtype}")
+            raise TypeError(f"{what} expects real numbers, got dtype {x.dtype}")
+        if x.dtype.kind in "iu" and x.dtype != np.uint8:
+            raise TypeError(f"{what} expects float32 input (or uint8 pixels where the file records their "
+                            f"preprocessing), got dtype {x.dtype}: convert and preprocess it as in training")
         check_batch(tuple(x.shape), x.dtype == np.uint8, self.input_shape, self.graph)
         if x.dtype == np.uint8:
             return np.ascontiguousarray(x)
+        if x.dtype == np.float64 and x.size and np.isfinite(x.max()) and np.isfinite(x.min()) \
+                and np.abs(x).max() > np.finfo(np.float32).max:
+            raise ValueError("input holds values beyond the float32 range")
         x = np.ascontiguousarray(x, dtype=np.float32)
         # max and min see every NaN (they propagate it) and every ±Inf; two reductions cost less
         # than isfinite's boolean temporary
@@ -741,16 +752,17 @@ class Engine:
         float. Returns each layer's scale ``s``.
         """
         layers = [impl for _, _, impl, _ in self._ops if isinstance(impl, _FloatLinear) and impl.int8_eligible]
+        if calibration is not None:  # a refused call changes nothing: check everything first
+            if not layers:
+                raise ValueError(f"{self.path}: no layer with binary weights and real activations to run in int8")
+            if not 0 < percentile <= 100:
+                raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+            x = self.check_input(calibration, "Engine.quantize_int8")
         with self._lock:
             for impl in layers:
                 impl.set_int8(None)
             if calibration is None:
                 return {}
-            if not layers:
-                raise ValueError(f"{self.path}: no layer with binary weights and real activations to run in int8")
-            if not 0 < percentile <= 100:
-                raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-            x = self.check_input(calibration)
             chosen = {id(impl) for impl in layers}
             peaks: dict[int, float] = {}
 

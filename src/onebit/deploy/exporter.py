@@ -11,8 +11,13 @@ Lowering walks the model's layers in order (a ``Sequential``, nested ones flatte
 * ``Flatten`` of an NCHW map: the following dense layer's columns are permuted to NHWC order.
 
 Anything the engine cannot run exactly (an unknown module, a quantizer without an engine form,
-a real-input layer fed from bits) is a :class:`DeployError` naming the layer — never a silent
-float fallback.
+a real-input layer fed from bits, a padding mode other than zeros) is a :class:`DeployError` naming
+the layer — never a silent float fallback. The exporter reads a model's layers, not its
+``forward``: a top-level model must be a ``Sequential`` or declare ``export_chain = True`` (its
+forward applies its children in the order they were registered, as the registry's ResNets and WRNs
+do; residual blocks declare ``conv_bn_pairs``/``shortcut``). As a last guard, :func:`export` runs
+the graph on the engine and the model on random inputs before it writes, and refuses a graph whose
+output differs (``verify=True``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if not out and not isinstance(model, nn.Sequential):
         raise DeployError(f"cannot export {type(model).__name__}: the exporter lowers Sequential models")
     return out
+
+
+def _check_chain(model: nn.Module) -> None:
+    """The exporter lowers a model's children in order; refuse a model whose forward may do more."""
+    if not isinstance(model, nn.Sequential) and not getattr(model, "export_chain", False):
+        raise DeployError(
+            f"cannot export {type(model).__name__}: the exporter reads layers, not forward(); build the model "
+            "as nn.Sequential, or set `export_chain = True` on its class if its forward applies its children "
+            "one after another in the order they were registered (nothing else: no functional ops, no adds)")
 
 
 def _bn_affine(bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -99,20 +113,29 @@ class _Lowering:
 
 
 def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
-           preprocess: dict | None = None) -> dict:
+           preprocess: dict | None = None, verify: bool = True) -> dict:
     """Write ``model`` (eval mode) to ``path`` as a ``.onebit`` file; return a short report.
 
     ``example_input``: one batch (N, C, H, W) or (N, F) giving the input shape.
-    ``preprocess``: stored in the graph for users of the file (e.g. ``{"normalize": "pm1"}``).
+    ``preprocess``: how raw uint8 pixels become the model's input, e.g. ``{"normalize": "pm1"}``
+    (``x/127.5 - 1``); the engine accepts uint8 input only when the file records it.
+    ``verify``: run the graph on the engine and the model (in float64) on random inputs of
+    ``example_input``'s shape first (:func:`_verify`); a difference beyond float rounding,
+    ``1e-4·max|y| + 1e-6``, is a :class:`DeployError` and nothing is written — the guard against
+    a model whose forward does something its layers do not say.
     """
     if not isinstance(example_input, torch.Tensor) or example_input.dim() not in (2, 4):
         raise DeployError("example_input must be a tensor of shape (N, C, H, W) or (N, F)")
+    if preprocess is not None:
+        fmt.check_preprocess(preprocess)
     was_training = model.training
     model.eval()
     try:
         graph, tensors = lower(model, tuple(example_input.shape[1:]))
         if preprocess:
-            graph["preprocess"] = preprocess
+            graph["preprocess"] = dict(preprocess)
+        if verify:  # before anything is written to ``path``
+            _verify(model, graph, tensors, example_input)
         size = fmt.write(path, graph, tensors)
     finally:
         model.train(was_training)
@@ -120,8 +143,54 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
     return {"path": str(path), "bytes": size, "ops": len(graph["ops"]), "packed_weight_bits": n_bits}
 
 
+def _verify(model: nn.Module, graph: dict, tensors: dict[str, np.ndarray], example_input: torch.Tensor) -> None:
+    """Run the lowered graph on the engine and ``model`` in float64 on random normal inputs of
+    ``example_input``'s shape; raise :class:`DeployError` where they differ beyond float rounding.
+
+    Random inputs, not ``example_input`` itself: on a constant input (zeros, the usual example) many
+    values sit exactly on a sign's tie, where even PyTorch fp32 and fp64 disagree. A difference must
+    show on two independent probes before it counts, so a sign flipped by rounding near a tie (a
+    0.6-ulp event) cannot refuse a good model, while a graph that computes another function fails both.
+    """
+    import copy
+    import tempfile
+
+    from .engine import Engine
+
+    ref_model = copy.deepcopy(model).cpu().eval()
+    shape = (2, *example_input.shape[1:])
+    with tempfile.TemporaryDirectory(prefix="onebit-verify-") as tmp:
+        probe = Path(tmp) / "probe.onebit"
+        fmt.write(probe, graph, tensors)
+        engine = Engine(probe, threads=None)
+        first = None
+        for seed in (0, 1):
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+            y = engine.run(x.numpy())
+            with torch.no_grad():
+                try:
+                    ref, tol = ref_model.double()(x.double()), 1e-4
+                except (RuntimeError, TypeError):  # a layer without a float64 form: compare in float32
+                    ref, tol = ref_model.float()(x), 1e-3
+            if isinstance(ref, (tuple, list)):
+                ref = ref[0]
+            if ref.numel() != y.size:
+                raise DeployError(f"the model's output has {ref.numel() // shape[0]} values per sample, the exported "
+                                  f"graph's {y.size // shape[0]}: its forward() does something the exporter cannot see")
+            ref = ref.reshape(y.shape).numpy()
+            err, scale = float(np.abs(y - ref).max()), float(np.abs(ref).max())
+            if err <= tol * scale + 1e-6:
+                return
+            first = first or (err, scale)
+    raise DeployError(
+        f"the exported graph does not reproduce the model: max |engine − PyTorch| = {first[0]:.3g} on random "
+        f"inputs (outputs up to {first[1]:.3g}); its forward() likely does something its layers do not say "
+        "(a functional op, an add, another order). Nothing was written")
+
+
 def lower(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
     """The graph and tensors of ``model`` (no file written)."""
+    _check_chain(model)
     L = _Lowering(input_shape)
     with torch.no_grad():
         _lower_seq(L, _leaves(model))
@@ -231,6 +300,36 @@ def _lower_avgpool(L: _Lowering, name: str, m: nn.AvgPool2d) -> None:
     L.shape = (c, pool_out(h, k[0], s[0], p[0], m.ceil_mode), pool_out(w, k[1], s[1], p[1], m.ceil_mode))
 
 
+def _conv_padding(name: str, m: nn.Conv2d) -> tuple[int, int]:
+    """The conv's symmetric zero padding; other padding modes and uneven 'same' padding are refused."""
+    if m.padding_mode != "zeros":
+        raise DeployError(f"{name}: padding_mode={m.padding_mode!r} is not supported by the engine (zeros only)")
+    if m.padding == "valid":
+        return 0, 0
+    if m.padding == "same":
+        kh, kw = m.kernel_size
+        if tuple(m.stride) != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
+            raise DeployError(f"{name}: padding='same' with an even kernel or a stride pads unevenly; "
+                              "give the padding as integers")
+        return kh // 2, kw // 2
+    return int(m.padding[0]), int(m.padding[1])
+
+
+def _check_input_size(L: _Lowering, name: str, m: nn.Module, conv: bool) -> None:
+    """The layer's input size against the shape the graph carries at this point (from example_input)."""
+    if conv:
+        if len(L.shape) != 3 or m.in_channels != L.shape[0]:
+            raise DeployError(f"{name}: Conv2d with {m.in_channels} input channels gets a map of shape "
+                              f"{L.shape} here (check example_input's shape)")
+        return
+    have = int(np.prod(L.flat_from)) if L.flat_from is not None else (L.shape[0] if len(L.shape) == 1 else None)
+    if have is None:
+        raise DeployError(f"{name}: Linear gets a (C, H, W) map of shape {L.shape}; put a Flatten before it")
+    if m.in_features != have:
+        raise DeployError(f"{name}: Linear with {m.in_features} input features gets {have} here "
+                          f"(the map before it is {L.flat_from or L.shape}; check example_input's shape)")
+
+
 def _wants_bits(m: nn.Module) -> bool:
     q = getattr(m, "input_quantizer", None)
     return q is not None and getattr(q, "export_as", None) == "sign"
@@ -300,12 +399,14 @@ def _lower_layer(L: _Lowering, name: str, m: nn.Module, pool, bn, want_bits: boo
     conv = isinstance(m, nn.Conv2d)
     bits_in = L.kind == "bits"
     tensors: dict[str, np.ndarray] = {}
+    _check_input_size(L, name, m, conv)
     if conv:
         if m.groups != 1 or tuple(m.dilation) != (1, 1):
             raise DeployError(f"{name}: grouped or dilated convs are not supported by the engine")
+        padding = _conv_padding(name, m)
         wt = w_used.permute(0, 2, 3, 1).numpy()  # (Cout, kh, kw, Cin)
         op = {"op": "bconv" if bits_in else "conv", "in_channels": int(wt.shape[3]),
-              "kernel": list(m.kernel_size), "stride": list(m.stride), "padding": list(m.padding)}
+              "kernel": list(m.kernel_size), "stride": list(m.stride), "padding": list(padding)}
         if bits_in:
             op["pad_value"] = int(getattr(m, "pad_value", 0))
     else:
@@ -352,7 +453,7 @@ def _lower_layer(L: _Lowering, name: str, m: nn.Module, pool, bn, want_bits: boo
         c_, h, w_ = L.shape
         kh, kw = m.kernel_size
         sh, sw = m.stride
-        ph, pw = m.padding
+        ph, pw = padding
         L.shape = (cout, (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1)
     else:
         L.shape = (cout,)

@@ -45,6 +45,19 @@ OP_TENSORS: dict[str, dict[str, tuple[str, int]]] = {
 ACTS = ("htanh", "relu")
 
 
+#: how uint8 pixels become a model's input (``onebit.data.transforms.NORMALIZE_MODES``, kept torch-free here)
+NORMALIZE_MODES = ("pm1", "meanstd", "unit")
+
+
+def check_preprocess(pre) -> None:
+    """A graph's ``preprocess``: an object with string ``normalize`` (one of :data:`NORMALIZE_MODES`)
+    and ``data`` entries, both optional."""
+    if not isinstance(pre, dict) or not all(isinstance(pre.get(k, ""), str) for k in ("normalize", "data")):
+        raise DeployError("graph.preprocess must be an object with string 'normalize' / 'data'")
+    if "normalize" in pre and pre["normalize"] not in NORMALIZE_MODES:
+        raise DeployError(f"unknown preprocess normalize {pre['normalize']!r}; use one of {', '.join(NORMALIZE_MODES)}")
+
+
 def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
     """Validate and write atomically (temp file + fsync + rename). Returns the file size."""
     from safetensors.numpy import save
@@ -60,6 +73,8 @@ def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
 def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and validate a ``.onebit`` file → (graph, tensors)."""
     path = Path(path)
+    if path.is_dir():
+        raise DeployError(f"{path} is a folder, not a .onebit model file")
     if not path.is_file():
         raise DeployError(f"model file not found: {path}")
     try:
@@ -148,9 +163,7 @@ def validate(graph: dict, tensors: dict[str, np.ndarray]) -> None:
     ops = graph.get("ops")
     if not isinstance(ops, list) or not ops:
         raise DeployError("graph.ops must be a non-empty list")
-    pre = graph.get("preprocess", {})
-    if not isinstance(pre, dict) or not all(isinstance(pre.get(k, ""), str) for k in ("normalize", "data")):
-        raise DeployError("graph.preprocess must be an object with string 'normalize' / 'data'")
+    check_preprocess(graph.get("preprocess", {}))
     # value name -> (kind, shape-without-batch); kind: float | bits; shapes NHWC-style (H, W, C) or (F,)
     values: dict[str, tuple[str, tuple[int, ...]]] = {
         "input": ("float", tuple(shape[1:] + shape[:1]) if len(shape) == 3 else tuple(shape))}

@@ -51,6 +51,9 @@ class GPUEngine:
                  algo: str = "auto"):
         self.path = Path(path)
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise DeployError(f"GPUEngine on {self.device}: this PyTorch sees no CUDA device "
+                              f"(torch {torch.__version__}); use the CPU engine, onebit.deploy.Engine")
         self.backend, self.algo = backend, algo
         self.graph, tensors = fmt.read(self.path)
         self.input_shape = tuple(self.graph["input"]["shape"])
@@ -213,6 +216,9 @@ class GPUEngine:
             raise TypeError(f"GPUEngine.run expects a numpy array or a torch tensor, got {type(x).__name__}")
         if x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"GPUEngine.run expects real numbers, got dtype {x.dtype}")
+        if not x.is_floating_point() and x.dtype != torch.uint8:
+            raise TypeError(f"GPUEngine.run expects float32 input (or uint8 pixels where the file records their "
+                            f"preprocessing), got dtype {x.dtype}: convert and preprocess it as in training")
         check_batch(tuple(x.shape), x.dtype == torch.uint8, self.input_shape, self.graph)
         if x.dtype == torch.uint8:
             return x.to(self.device)

@@ -36,8 +36,8 @@ The prior parameters live in small modules owned by the layers they regularise:
 :class:`KernelPrior` (μ, σ per output channel) as ``conv.prior`` of a BONN conv, and
 :class:`FeaturePrior` (centers, σ) as ``fc.prior`` of the classifier. Neither is ever called in
 the forward pass, so accounting (:func:`onebit.analysis.summary`) and the exporter ignore them.
-Their parameters carry ``onebit_loss_only = True`` (only the Bayesian losses give them a
-gradient).
+Their parameters are tagged ``loss_only`` (:mod:`onebit.nn.tags`: only the Bayesian losses give
+them a gradient).
 
 σ parameterisation (``sigma_param``, both priors): ``"log"`` (default; σ = exp ρ: always
 positive, and plain SGD on ρ is stable at any σ, whereas SGD on σ itself diverges once
@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.constraints import Clip, constrain
+from ..nn.tags import tag
 
 SIGMA_PARAMS = ("log", "softplus", "direct")
 PRIOR_INITS = ("abs", "moments")
@@ -149,9 +150,8 @@ def _check_sigma_param(kind: str) -> None:
         raise ValueError(f"unknown sigma_param {kind!r}; use one of {SIGMA_PARAMS}")
 
 
-def _loss_only(p: nn.Parameter) -> nn.Parameter:
-    p.onebit_loss_only = True  # type: ignore[attr-defined]
-    return p
+def _loss_only(module: nn.Module, name: str) -> nn.Parameter:
+    return tag(module, name, loss_only=True)
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -189,11 +189,14 @@ class KernelPrior(nn.Module):
         super().__init__()
         _check_sigma_param(sigma_param)
         self.sigma_param = sigma_param
-        self.mu = _loss_only(constrain(nn.Parameter(torch.ones(channels)), Clip(float(mu_min), math.inf)))
+        self.mu = nn.Parameter(torch.ones(channels))
+        _loss_only(self, "mu")
+        constrain(self, "mu", Clip(float(mu_min), math.inf))
         raw = _raw_from_sigma(torch.ones(channels), sigma_param)
-        self.sigma_raw = _loss_only(nn.Parameter(raw))
+        self.sigma_raw = nn.Parameter(raw)
+        _loss_only(self, "sigma_raw")
         if sigma_param == "direct":
-            constrain(self.sigma_raw, Clip(float(sigma_min), math.inf))
+            constrain(self, "sigma_raw", Clip(float(sigma_min), math.inf))
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -243,9 +246,10 @@ class FeaturePrior(nn.Module):
         self.num_classes, self.dim, self.sigma_param = int(num_classes), int(dim), sigma_param
         self.register_buffer("centers", torch.zeros(self.num_classes, self.dim))
         raw = _raw_from_sigma(torch.ones(self.num_classes * self.dim), sigma_param)
-        self.sigma_raw = _loss_only(nn.Parameter(raw))
+        self.sigma_raw = nn.Parameter(raw)
+        _loss_only(self, "sigma_raw")
         if sigma_param == "direct":
-            constrain(self.sigma_raw, Clip(float(sigma_min), math.inf))
+            constrain(self, "sigma_raw", Clip(float(sigma_min), math.inf))
 
     @property
     def sigma(self) -> torch.Tensor:

@@ -28,7 +28,7 @@ Parameters the optimizer must see: μ, σ (``conv.prior``), the feature σ (``fc
 (``conv.weight_quantizer.recon``) are ordinary parameters of the model; all are rank-1, so
 :func:`onebit.optim.param_groups` never weight-decays them; the centers are buffers (never
 optimized, never decayed, §4.9 pitfall 9). μ, σ and the feature σ only get a gradient from the
-Bayesian losses; they carry ``onebit_loss_only = True`` (:func:`loss_only_parameters`).
+Bayesian losses; they are tagged ``loss_only`` (:func:`loss_only_parameters`).
 
 Recipes (§4.7)
 --------------
@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from ..losses.bayes import BayesConfig, feature_prior, kernel_priors
+from ..nn.tags import tagged
 from .recipe import Recipe, register_recipe
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def hook_for(model: nn.Module) -> BonnHook | None:
 
 def loss_only_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters that only the Bayesian losses train (μ, σ, feature σ): no gradient from the cross-entropy."""
-    return [p for p in model.parameters() if getattr(p, "onebit_loss_only", False)]
+    return [p for p, on in tagged(model, "loss_only") if on]
 
 
 # ---------------------------------------------------------------------------------------------

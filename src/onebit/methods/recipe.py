@@ -126,12 +126,14 @@ _RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(name: str, recipe: Recipe) -> None:
+    """Register ``recipe`` under ``name`` (``onebit train MODEL --recipe NAME``); names are unique."""
     if name in _RECIPES:
         raise ValueError(f"recipe {name!r} is already registered")
     _RECIPES[name] = recipe
 
 
 def recipe_names() -> list[str]:
+    """All registered recipe names, sorted."""
     return sorted(_RECIPES)
 
 

@@ -108,7 +108,7 @@ register_model("bnn-mlp-float", bnn_mlp, family="bnn", default_data="fashion-mni
                description="float twin of bnn-mlp (real weights, htanh)", hidden=4096, binary=False)
 register_model("bnn-convnet", bnn_convnet, family="bnn", default_data="cifar10",
                description="BinaryNet CIFAR-10 ConvNet 2×128C3-MP-2×256C3-MP-2×512C3-MP-2×1024FC")
-register_model("bnn-convnet-svhn", bnn_convnet, family="bnn", default_data="cifar10",
+register_model("bnn-convnet-svhn", bnn_convnet, family="bnn", default_data="svhn",
                description="BinaryNet SVHN ConvNet (half conv widths)", widths=(64, 128, 256))
 register_model("bnn-convnet-float", bnn_convnet, family="bnn", default_data="cifar10",
                description="float twin of bnn-convnet (real weights, htanh)", binary=False)

@@ -36,6 +36,8 @@ def names() -> list[str]:
 
 
 def entry(name: str) -> ModelEntry:
+    """The registry entry of model ``name`` (builder, family, default data set, description);
+    an unknown name is a ``KeyError`` listing the registered ones."""
     try:
         return _MODELS[name]
     except KeyError:

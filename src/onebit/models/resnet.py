@@ -106,6 +106,8 @@ class BiRealBlock(nn.Module):
         return self.bn(self.conv(x)) + self.shortcut(x)
 
     def conv_bn_pairs(self) -> list[tuple[BinaryConv2d, nn.BatchNorm2d]]:
+        """The block's chain as (conv, BN) pairs in order; the exporter lowers ``chain + shortcut``
+        from these (the last pair's output transform adds the shortcut)."""
         return [(self.conv, self.bn)]
 
 
@@ -128,6 +130,7 @@ class BinaryBasicBlock(nn.Module):
         return self.bn2(self.conv2(self.bn1(self.conv1(x)))) + self.shortcut(x)
 
     def conv_bn_pairs(self) -> list[tuple[BinaryConv2d, nn.BatchNorm2d]]:
+        """The block's chain as (conv, BN) pairs in order (see :meth:`BiRealBlock.conv_bn_pairs`)."""
         return [(self.conv1, self.bn1), (self.conv2, self.bn2)]
 
 
@@ -156,6 +159,8 @@ class ResNet(nn.Module):
 
     real_input_layers: tuple[str, ...] = ()
     real_weight_layers: tuple[str, ...] = ()
+    #: forward applies the children in registration order: the exporter may lower them as a chain
+    export_chain = True
 
     def __init__(self, num_classes: int, in_channels: int, width: int, stage_convs: tuple[int, ...],
                  stem: str, block: str, opts: _Opts):

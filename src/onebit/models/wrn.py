@@ -97,6 +97,8 @@ class WideResNet(_BonnModel, nn.Module):
 
     real_input_layers: tuple[str, ...] = ()
     real_weight_layers: tuple[str, ...] = ()
+    #: forward applies the children in registration order: the exporter may lower them as a chain
+    export_chain = True
 
     def __init__(self, num_classes: int, in_channels: int, depth: int, widths: tuple[int, int, int, int],
                  opts: _BonnOpts):

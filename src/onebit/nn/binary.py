@@ -37,7 +37,12 @@ class _BinaryMixin:
         self.weight_quantizer = quant.get(weight_quantizer)
         self.scale = scale if scale is not None else "none"
         _scale(self.weight.detach(), self.scale)  # validate early
+        if getattr(self.weight_quantizer, "scaled", False) and self.scale != "none":
+            raise ValueError(f"weight quantizer {type(self.weight_quantizer).__name__} already scales the weights "
+                             f"(α·sign(W)); scale={self.scale!r} would apply a scale twice: use scale='none'")
         self.input_dropout = float(input_dropout)
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ValueError(f"input_dropout must be in [0, 1), got {input_dropout!r}")
         if clip_weights is None:
             clip_weights = quant.is_binary(self.weight_quantizer)
         self.clip_weights = bool(clip_weights)
@@ -46,7 +51,7 @@ class _BinaryMixin:
         elif init != "default":
             raise ValueError(f"unknown init {init!r}; use 'default' or 'uniform'")
         if self.clip_weights:
-            constrain(self.weight, Clip(-1.0, 1.0))
+            constrain(self, "weight", Clip(-1.0, 1.0))
             with torch.no_grad():
                 self.weight.clamp_(-1.0, 1.0)
 

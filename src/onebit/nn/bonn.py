@@ -22,6 +22,8 @@ STE window on ``w∘k`` plays that role), no bias (a BN follows).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import quant
@@ -84,6 +86,8 @@ class BonnConv2d(BinaryConv2d):
         :func:`onebit.losses.bayes.bayes_kernel_loss`."""
         if self.prior is None:
             raise ValueError("this BonnConv2d was built with prior=False: it has no kernel prior")
+        if not (isinstance(nu, (int, float)) and math.isfinite(nu) and nu >= 0):
+            raise ValueError(f"nu must be a finite number >= 0, got {nu!r}")
         q = self.weight_quantizer
         return bayes_kernel_loss(self.weight, q.recon_matrix().to(self.weight.dtype), self.kernel_code(),
                                  self.prior.mu, self.prior.sigma, nu, normalize_prior_grad=normalize_prior_grad)

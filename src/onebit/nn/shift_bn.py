@@ -24,6 +24,7 @@ from ..quant.pow2 import ap2_ste
 
 class _ShiftBatchNorm(nn.Module):
     _dims: tuple[int, ...] = (0,)
+    _ranks: tuple[int, ...] = (2, 3, 4)  #: input ranks accepted (as nn.BatchNorm1d / 2d)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.125,
                  affine: bool = True, use_ap2: bool = True, device=None, dtype=None):
@@ -53,8 +54,13 @@ class _ShiftBatchNorm(nn.Module):
         return t.view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {tuple(x.shape)}")
+        if x.dim() not in self._ranks or x.shape[1] != self.num_features:
+            want = " or ".join(f"{r}-D" for r in self._ranks)
+            raise ValueError(f"{type(self).__name__}({self.num_features}) takes {want} input with {self.num_features} "
+                             f"channels on axis 1, got shape {tuple(x.shape)}")
+        if self.training and x.numel() <= self.num_features:
+            raise ValueError(f"{type(self).__name__} in training needs more than 1 value per channel (batch statistics), "
+                             f"got input of shape {tuple(x.shape)}")
         dims = [d for d in range(x.dim()) if d != 1]
         xf = x.float()
         if self.training:
@@ -90,6 +96,10 @@ class _ShiftBatchNorm(nn.Module):
 class ShiftBatchNorm1d(_ShiftBatchNorm):
     """Shift-based BN over (N, C) or (N, C, L) inputs."""
 
+    _ranks = (2, 3)
+
 
 class ShiftBatchNorm2d(_ShiftBatchNorm):
     """Shift-based BN over (N, C, H, W) inputs."""
+
+    _ranks = (4,)

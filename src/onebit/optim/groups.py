@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..nn.binary import BinaryConv2d, BinaryLinear, glorot_lr_scale
+from ..nn.tags import tagged
 from ..quant import ap2, is_binary
 import torch
 
@@ -20,8 +21,8 @@ def param_groups(model: nn.Module, lr: float, *, glorot: bool = False, pow2: boo
 
     Binary-weight layers get their own group when ``glorot`` (``lr · gamma``; ``gamma`` rounded
     by AP2 when ``pow2``) and never weight decay; a parameter that carries an
-    ``onebit_lr_scale`` attribute (e.g. BONN's reconstruction vector, whose own learning rate is
-    PCNN's η₂) gets a group with ``lr · onebit_lr_scale`` and no weight decay; everything else
+    ``lr_scale`` tag (:mod:`onebit.nn.tags`; e.g. BONN's reconstruction vector, whose own learning rate is
+    PCNN's η₂) gets a group with ``lr · lr_scale`` and no weight decay; everything else
     shares one group with ``weight_decay`` applied to tensors of rank > 1 only (not BN parameters
     or biases). Each group records its factor as ``lr_factor`` (information only: the group's
     ``lr`` already includes it, so no optimizer applies it again).
@@ -37,9 +38,8 @@ def param_groups(model: nn.Module, lr: float, *, glorot: bool = False, pow2: boo
                            "weight_decay": 0.0, "name": f"{name}.weight"})
             seen.add(id(m.weight))
     scaled: dict[float, list] = {}
-    for p in model.parameters():
-        s = getattr(p, "onebit_lr_scale", None)
-        if s is not None and id(p) not in seen and p.requires_grad:
+    for p, s in tagged(model, "lr_scale"):
+        if id(p) not in seen and p.requires_grad:
             scaled.setdefault(float(s), []).append(p)
             seen.add(id(p))
     for s, ps in scaled.items():

@@ -21,6 +21,17 @@ from ..quant.pow2 import ap2
 
 
 class ShiftAdaMax(torch.optim.Optimizer):
+    """Shift-based AdaMax (BNN paper §1.5, Algorithm 4): AdaMax whose multiplications by the step
+    size and divisions by ``v_t`` are power-of-two shifts (AP2)::
+
+        m_t = β1·m_{t-1} + (1 - β1)·g_t;  v_t = max(β2·v_{t-1}, |g_t|)
+        θ_t = θ_{t-1} - AP2(α / (1 - β1^t)) · m_t · AP2(v_t + ε)^{-1}
+
+    ``lr`` = α (2⁻¹⁰), ``betas`` = (1 − 2⁻³, 1 − 2⁻¹⁰), ``eps`` = 2⁻²⁷ (the Torch7 reference);
+    ``shift=False``: exact AdaMax with the same ε placement; ``overwrite_v``: keep AP2(v_t) as the
+    state, as the Torch7 code does. A param group's ``lr_scale`` multiplies its step.
+    """
+
     def __init__(self, params, lr: float = 2.0 ** -10, betas: tuple[float, float] = (1 - 2.0 ** -3, 1 - 2.0 ** -10),
                  eps: float = 2.0 ** -27, shift: bool = True, overwrite_v: bool = False):
         if lr <= 0:
@@ -31,6 +42,7 @@ class ShiftAdaMax(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One update of every parameter with a gradient (the class docstring's equations)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -36,7 +36,7 @@ Options (every choice the spec leaves open):
   gradient is a sum over all ``C_out·C_in`` kernels of the layer, and with the recipe's
   SGD 0.1 at full rate ``w̄`` grew by ≈ 2 per epoch in our WRN-22 runs, so ``|w∘k|`` left the
   STE window and the latent kernels stopped learning; 1.0 is plain joint SGD.
-  :func:`onebit.optim.param_groups` reads it from the parameter (``onebit_lr_scale``).
+  :func:`onebit.optim.param_groups` reads it from the layer's ``lr_scale`` tag (:mod:`onebit.nn.tags`).
 * ``recon_min`` — ``w`` is kept ``>= recon_min > 0`` by a constraint applied after every optimizer
   step (:mod:`onebit.nn.constraints`). Positive ``w`` makes ``sign(w∘k) = sign(k)``, which is what
   the exporter packs, and keeps the scale ``m/w̄`` positive. ``None`` switches the clamp off; the
@@ -98,8 +98,8 @@ class BonnKernelSign(Quantizer):
             raise ValueError(f"unknown code_scale {code_scale!r}; use one of {CODE_SCALES}")
         if recon_min is not None and not recon_min > 0:
             raise ValueError(f"recon_min must be positive (or None), got {recon_min!r}")
-        if not recon_init > 0 and recon_min is not None:
-            raise ValueError(f"recon_init must be positive, got {recon_init!r}")
+        if not (math.isfinite(recon_init) and recon_init > 0):  # w̄ divides the codes (k̂/w̄ in the forward)
+            raise ValueError(f"recon_init must be a finite number > 0, got {recon_init!r}")
         self.kernel_size = _pair(kernel_size)
         self.code_scale, self.scale_grad, self.clip = code_scale, bool(scale_grad), float(clip)
         self.recon_min = None if recon_min is None else float(recon_min)
@@ -108,11 +108,13 @@ class BonnKernelSign(Quantizer):
         self.recon = nn.Parameter(torch.full((math.prod(self.kernel_size),), self.recon_init))
         self.recon_lr_scale = float(recon_lr_scale)
         if self.recon_lr_scale != 1.0:
-            self.recon.onebit_lr_scale = self.recon_lr_scale  # type: ignore[attr-defined]
+            from ..nn.tags import tag  # here, not at import: onebit.nn imports onebit.quant
+
+            tag(self, "recon", lr_scale=self.recon_lr_scale)
         if self.recon_min is not None:
             from ..nn.constraints import Clip, constrain  # here, not at import: onebit.nn imports onebit.quant
 
-            constrain(self.recon, Clip(self.recon_min, math.inf))
+            constrain(self, "recon", Clip(self.recon_min, math.inf))
 
     # -- pieces ------------------------------------------------------------------------------
     def recon_matrix(self) -> torch.Tensor:

@@ -56,8 +56,12 @@ class Lambda(Quantizer):
 
 def register(name: str) -> Callable:
     """Class/factory decorator: ``@register("ste_sign")`` makes ``get("ste_sign")`` build it."""
+    if not isinstance(name, str) or not name or name == "identity" and "identity" in _REGISTRY:
+        raise ValueError(f"a quantizer is registered under a non-empty string name, not {name!r}")
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if not callable(factory):
+            raise TypeError(f"register({name!r}) decorates a class or factory, not {type(factory).__name__}")
         if name in _REGISTRY:
             raise ValueError(f"quantizer {name!r} is already registered")
         _REGISTRY[name] = factory
@@ -89,6 +93,9 @@ def get(spec: QuantizerSpec, **kwargs) -> nn.Module:
                 f"unknown quantizer {spec!r}; registered quantizers: {', '.join(names())}"
             ) from None
         return factory(**kwargs)
+    if kwargs:
+        raise TypeError(f"keyword arguments ({', '.join(kwargs)}) configure a quantizer given by name; "
+                        f"a {type(spec).__name__} is used as it is")
     if isinstance(spec, nn.Module):
         return spec
     if callable(spec):

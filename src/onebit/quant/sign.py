@@ -6,6 +6,8 @@ binarized tensor has a 1-bit encoding and the trained graph equals the bit-packe
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .registry import Quantizer, register
@@ -15,7 +17,9 @@ def sign(x: torch.Tensor) -> torch.Tensor:
     """``sign(x) = +1 for x >= 0, -1 for x < 0`` (never 0; ``-0.0`` gives +1), in ``x``'s dtype.
 
     Computed as ``sign(sign(x) + 1/2)`` (two vectorised passes; 3× faster than ``torch.where``).
-    NaN stays NaN, so bad input is visible rather than silently binarized.
+    NaN gives +1 (``torch.sign(NaN)`` is 0 here), as in the engine's bit packer, so training and
+    deployment agree; NaN is caught where it enters instead: the engine refuses NaN input and the
+    trainer stops on a non-finite loss.
     """
     return torch.sign(x).add_(0.5).sign_()
 
@@ -106,6 +110,8 @@ class SteSign(Quantizer):
     def __init__(self, clip: float = 1.0):
         super().__init__()
         self.clip = float(clip)
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"clip (the STE's gradient window |x| <= clip) must be a finite number > 0, got {clip!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ste_sign(x, self.clip)

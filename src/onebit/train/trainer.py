@@ -62,11 +62,14 @@ class RunResult:
 
 
 def build_model(recipe: Recipe, info) -> torch.nn.Module:
+    """The recipe's model, shaped for data set ``info`` (classes, channels, image size)."""
     return models.create(recipe.model, num_classes=info.num_classes, in_channels=info.in_channels,
                          image_size=info.image_size, **recipe.model_kwargs)
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over :func:`onebit.optim.param_groups` (Glorot scales, lr tags, weight
+    decay on real weight tensors only); the caller attaches the declared constraints."""
     groups = param_groups(model, recipe.lr, glorot=recipe.glorot_lr_scale, pow2=recipe.glorot_pow2,
                           weight_decay=recipe.weight_decay)
     opt = recipe.optimizer

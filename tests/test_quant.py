@@ -110,6 +110,8 @@ def test_registry_refuses_what_would_break_it_and_options_it_would_ignore():
     for bad in (3, "", None):
         with pytest.raises(ValueError, match="non-empty string name"):
             quant.register(bad)
+    with pytest.raises(ValueError, match="'identity' is already registered"):
+        quant.register("identity")(quant.SteSign)
     with pytest.raises(TypeError, match="decorates a class or factory"):
         quant.register("not_a_factory")(42)
     assert "not_a_factory" not in quant.names() and quant.names() == sorted(quant.names())

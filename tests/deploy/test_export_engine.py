@@ -385,3 +385,40 @@ def test_uint8_input_needs_the_preprocessing_recorded_and_other_integers_are_ref
 def test_a_folder_given_as_the_model_file_is_named(tmp_path):
     with pytest.raises(DeployError, match="is a folder, not a .onebit model file"):
         Engine(tmp_path)
+
+
+def test_export_unwraps_compile_and_dataparallel_and_models_ending_in_a_map(tmp_path):
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *_mlp_head()).eval()
+    for wrapped in (nn.DataParallel(seq), torch.compile(seq)):
+        export(wrapped, tmp_path / "w.onebit", torch.zeros(1, 3, 8, 8))
+    conv_out = nn.Sequential(nn.Conv2d(3, 4, 3)).eval()  # the engine returns NHWC maps
+    export(conv_out, tmp_path / "c.onebit", torch.zeros(1, 3, 7, 7))
+    x = torch.randn(2, 3, 7, 7)
+    y = Engine(tmp_path / "c.onebit", threads=1).run(x.numpy())
+    assert np.allclose(y, conv_out(x).detach().permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1)).eval()  # (N, C, 1, 1) vs (N, C)
+    export(pooled, tmp_path / "p.onebit", torch.zeros(1, 3, 7, 7))
+
+
+def test_a_model_that_cannot_be_deep_copied_is_verified_as_it_is(tmp_path):
+    import threading
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 3)).eval()
+    m.lock = threading.Lock()  # copy.deepcopy refuses it
+    export(m, tmp_path / "m.onebit", torch.zeros(1, 4))
+    x = torch.randn(2, 4)
+    assert np.allclose(Engine(tmp_path / "m.onebit", threads=1).run(x.numpy()), m(x).detach().numpy(), atol=1e-5)
+
+
+def test_cli_run_on_a_file_without_recorded_preprocessing_assumes_pm1_and_says_so(make_tiny_mnist, tmp_path,
+                                                                                  capsys):
+    from onebit.cli.main import main as cli
+
+    torch.manual_seed(0)
+    m = models.create("bnn-mlp", hidden=16).eval()
+    export(m, tmp_path / "m.onebit", torch.zeros(1, 1, 28, 28))  # the Python API, no preprocess
+    with pytest.warns(UserWarning, match="records no preprocessing; assuming 'pm1'"):
+        code = cli(["run", str(tmp_path / "m.onebit"), "--data", "mnist", "--data-root", str(make_tiny_mnist())])
+    assert code == 0 and "accuracy" in capsys.readouterr().out

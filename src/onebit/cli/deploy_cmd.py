@@ -14,6 +14,8 @@ def export_(
     checkpoint: Path = typer.Argument(..., help="a checkpoint written by `onebit train`"),
     output: Path = typer.Option(..., "-o", "--output", help="the .onebit file to write"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="skip the check that the engine reproduces the "
+                                   "model on random inputs before the file is written"),
 ) -> None:
     """Export a trained checkpoint to a bit-packed .onebit file."""
     import torch
@@ -27,7 +29,7 @@ def export_(
     cfg = meta.get("model_config") or {}  # checkpoints without data_info (e.g. BWNH's hashed one)
     c = info.get("in_channels", cfg.get("in_channels", 1))
     s = info.get("image_size", cfg.get("image_size", 28))
-    rep = export(model, output, torch.zeros(1, c, s, s),
+    rep = export(model, output, torch.zeros(1, c, s, s), verify=not no_verify,
                  preprocess={"normalize": meta["recipe"].get("normalize", "pm1"), "data": meta["recipe"]["data"]})
     fp32 = sum(t.numel() * 4 for t in model.state_dict().values())
     typer.echo(f"wrote {output}: {rep['bytes']:,} bytes ({fp32 / rep['bytes']:.1f}× smaller than the fp32 "
@@ -84,7 +86,12 @@ def run(
     x, y = arrays["test"]
     if limit:
         x, y = x[:limit], y[:limit]
-    norm = pre.get("normalize", "pm1")
+    norm = pre.get("normalize")
+    if norm is None:  # a file written by export() without preprocess: the BNN default, said aloud
+        import warnings
+
+        warnings.warn(f"{model_file} records no preprocessing; assuming 'pm1' (x/127.5 - 1, the BNN default) "
+                      "for the data set's pixels: `onebit export` records the training recipe's", stacklevel=2)
     if tuple(x.shape[1:]) != engine.input_shape:
         raise ValueError(f"data set {name} has images of shape {tuple(x.shape[1:])}; {model_file} takes "
                          f"{engine.input_shape}")
@@ -93,6 +100,8 @@ def run(
         """The model's preprocessing (stored in the file) of uint8 images, in NumPy."""
         if norm == "pm1":
             return xb  # raw uint8: the engine applies x/127.5 - 1 (bit-plane first layer, exact)
+        if norm is None:  # the engine takes uint8 only where the file records pm1: convert here
+            return (xb.astype(np.float64) / 127.5 - 1).astype(np.float32)
         xf = xb.astype(np.float32) / np.float32(255)
         if norm == "unit":
             return xf

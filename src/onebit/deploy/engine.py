@@ -637,9 +637,10 @@ class Engine:
         check_batch(tuple(x.shape), x.dtype == np.uint8, self.input_shape, self.graph)
         if x.dtype == np.uint8:
             return np.ascontiguousarray(x)
-        if x.dtype == np.float64 and x.size and np.isfinite(x.max()) and np.isfinite(x.min()) \
-                and np.abs(x).max() > np.finfo(np.float32).max:
-            raise ValueError("input holds values beyond the float32 range")
+        if x.dtype == np.float64 and x.size:
+            lo, hi = x.min(), x.max()  # no temporary the size of x
+            if np.isfinite(lo) and np.isfinite(hi) and max(-lo, hi) > np.finfo(np.float32).max:
+                raise ValueError("input holds values beyond the float32 range")
         x = np.ascontiguousarray(x, dtype=np.float32)
         # max and min see every NaN (they propagate it) and every ±Inf; two reductions cost less
         # than isfinite's boolean temporary

@@ -121,13 +121,15 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
     (``x/127.5 - 1``); the engine accepts uint8 input only when the file records it.
     ``verify``: run the graph on the engine and the model (in float64) on random inputs of
     ``example_input``'s shape first (:func:`_verify`); a difference beyond float rounding,
-    ``1e-4·max|y| + 1e-6``, is a :class:`DeployError` and nothing is written — the guard against
-    a model whose forward does something its layers do not say.
+    ``1e-4·max|y| + 1e-6`` on every probe, is a :class:`DeployError` and nothing is written — the
+    guard against a model whose forward does something its layers do not say.
+    A model inside ``torch.compile`` or a (Distributed)DataParallel wrapper is exported unwrapped.
     """
     if not isinstance(example_input, torch.Tensor) or example_input.dim() not in (2, 4):
         raise DeployError("example_input must be a tensor of shape (N, C, H, W) or (N, F)")
     if preprocess is not None:
         fmt.check_preprocess(preprocess)
+    model = _unwrap(model)
     was_training = model.training
     model.eval()
     try:
@@ -143,53 +145,84 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
     return {"path": str(path), "bytes": size, "ops": len(graph["ops"]), "packed_weight_bits": n_bits}
 
 
+#: random probes of :func:`_verify`, each one sample; the graph is refused only if every probe differs
+VERIFY_PROBES = 3
+
+
 def _verify(model: nn.Module, graph: dict, tensors: dict[str, np.ndarray], example_input: torch.Tensor) -> None:
     """Run the lowered graph on the engine and ``model`` in float64 on random normal inputs of
     ``example_input``'s shape; raise :class:`DeployError` where they differ beyond float rounding.
 
     Random inputs, not ``example_input`` itself: on a constant input (zeros, the usual example) many
-    values sit exactly on a sign's tie, where even PyTorch fp32 and fp64 disagree. A difference must
-    show on two independent probes before it counts, so a sign flipped by rounding near a tie (a
-    0.6-ulp event) cannot refuse a good model, while a graph that computes another function fails both.
+    values sit exactly on a sign's tie, where even PyTorch fp32 and fp64 disagree. In a large net a
+    generic input still brings a value within float32 rounding of a tie now and then (4 Bi-Real-18s
+    at 224² with trained-like BN statistics, ``benchmarks/export_verify_ties.py``: 2 of 40 one-sample
+    probes; PyTorch fp32 itself fails the same test on 5 of 40), so the graph is refused only when all :data:`VERIFY_PROBES` probes differ: a graph that
+    computes another function fails every one.
     """
     import copy
     import tempfile
 
     from .engine import Engine
 
-    ref_model = copy.deepcopy(model).cpu().eval()
-    shape = (2, *example_input.shape[1:])
+    try:
+        ref_model, exact = copy.deepcopy(model).cpu().eval().double(), True
+    except Exception:  # noqa: BLE001 — a model that cannot be copied (a lock, a hook): itself, in float32
+        ref_model, exact = model, False
+    shape = (1, *example_input.shape[1:])
+    first = None
     with tempfile.TemporaryDirectory(prefix="onebit-verify-") as tmp:
         probe = Path(tmp) / "probe.onebit"
         fmt.write(probe, graph, tensors)
         engine = Engine(probe, threads=None)
-        first = None
-        for seed in (0, 1):
+        for seed in range(VERIFY_PROBES):
             x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
             y = engine.run(x.numpy())
+            ref, tol = None, 1e-4
             with torch.no_grad():
-                try:
-                    ref, tol = ref_model.double()(x.double()), 1e-4
-                except (RuntimeError, TypeError):  # a layer without a float64 form: compare in float32
-                    ref, tol = ref_model.float()(x), 1e-3
+                if exact:
+                    try:
+                        ref = ref_model(x.double())
+                    except (RuntimeError, TypeError):  # a layer without a float64 form
+                        exact, ref_model = False, ref_model.float()
+                if ref is None:
+                    p = next(ref_model.parameters(), None)
+                    ref, tol = ref_model(x.to(p.device if p is not None else "cpu")).float().cpu(), 1e-3
             if isinstance(ref, (tuple, list)):
                 ref = ref[0]
-            if ref.numel() != y.size:
-                raise DeployError(f"the model's output has {ref.numel() // shape[0]} values per sample, the exported "
-                                  f"graph's {y.size // shape[0]}: its forward() does something the exporter cannot see")
-            ref = ref.reshape(y.shape).numpy()
+            if ref.dim() == 4 and y.ndim == 4:  # the engine's maps are NHWC
+                ref = ref.permute(0, 2, 3, 1)
+            if tuple(ref.shape) != y.shape and [d for d in ref.shape if d != 1] == [d for d in y.shape if d != 1]:
+                ref = ref.reshape(y.shape)  # e.g. a global pool's (N, C, 1, 1) where the engine gives (N, C)
+            if tuple(ref.shape) != y.shape:
+                raise DeployError(f"the model's output has shape {tuple(ref.shape)}, the exported graph's {y.shape}: "
+                                  "its forward() does something the exporter cannot see")
+            ref = ref.numpy()
             err, scale = float(np.abs(y - ref).max()), float(np.abs(ref).max())
             if err <= tol * scale + 1e-6:
                 return
             first = first or (err, scale)
     raise DeployError(
-        f"the exported graph does not reproduce the model: max |engine − PyTorch| = {first[0]:.3g} on random "
-        f"inputs (outputs up to {first[1]:.3g}); its forward() likely does something its layers do not say "
-        "(a functional op, an add, another order). Nothing was written")
+        f"the exported graph does not reproduce the model: max |engine − PyTorch| = {first[0]:.3g} (outputs up to "
+        f"{first[1]:.3g}) on each of {VERIFY_PROBES} random inputs; its forward() likely does something its layers "
+        "do not say (a functional op, an add, another order). Nothing was written (verify=False / --no-verify "
+        "writes it anyway)")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrappers."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def lower(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
     """The graph and tensors of ``model`` (no file written)."""
+    model = _unwrap(model)
     _check_chain(model)
     L = _Lowering(input_shape)
     with torch.no_grad():

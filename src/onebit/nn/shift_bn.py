@@ -22,6 +22,11 @@ from torch import nn
 from ..quant.pow2 import ap2_ste
 
 
+def _distributed() -> bool:
+    """Under DDP the statistics are global (see ``batch_mean``): one local sample can be fine."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class _ShiftBatchNorm(nn.Module):
     _dims: tuple[int, ...] = (0,)
     _ranks: tuple[int, ...] = (2, 3, 4)  #: input ranks accepted (as nn.BatchNorm1d / 2d)
@@ -58,7 +63,7 @@ class _ShiftBatchNorm(nn.Module):
             want = " or ".join(f"{r}-D" for r in self._ranks)
             raise ValueError(f"{type(self).__name__}({self.num_features}) takes {want} input with {self.num_features} "
                              f"channels on axis 1, got shape {tuple(x.shape)}")
-        if self.training and x.numel() <= self.num_features:
+        if self.training and x.numel() <= self.num_features and not _distributed():
             raise ValueError(f"{type(self).__name__} in training needs more than 1 value per channel (batch statistics), "
                              f"got input of shape {tuple(x.shape)}")
         dims = [d for d in range(x.dim()) if d != 1]

@@ -56,7 +56,7 @@ class Lambda(Quantizer):
 
 def register(name: str) -> Callable:
     """Class/factory decorator: ``@register("ste_sign")`` makes ``get("ste_sign")`` build it."""
-    if not isinstance(name, str) or not name or name == "identity" and "identity" in _REGISTRY:
+    if not isinstance(name, str) or not name:
         raise ValueError(f"a quantizer is registered under a non-empty string name, not {name!r}")
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -339,6 +339,8 @@ class _Run:
         if self.out.exists() and not self.out.is_dir():
             raise TrainingError(f"{self.out} is a file; --out names the folder of the run")
         found = snapshots.run_files(self.out)
+        if self.d.active:  # every rank looks before rank 0 writes: none may mistake its files for an old run
+            distrib.barrier()
         if found:
             how = ("pass --resume to continue it or choose another --out" if last.name in found
                    or f"{snapshots.STEPS_DIR}/" in found else "choose another --out")

@@ -69,3 +69,21 @@ def test_bench_says_when_pytorch_bf16_is_no_fair_baseline(monkeypatch, native):
     res = end_to_end(1, 1, (1,), ("bnn-mlp",), echo=lines.append)
     assert res["torch_bf16_native"] is native
     assert any("not a fair baseline" in line for line in lines) == (not native)
+
+
+def test_bench_checks_the_timed_engine_output_against_the_model():
+    """A fast-but-wrong path cannot enter a table: the timed output is compared with the PyTorch
+    model, and a row records the error and the argmax agreement."""
+    import numpy as np
+
+    from onebit.analysis.bench import check_engine_output, end_to_end
+
+    ref = np.array([[1.0, 2.0, 0.5], [0.2, -1.0, 3.0]])
+    err, agree = check_engine_output(ref + 1e-6, ref, 0.05, "ok")
+    assert err == pytest.approx(1e-6 / 3) and agree == 1.0
+    with pytest.raises(RuntimeError, match=r"wrong: the timed output differs from the PyTorch model by 0.933 .*"
+                                           r"argmax agreement 50 %"):
+        check_engine_output(ref[:, ::-1].copy(), ref, 0.05, "wrong")  # the classes in reverse order
+    row = end_to_end(1, 1, (2,), ("bnn-mlp",), echo=lambda *_: None)["results"][0]
+    assert row["engine_max_rel_err"] < 1e-4 and row["engine_argmax_agreement"] == 1.0
+    assert row["torch_fp32_layout"] == "flat"

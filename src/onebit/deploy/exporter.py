@@ -174,7 +174,7 @@ def _verify(model: nn.Module, graph: dict, tensors: dict[str, np.ndarray], examp
     with tempfile.TemporaryDirectory(prefix="onebit-verify-") as tmp:
         probe = Path(tmp) / "probe.onebit"
         fmt.write(probe, graph, tensors)
-        engine = Engine(probe, threads=None)
+        engine = Engine(probe, threads=1)  # one probe sample; and no larger kernel pool than the caller asked for
         for seed in range(VERIFY_PROBES):
             x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
             y = engine.run(x.numpy())

@@ -90,3 +90,19 @@ def test_bgemm_extreme_popcounts(isa, Kd):
     got = K.bgemm(K.pack_bits(a), K.pack_dense_weights(b), Kd, threads=2)
     np.testing.assert_array_equal(got, R.gemm_pm1(a, b))
     assert set(np.unique(got)) == {-Kd, Kd}
+
+
+def test_kernel_benchmark_refuses_to_time_a_wrong_output():
+    """benchmarks/kernels/bench_bconv.py checks every kernel's output before timing it."""
+    from onebit.analysis.kernel_bench import _check
+
+    rng = np.random.default_rng(0)
+    af, wf = R.random_pm1((3, 130), rng), R.random_pm1((70, 130), rng)
+    acc = R.gemm_pm1(af, wf)
+    layer = K.BDense(K.prepare_dense_weights(K.pack_dense_weights(wf), 130), output="float")
+    out = layer(K.pack_bits(af))
+    _check("dense", "float", out, acc, 70)
+    bad = np.array(out, copy=True)
+    bad[1, 5] += 2
+    with pytest.raises(RuntimeError, match="disagrees with the NumPy reference"):
+        _check("dense", "float", bad, acc, 70)

@@ -9,7 +9,10 @@ Measures, in one run (per thread count):
   * PyTorch fp32 / bf16 conv2d (best of channels_last / NCHW) and linear on the same shapes.
 Prints latency, G binary-MAC/s, % of the measured peak and speed ratios vs PyTorch.
 
-Timings are min and median over repeated batches; on a shared machine they are noisy.
+Timings are min and median over repeated batches; on a shared machine they are noisy. Every
+kernel's output is checked against the NumPy reference (exact integers; the bits of the threshold
+output) before its time is printed, and each onebit timing follows a pause that lets PyTorch's
+OpenMP threads stop spinning.
 Usage: python benchmarks/kernels/bench_bconv.py [--threads 1,2] [--no-torch]
        onebit bench --layers
 """
@@ -100,6 +103,11 @@ def main(argv=None):
         have_torch = not args.no_torch
         if have_torch:
             print(f"torch {torch.__version__}  bf16 via oneDNN (AMX if available)")
+            from ..train.trainer import cpu_has_native_bf16
+
+            if not cpu_has_native_bf16():
+                print("note: no native bf16 on this CPU (no AVX-512): PyTorch's bf16 is emulated, so the "
+                      "'x bf16' column and the bf16 acceptance below say nothing here")
     except ImportError:
         have_torch = False
 
@@ -113,27 +121,34 @@ def main(argv=None):
         print("-" * len(hdr))
         for name, ci, co, hw, k, n in CONVS:
             macs = n * hw * hw * ci * co * k * k
-            x = K.pack_bits(R.random_pm1((n, hw, hw, ci), rng))
-            w = K.pack_conv_weights(R.random_pm1((co, ci, k, k), rng))
+            xf, wf = R.random_pm1((n, hw, hw, ci), rng), R.random_pm1((co, ci, k, k), rng)
+            x, w = K.pack_bits(xf), K.pack_conv_weights(wf)
+            acc = R.conv2d_pm1(xf, wf, 1, k // 2, pad_value=0, layout="NHWC")
             tt = torch_times(T, "conv", (ci, co, hw, k, n)) if have_torch else {}
             for mode in ("bits", "float"):
                 kw = dict(thresh=np.zeros(co, np.int32)) if mode == "bits" else dict(
                     mult=np.ones(co, np.float32), bias=np.zeros(co, np.float32))
                 layer = K.BConv2d(w, ci, k, 1, k // 2, 0, output=mode, **kw)
                 out = layer(x)
+                _check(name, mode, out, acc, co)
+                time.sleep(SETTLE)
                 tmin, tmed = timeit(lambda: layer(x, out=out, threads=T))
                 _row(name, mode, tmin, tmed, macs, peak, tt)
                 if mode == "bits":
                     summary.append((T, name, macs / tmin / peak, tt.get("bf16", (float("nan"),))[0] / tmin))
         for name, m, kd, nd in DENSE:
             macs = m * kd * nd
-            a = K.pack_bits(R.random_pm1((m, kd), rng))
-            W = K.prepare_dense_weights(K.pack_dense_weights(R.random_pm1((nd, kd), rng)), kd)
+            af, Wf = R.random_pm1((m, kd), rng), R.random_pm1((nd, kd), rng)
+            a = K.pack_bits(af)
+            W = K.prepare_dense_weights(K.pack_dense_weights(Wf), kd)
+            acc = R.gemm_pm1(af, Wf)
             tt = torch_times(T, "dense", (m, kd, nd)) if have_torch else {}
             for mode in ("bits", "float"):
                 kw = dict(thresh=np.zeros(nd, np.int32)) if mode == "bits" else {}
                 layer = K.BDense(W, output=mode, **kw)
                 out = layer(a)
+                _check(name, mode, out, acc, nd)
+                time.sleep(SETTLE)
                 tmin, tmed = timeit(lambda: layer(a, out=out, threads=T))
                 _row(name, mode, tmin, tmed, macs, peak, tt)
     print("\nacceptance (bits output): 64->64 and 128->128 >= 60% of the measured peak; "
@@ -141,6 +156,19 @@ def main(argv=None):
     for T, name, frac, xbf16 in summary:
         print(f"  threads={T}  {name:24s} {100 * frac:5.0f}% of peak   {xbf16:5.2f}x vs bf16")
     print("(provisional: shared machine, timings noisy; 'x fp32'/'x bf16' = torch time / onebit time)")
+
+
+SETTLE = 0.2  # s between PyTorch's timing and onebit's (OpenMP workers spin for a while after a call)
+
+
+def _check(name, mode, out, acc, channels):
+    """The kernel's output against the reference accumulators: exact in both output modes."""
+    if mode == "bits":
+        ok = np.array_equal(R.unpack_bits(np.asarray(out), channels), R.threshold_pm1(acc, np.zeros(channels)))
+    else:
+        ok = np.array_equal(np.asarray(out), R.affine(acc))
+    if not ok:
+        raise RuntimeError(f"{name} ({mode} output): the kernel disagrees with the NumPy reference; not timing it")
 
 
 def _row(name, mode, tmin, tmed, macs, peak, tt):

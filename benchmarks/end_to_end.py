@@ -2,7 +2,9 @@
 
 For each model (BNN MLP 3×4096, BNN ConvNet) and batch size, the engine runs the bit-packed
 export of the model (fed raw uint8 pixels) while PyTorch runs the float twin of the same shape
-(fp32; and bf16 autocast, channels_last for convs) — in the same process, best of ``--repeats``.
+(fp32 in the faster layout; bf16 weights and activations, channels_last for convs) — in the same
+process, round by round, best of ``--repeats``; the engine's output is checked against the model
+first (:mod:`onebit.analysis.bench`).
 
     python benchmarks/end_to_end.py --threads 2
 Ends with one JSON line.

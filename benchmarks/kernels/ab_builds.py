@@ -7,7 +7,9 @@ load hits all alike; the per-round ratios to the first build cancel most of it.
 
 Each process times the ResNet-18 binary 3x3 convs (64@56², 128@28², 256@14², 512@7², stride 1,
 zero padding, int output; best of 30) and the Bi-Real ResNet-18 engine at 224², batch 1 (random
-weights, best of 20), and checks that every build returns the same integers for the convs.
+weights, best of 20), and checks the builds agree before it prints a time: the same integers for
+the convs, and the engine's logits within 1e-4 of max|y| of the first build's (the float kernels of
+two builds may round differently). Builds run in turn, the order reversed every other round.
 Not a test: timings, not checks of speed.
 """
 
@@ -62,6 +64,7 @@ def worker(so: str, threads: int, model_file: str) -> None:
     x = rng.integers(0, 256, (1, 3, 224, 224), dtype=np.uint8)  # raw pixels, as `onebit bench` feeds it
     out["bireal18_b1"] = _best(lambda: engine.run(x), 20)
     out["digest"] = digest.hexdigest()[:16]
+    out["logits"] = engine.run(x)[0].tolist()
     print(json.dumps(out))
 
 
@@ -90,17 +93,25 @@ def main() -> None:
            preprocess={"normalize": "pm1"})
     rows: dict[str, list[dict]] = {b: [] for b in a.builds}
     for r in range(a.rounds):
-        for b in a.builds:
+        for b in (a.builds if r % 2 == 0 else a.builds[::-1]):
             res = subprocess.run([sys.executable, __file__, b, "--worker", "--threads", str(a.threads),
                                   "--model-file", str(model_file)], capture_output=True, text=True)
             if res.returncode:
                 sys.exit(f"{b} failed:\n{res.stderr}")
             rows[b].append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
-    digests = {rows[b][0]["digest"] for b in a.builds}
-    print(f"conv results identical across builds: {len(digests) == 1}")
     base = a.builds[0]
-    keys = [k for k in rows[base][0] if k != "digest"]
+    if len({rows[b][0]["digest"] for b in a.builds}) != 1:
+        sys.exit("the builds' conv results differ: not comparing the speed of different results")
+    import numpy as np
+
+    ref = np.asarray(rows[base][0]["logits"])
+    for b in a.builds[1:]:
+        err = float(np.abs(np.asarray(rows[b][0]["logits"]) - ref).max() / np.abs(ref).max())
+        if not err <= 1e-4:
+            sys.exit(f"{b}: the engine's logits differ from {base}'s by {err:.3g} of max|y|")
+    print("conv results identical and engine logits within 1e-4 of max|y| across builds")
+    keys = [k for k in rows[base][0] if k not in ("digest", "logits")]
     print(f"{'':28s}" + "".join(f"{k:>16s}" for k in keys) + "   (median ms; ratio = baseline / build, per round)")
     for b in a.builds:
         med = [statistics.median(row[k] for row in rows[b]) for k in keys]

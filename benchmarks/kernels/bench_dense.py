@@ -40,10 +40,14 @@ def main() -> None:
     x = rng.standard_normal((a.batch, 1, 1, a.k)).astype(np.float32)
     f32, split = prepare_float_weights(w), prepare_float_weights(w, bf16x3=True)
     rows = x.reshape(a.batch, a.k)
+    ref = rows.astype(np.float64) @ w.T.astype(np.float64)
+    y = np.asarray(fconv2d_f32(x, f32, 1, threads=1)).reshape(ref.shape)
+    if not np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max():  # the core's result before its time
+        raise SystemExit("fconv2d_f32 disagrees with NumPy: not timing it")
     for th in (int(t) for t in a.threads.split(",")):
         print(f"{a.batch}×{a.k} → {a.n}, {th} thread(s): fp32 {best_us(lambda: fconv2d_f32(x, f32, 1, threads=th)):7.1f} µs"
               f" | bf16 {best_us(lambda: fconv2d_bf16(x, split, 1, threads=th)):7.1f} µs"
-              f" | numpy {best_us(lambda: rows @ w.T):7.1f} µs")
+              f" | numpy (its BLAS's own thread count) {best_us(lambda: rows @ w.T):7.1f} µs")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from onebit.kernels import fconv2d_bf16, fconv2d_f32, prepare_float_weights
+from onebit.kernels import amx_bf16_usable, avx512_bf16_usable, fconv2d_bf16, fconv2d_f32, prepare_float_weights
 
 
 def best_us(f, calls: int = 3000, rounds: int = 5) -> float:
@@ -44,9 +44,13 @@ def main() -> None:
     y = np.asarray(fconv2d_f32(x, f32, 1, threads=1)).reshape(ref.shape)
     if not np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max():  # the core's result before its time
         raise SystemExit("fconv2d_f32 disagrees with NumPy: not timing it")
+    bf16 = amx_bf16_usable() or avx512_bf16_usable()
+    if not bf16:
+        print("note: no AMX-BF16 or AVX512_BF16 here: the bf16 kernel would run its portable emulation, not timed")
     for th in (int(t) for t in a.threads.split(",")):
+        t_bf16 = f"{best_us(lambda: fconv2d_bf16(x, split, 1, threads=th)):7.1f} µs" if bf16 else "      —"
         print(f"{a.batch}×{a.k} → {a.n}, {th} thread(s): fp32 {best_us(lambda: fconv2d_f32(x, f32, 1, threads=th)):7.1f} µs"
-              f" | bf16 {best_us(lambda: fconv2d_bf16(x, split, 1, threads=th)):7.1f} µs"
+              f" | bf16 {t_bf16}"
               f" | numpy (its BLAS's own thread count) {best_us(lambda: rows @ w.T):7.1f} µs")
 
 

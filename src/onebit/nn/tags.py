@@ -30,11 +30,6 @@ def tag(module: nn.Module, name: str, **tags: Any) -> nn.Parameter:
     return param
 
 
-def tags_of(module: nn.Module, name: str) -> dict[str, Any]:
-    """The tags declared on ``module``'s own parameter ``name`` (empty if none)."""
-    return dict(module.__dict__.get(_ATTR, {}).get(name, {}))
-
-
 def tagged(model: nn.Module, key: str) -> Iterator[tuple[nn.Parameter, Any]]:
     """Every (parameter, value of tag ``key``) declared anywhere in ``model``, each parameter once."""
     seen: set[int] = set()

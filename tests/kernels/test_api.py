@@ -88,6 +88,27 @@ def test_concurrent_calls_from_python_threads():
     assert not errors
 
 
+def test_calls_of_changing_width_wake_the_right_workers_and_agree():
+    """The pool grows for the widest call; a narrower call wakes only its own participants (the
+    others sleep: they neither spin nor are woken) and a wider one wakes them again. Every mix of
+    widths gives the reference result and nothing hangs (in a subprocess, with a time limit)."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, onebit.kernels as K
+from onebit.kernels import reference as R
+rng = np.random.default_rng(3)
+x = R.random_pm1((1, 9, 8, 100), rng); w = R.random_pm1((70, 100, 3, 3), rng)
+xp, wp, want = K.pack_bits(x), K.pack_conv_weights(w), R.conv2d_pm1(x, w, 1, 1, 0, layout="NHWC")
+for t in [4, 2, 3, 1, 4, 2, 2, 5, 3] * 40:
+    assert np.array_equal(K.bconv2d(xp, wp, 100, 3, 1, 1, 0, threads=t), want), t
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
 def test_kernels_work_after_fork():
     import os

@@ -17,9 +17,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
-
 from onebit import models
+from onebit.analysis.bench import trained_like_bn
 from onebit.deploy import Engine, export
 
 
@@ -33,15 +32,7 @@ def main() -> None:
     t0 = time.time()
     for ms in range(args.models):
         torch.manual_seed(100 + ms)
-        m = models.create("bireal-resnet18").eval()
-        g = torch.Generator().manual_seed(ms)
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+        m = trained_like_bn(models.create("bireal-resnet18").eval(), seed=ms)
         m64 = copy.deepcopy(m).double()
         with tempfile.TemporaryDirectory() as d:
             export(m, f"{d}/m.onebit", torch.zeros(1, 3, 224, 224), verify=False)

@@ -50,13 +50,13 @@ def check_engine_output(y: np.ndarray, ref: np.ndarray, limit: float, what: str)
     return err, agree
 
 
-def _trained_like_bn(model: torch.nn.Module) -> torch.nn.Module:
+def trained_like_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm non-trivial running statistics and affine parameters (fixed seed). A
     fresh BN (mean 0, var 1, γ 1, β 0) puts a binary layer's sign threshold exactly at 0, where an
     integer accumulator or a pm1 pixel sum lands exactly on the tie: then even PyTorch fp32 and fp64
     disagree by 40–60 % of max|y| on a fresh BNN MLP, and the output check would measure ties, not
     the engine. Timing does not depend on these values."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
             n = m.num_features
@@ -103,7 +103,7 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
         float_name, float_kw, shape = table[name]
         ncls = 1000 if shape[-1] == 224 else 10
         torch.manual_seed(0)
-        model = _trained_like_bn(models.create(name, num_classes=ncls).eval())
+        model = trained_like_bn(models.create(name, num_classes=ncls).eval())
         int8 = name == "vgg9-bwn"
         export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape),
                preprocess={"normalize": "meanstd" if int8 else "pm1"})

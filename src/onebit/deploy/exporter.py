@@ -156,8 +156,8 @@ def _verify(model: nn.Module, graph: dict, tensors: dict[str, np.ndarray], examp
     Random inputs, not ``example_input`` itself: on a constant input (zeros, the usual example) many
     values sit exactly on a sign's tie, where even PyTorch fp32 and fp64 disagree. In a large net a
     generic input still brings a value within float32 rounding of a tie now and then (4 Bi-Real-18s
-    at 224² with trained-like BN statistics, ``benchmarks/export_verify_ties.py``: 2 of 40 one-sample
-    probes; PyTorch fp32 itself fails the same test on 5 of 40), so the graph is refused only when
+    at 224² with trained-like BN statistics, ``benchmarks/export_verify_ties.py``: 3 of 40 one-sample
+    probes; PyTorch fp32 itself fails the same test on 4 of 40), so the graph is refused only when
     all :data:`VERIFY_PROBES` probes differ: a graph that computes another function fails every one.
     """
     import copy

@@ -38,3 +38,19 @@ def make_tiny_mnist(tmp_path_factory):
         return cache[(n_train, n_test)]
 
     return make
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(args)`` runs ``onebit ARGS``, checks it failed the way a user error should (exit 2,
+    one line ``onebit: error: …``, no traceback) and returns that line."""
+    from onebit.cli.main import main as cli
+
+    def run(args: list[str]) -> str:
+        rc = cli(args)
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.count("\n") == 1 and err.startswith("onebit: error: "), err
+        return err
+
+    return run

@@ -32,14 +32,6 @@ def tiny_mnist(tmp_path_factory):
     return root
 
 
-def _err(capsys, args) -> str:
-    rc = cli(args)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert err.count("\n") == 1 and err.startswith("onebit: error: "), err  # one clear line, no traceback
-    return err
-
-
 def _npy(tmp_path, name, arr, **kw):
     p = tmp_path / name
     np.save(p, arr, **kw)
@@ -56,35 +48,37 @@ def _npy(tmp_path, name, arr, **kw):
     (np.full((2, 1, 12, 12), np.nan, np.float32), "NaN or Inf"),
     (np.full((2, 1, 12, 12), np.inf, np.float64), "NaN or Inf"),
 ])
-def test_run_input_array_is_checked(model_file, tmp_path, capsys, arr, msg):
+def test_run_input_array_is_checked(model_file, tmp_path, arr, msg, cli_error):
     import re
 
-    err = _err(capsys, ["run", str(model_file), "--input", str(_npy(tmp_path, "x.npy", arr))])
+    err = cli_error(["run", str(model_file), "--input", str(_npy(tmp_path, "x.npy", arr))])
     assert re.search(msg, err), err
 
 
-def test_run_input_files_that_are_not_arrays(model_file, tmp_path, capsys):
+def test_run_input_files_that_are_not_arrays(model_file, tmp_path, cli_error):
     obj = _npy(tmp_path, "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert "holds Python objects" in _err(capsys, ["run", str(model_file), "--input", str(obj)])
+    assert "holds Python objects" in cli_error(["run", str(model_file), "--input", str(obj)])
     junk = tmp_path / "junk.npy"
     junk.write_bytes(b"\x93NUMPY garbage")
-    assert "not a readable .npy" in _err(capsys, ["run", str(model_file), "--input", str(junk)])
-    assert "not found" in _err(capsys, ["run", str(model_file), "--input", str(tmp_path / "none.npy")])
+    assert "not a readable .npy" in cli_error(["run", str(model_file), "--input", str(junk)])
+    assert "not found" in cli_error(["run", str(model_file), "--input", str(tmp_path / "none.npy")])
 
 
 @pytest.mark.parametrize("opts, msg", [
-    (["--threads", "0"], "threads must be a positive integer, got 0"),
-    (["--threads", "-2"], "threads must be a positive integer"),
+    (["--threads", "0"], "threads must be an integer from 1 to 256, got 0"),
+    (["--threads", "-2"], "threads must be an integer from 1 to 256"),
+    (["--threads", "1000"], "threads must be an integer from 1 to 256, got 1000"),
+    (["--calib", "5"], "--calib sets the calibration images of --int8; add --int8"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--limit", "-1"], "--limit must be >= 1"),
     (["--output", "y.npy"], "--output needs --input"),
 ])
-def test_run_options_are_checked(model_file, capsys, opts, msg):
-    assert msg in _err(capsys, ["run", str(model_file), *opts])
+def test_run_options_are_checked(model_file, opts, msg, cli_error):
+    assert msg in cli_error(["run", str(model_file), *opts])
 
 
-def test_run_on_a_data_set_of_another_shape(model_file, tiny_mnist, capsys):
-    err = _err(capsys, ["run", str(model_file), "--data-root", str(tiny_mnist)])
+def test_run_on_a_data_set_of_another_shape(model_file, tiny_mnist, cli_error):
+    err = cli_error(["run", str(model_file), "--data-root", str(tiny_mnist)])
     assert "data set mnist has images of shape (1, 28, 28)" in err and "(1, 12, 12)" in err
 
 
@@ -106,40 +100,43 @@ def test_run_input_predicts_and_saves_logits(model_file, tmp_path, capsys):
     (["train", "bnn-mlp", "--keep-ckpts", "0"], "keep_ckpts must be an integer >= 1"),
     (["train", "bnn-mlp", "--nproc", "-1"], "--nproc must be >= 1"),
     (["eval", "x.safetensors", "--threads", "0"], "--threads must be >= 1"),
-    (["bench", "--threads", "0"], "--threads and --repeats must be >= 1"),
-    (["bench", "--batches", "0,8"], "--batches must be positive"),
+    (["bench", "--threads", "0"], "--threads must be from 1 to 256, got 0"),
+    (["bench", "--threads", "1000"], "--threads must be from 1 to 256, got 1000"),
+    (["bench", "--repeats", "0"], "--repeats must be >= 1"),
+    (["bench", "--batches", "0,8"], "--batches must be from 1 to 1024"),
+    (["bench", "--batches", "100000000"], "--batches must be from 1 to 1024"),
     (["bench", "--layers", "--model", "bireal-resnet18"], "--layers times its own fixed shapes; --model apply only"),
     (["bench", "--layers", "--batches", "8", "--bf16"], "--batches, --bf16 apply only to the end-to-end"),
 ])
-def test_other_commands_check_their_numbers(capsys, args, msg):
-    assert msg in _err(capsys, args)
+def test_other_commands_check_their_numbers(args, msg, cli_error):
+    assert msg in cli_error(args)
 
 
-def test_run_output_never_overwrites_without_force_nor_its_own_inputs(model_file, tmp_path, capsys):
+def test_run_output_never_overwrites_without_force_nor_its_own_inputs(model_file, tmp_path, cli_error):
     x = _npy(tmp_path, "x.npy", np.zeros((2, 1, 12, 12), np.float32))
     keep = tmp_path / "precious.txt"
     keep.write_text("mine")
-    assert "exists; pass --force" in _err(capsys, ["run", str(model_file), "--input", str(x), "--output", str(keep)])
+    assert "exists; pass --force" in cli_error(["run", str(model_file), "--input", str(x), "--output", str(keep)])
     assert keep.read_text() == "mine"
     model_bytes = model_file.read_bytes()
     for own in (model_file, x):  # even with --force: the model and the array being read
-        err = _err(capsys, ["run", str(model_file), "--input", str(x), "--output", str(own), "--force"])
+        err = cli_error(["run", str(model_file), "--input", str(x), "--output", str(own), "--force"])
         assert "this command's own input" in err
     assert model_file.read_bytes() == model_bytes
-    assert "is a folder" in _err(capsys, ["run", str(model_file), "--input", str(x), "--output", str(tmp_path)])
+    assert "is a folder" in cli_error(["run", str(model_file), "--input", str(x), "--output", str(tmp_path)])
     assert cli(["run", str(model_file), "--input", str(x), "--output", str(keep), "--force"]) == 0
     assert np.load(keep).shape == (2, 10)
 
 
-def test_export_refuses_to_write_over_its_checkpoint(tmp_path, capsys):
+def test_export_refuses_to_write_over_its_checkpoint(tmp_path, cli_error):
     ckpt = tmp_path / "c.safetensors"
     ckpt.write_bytes(b"not even read")
-    assert "own input" in _err(capsys, ["export", str(ckpt), "-o", str(ckpt), "--force"])
+    assert "own input" in cli_error(["export", str(ckpt), "-o", str(ckpt), "--force"])
     assert ckpt.read_bytes() == b"not even read"
-    assert "is a folder" in _err(capsys, ["export", str(ckpt), "-o", str(tmp_path), "--force"])
+    assert "is a folder" in cli_error(["export", str(ckpt), "-o", str(tmp_path), "--force"])
 
 
-def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path, capsys):
+def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path):
     x01 = _npy(tmp_path, "x01.npy", np.random.default_rng(0).random((2, 1, 12, 12)).astype(np.float32))
     with pytest.warns(UserWarning, match=r"looks like pixels scaled to \[0, 1\]"):
         assert cli(["run", str(model_file), "--input", str(x01)]) == 0
@@ -167,12 +164,20 @@ def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path, capsys)
     (["train", "bnn-mlp", "--recipe", "nosuch"], "unknown recipe 'nosuch'; registered recipes:"),
     (["train", "bnn-mlp", "--set", "bogus=1"], "model bnn-mlp takes no argument(s) ['bogus']"),
     (["train", "bnn-mlp", "--pretrain-epochs", "2"], "add --pipeline"),
+    (["train", "bireal-resnet18-cifar", "--pipeline", "--pretrain-epochs", "-1"], "--pretrain-epochs must be >= 1"),
+    (["train", "bnn-mlp", "--set", "model.hidden=-5"], "cannot build model bnn-mlp with hidden=-5: "),
+    (["train", "bnn-mlp", "--set", "model.hidden=0"], "model bnn-mlp with hidden=0 has an empty tensor"),
+    (["train", "bnn-mlp", "--set", "model.hidden=abc"], "cannot build model bnn-mlp with hidden='abc'"),
+    (["train", "bnn-mlp", "--set", "model.dropout=2"], "with dropout=2: input_dropout must be in [0, 1)"),
+    (["train", "bnn-mlp", "--set", "model.num_classes=3"], "num_classes come from the data set"),
+    (["train", "bnn-mlp", "--init", "bn_retrain"], "add --init-from CHECKPOINT"),
+    (["train", "bnn-mlp", "--set", "init=bn_retrain"], "add --init-from CHECKPOINT"),
     (["summary", "bnn-mlp", "--num-classes", "0"], "--num-classes must be from 1 to 1000000"),
     (["summary", "bnn-mlp", "--input-shape", "1,28"], "must be three positive integers"),
     (["summary", "bnn-mlp", "--input-shape", "1,32,32"], "input shape (1, 32, 32) does not fit bnn-mlp"),
 ])
-def test_settings_are_checked_before_anything_runs(capsys, tmp_path, args, msg):
-    assert msg in _err(capsys, [*args, "--out", str(tmp_path / "run")] if args[0] == "train" else args)
+def test_settings_are_checked_before_anything_runs(tmp_path, args, msg, cli_error):
+    assert msg in cli_error([*args, "--out", str(tmp_path / "run")] if args[0] == "train" else args)
     assert not (tmp_path / "run").exists()
 
 
@@ -206,16 +211,16 @@ def test_summary_defaults_to_the_models_own_classes(capsys):
 
 
 
-def test_paths_that_are_folders_or_missing_are_named(tmp_path, capsys):
+def test_paths_that_are_folders_or_missing_are_named(tmp_path, cli_error):
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.safetensors").write_bytes(b"x")
-    err = _err(capsys, ["eval", str(run)])
+    err = cli_error(["eval", str(run)])
     assert "is a folder, not a checkpoint file" in err and str(run / "best.safetensors") in err
-    assert "checkpoint not found: missing.safetensors" in _err(capsys, ["summary", "missing.safetensors"])
+    assert "checkpoint not found: missing.safetensors" in cli_error(["summary", "missing.safetensors"])
     afile = tmp_path / "afile"
     afile.write_text("mine")
-    assert "is a file; --out names the folder" in _err(capsys, ["train", "bnn-mlp", "--out", str(afile)])
+    assert "is a file; --out names the folder" in cli_error(["train", "bnn-mlp", "--out", str(afile)])
     assert afile.read_text() == "mine"
 
 

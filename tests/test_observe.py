@@ -152,7 +152,9 @@ def test_plots_replace_a_file_whole_and_refuse_an_unknown_format_without_touchin
     out = tmp_path / "figs" / "k.png"
     out.parent.mkdir()
     out.write_bytes(b"an older figure")
-    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(out)]) == 0
+    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(out)]) == 2  # not without --force
+    assert "pass --force" in capsys.readouterr().err and out.read_bytes() == b"an older figure"
+    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(out), "--force"]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in out.parent.iterdir()) == ["k.png"]  # no temp file left behind
     svg = out.with_suffix(".svg")
@@ -160,7 +162,7 @@ def test_plots_replace_a_file_whole_and_refuse_an_unknown_format_without_touchin
     assert b"<svg" in svg.read_bytes()[:400]
     bad = out.with_suffix(".xyz")
     bad.write_bytes(b"keep me")
-    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(bad)]) != 0
+    assert cli(["plot", str(run), "--layer", "l.conv", "-o", str(bad), "--force"]) != 0
     assert "xyz" in capsys.readouterr().err
     assert bad.read_bytes() == b"keep me"
     assert sorted(p.name for p in out.parent.iterdir()) == ["k.png", "k.svg", "k.xyz"]

@@ -10,5 +10,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .deploy import DeployError
 
     errs: list[type[BaseException]] = [DataError, CheckpointError, TrainingError, DeployError, KeyError,
-                                       ValueError, TypeError, FileNotFoundError, FileExistsError]
+                                       ValueError, TypeError, FileNotFoundError, FileExistsError,
+                                       NotADirectoryError, IsADirectoryError]
     return tuple(errs)

@@ -7,14 +7,40 @@ import tempfile
 from pathlib import Path
 
 
+def check_folder_path(path: str | Path) -> None:
+    """Raise a :class:`NotADirectoryError` naming the file if ``path`` or one of its parents is a
+    file, so that ``path`` cannot be (or become) a folder; creates nothing."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(f"cannot use folder {path}: {p} is a file, not a folder")
+            return
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create folder ``path`` (and its parents) unless it exists.
+
+    A file in the way is a :class:`NotADirectoryError` naming it (``mkdir`` alone says
+    "File exists" about the file, which reads as if the folder were the problem).
+    """
+    check_folder_path(path)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder → fsync → rename.
 
     A crash leaves either the old file or the new one, never a half-written file; the new file
-    gets normal permissions (``0666 & ~umask``).
+    gets normal permissions (``0666 & ~umask``). ``path`` being a folder is an
+    :class:`IsADirectoryError`, a file among its parents a :class:`NotADirectoryError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+    ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)

@@ -13,21 +13,34 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.csv in {run_dir}: not an onebit run folder")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} has no epochs yet")
+    import io
+
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # a row being appended (or cut by a kill): not an epoch yet
+        text = text[:text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    rows = list(reader)
     missing = [k for k in ("epoch", "lr", "train_loss", "test_loss", "train_acc", "val_acc", "test_acc")
-               if k not in rows[0]]
+               if k not in header]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}: not a metrics.csv written by onebit train")
-    cols: dict[str, list[float]] = {k: [] for k in rows[0]}
-    for r in rows:
+    if not rows:
+        raise ValueError(f"{path} has no epochs yet")
+    cols: dict[str, list[float]] = {k: [] for k in header}
+    for i, r in enumerate(rows, start=2):
+        if None in r or None in r.values():
+            raise ValueError(f"{path} line {i} does not have the header's {len(header)} fields: the file is corrupt")
         for k, v in r.items():
+            if not v.strip():  # an empty cell: no such figure that epoch (e.g. no validation split)
+                cols[k].append(float("nan"))
+                continue
             try:
                 cols[k].append(float(v))
-            except (TypeError, ValueError):
-                cols[k].append(float("nan"))
+            except ValueError:
+                raise ValueError(f"{path} line {i}: {k} = {v!r} is not a number: the file is corrupt") from None
+    if any(e != e for e in cols["epoch"]):
+        raise ValueError(f"{path}: an epoch number is missing: the file is corrupt")
     return cols
 
 

@@ -7,6 +7,8 @@ import json
 import typer
 
 _DEFAULT_MODELS = ["bnn-mlp", "bnn-convnet"]
+#: the largest batch timed (a batch's input and activations are allocated whole, for each framework)
+MAX_BATCH = 1024
 
 
 def bench(
@@ -23,8 +25,10 @@ def bench(
                               "bf16 on AMX-BF16 or AVX512_BF16, as PyTorch's bf16 runs them (Engine float_precision='bf16')"),
 ) -> None:
     """Time the bit-packed engine against PyTorch on the same shapes, in the same run."""
-    if threads < 1 or repeats < 1:
-        raise ValueError(f"--threads and --repeats must be >= 1, got {threads} and {repeats}")
+    if not 1 <= threads <= 256:
+        raise ValueError(f"--threads must be from 1 to 256, got {threads}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
     if layers:
         ignored = [flag for flag, used in (("--model", model != _DEFAULT_MODELS), ("--batches", batches != "1,8"),
                                            ("--repeats", repeats != 5), ("--bf16", bf16), ("--bf16x3", bf16x3)) if used]
@@ -41,8 +45,8 @@ def bench(
         bs = tuple(int(b) for b in batches.split(","))
     except ValueError:
         raise ValueError(f"--batches must look like 1,8 — got {batches!r}") from None
-    if min(bs) < 1:
-        raise ValueError(f"--batches must be positive, got {batches!r}")
+    if min(bs) < 1 or max(bs) > MAX_BATCH:
+        raise ValueError(f"--batches must be from 1 to {MAX_BATCH}, got {batches!r}")
     precisions = tuple(p for p, on in (("bf16x3", bf16x3), ("bf16", bf16)) if on)
     res = end_to_end(threads, repeats, bs, tuple(model), echo=typer.echo, float_precisions=precisions)
     typer.echo(json.dumps(res))

@@ -52,7 +52,8 @@ def run(
     force: bool = typer.Option(False, "--force", help="with --output: overwrite an existing file"),
     int8: bool = typer.Option(False, "--int8", help="run binary-weight layers (real activations) as 8-bit × ±1 "
                               "(AMX-INT8 where available), calibrated on training images"),
-    calib: int = typer.Option(512, "--calib", help="training images used to calibrate --int8"),
+    calib: Optional[int] = typer.Option(None, "--calib", help="training images used to calibrate --int8 "
+                                        "(default 512)"),
     float_precision: str = typer.Option("fp32", "--float-precision", help="real-valued convs: fp32, bf16x3 "
                                         "(three bf16 products on AMX-BF16: ≈ 2^-16 per product, faster) or bf16 "
                                         "(one bf16 product on AMX-BF16 or AVX512_BF16: ≈ 2^-8, fastest)"),
@@ -68,8 +69,14 @@ def run(
         raise ValueError("--output needs --input (it saves the logits of that array)")
     if int8 and input_ is not None:
         raise ValueError("--int8 calibrates on the model's training images: score a data set, not --input")
+    if calib is not None and not int8:
+        raise ValueError("--calib sets the calibration images of --int8; add --int8")
+    calib = 512 if calib is None else calib
     if calib < 1:
         raise ValueError(f"--calib must be >= 1, got {calib}")
+    if input_ is not None and (data is not None or data_root is not None):
+        raise ValueError("--data/--data-root choose a data set to score; with --input the engine runs on that "
+                         "array instead: drop one")
     if output is not None:
         check_output(output, force, inputs=[model_file, input_])
     engine = Engine(model_file, threads=threads, float_precision=float_precision)
@@ -161,8 +168,20 @@ def load_input(path: Path):
     """A user's input array from a ``.npy`` file (never unpickled), with clear errors."""
     import numpy as np
 
+    if path.is_dir():
+        raise IsADirectoryError(f"--input {path} is a folder; give a .npy file")
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise ValueError(f"cannot read {path} ({e})") from None
+    if magic[:2] == b"PK":
+        raise ValueError(f"{path} holds several arrays (.npz); give one .npy array")
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{path} is not a .npy file (written by numpy.save); give a numeric .npy array "
+                         "(float32 (N, C, H, W), or uint8 pixels)")
     try:
         x = np.load(path, allow_pickle=False)
     except ValueError as e:

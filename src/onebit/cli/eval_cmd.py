@@ -22,6 +22,7 @@ def eval_(
     from .. import losses
     from ..methods import Recipe
     from ..train import evaluate, load_for_eval
+    from ..train.checkpoint import check_data_fits
 
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
@@ -31,13 +32,7 @@ def eval_(
         torch.set_num_threads(threads)
     model, meta = load_for_eval(checkpoint)
     recipe = Recipe.from_dict(meta["recipe"])
-    want = meta.get("data_info") or {}
-    if data and want.get("in_channels") is not None:
-        got = onebit_data.info(data)
-        if (got.in_channels, got.image_size) != (want["in_channels"], want.get("image_size")):
-            raise ValueError(f"data set {data} has images of shape ({got.in_channels}, {got.image_size}, "
-                             f"{got.image_size}); {checkpoint} takes ({want['in_channels']}, {want.get('image_size')}, "
-                             f"{want.get('image_size')})")
+    check_data_fits(meta, data, str(checkpoint))
     loaders = onebit_data.make_loaders(data or recipe.data, batch_size=batch_size, root=data_root, val_size=0,
                                        normalize=recipe.normalize)
     loss, acc = evaluate(model, loaders.test, losses.get(recipe.loss))

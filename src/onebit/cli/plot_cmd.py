@@ -19,6 +19,8 @@ def plot(
     layer: Optional[str] = typer.Option(None, "--layer", help="instead: the latent-kernel distribution of this "
                                         "binary layer over the epochs, one panel per run (e.g. BONN beside its "
                                         "baseline), with each epoch's valley/peak bimodality ratio"),
+    force: bool = typer.Option(False, "--force", help="replace existing files named by -o (the default "
+                               "names, RUN_DIR/curves.png and so on, are always refreshed)"),
 ) -> None:
     """Plot training curves, per-layer statistics or one layer's kernel distribution.
 
@@ -29,6 +31,8 @@ def plot(
 
     if label and len(label) != len(runs):
         raise ValueError(f"got {len(label)} --label for {len(runs)} runs")
+    if output is not None:
+        _check_output(output, [] if layer is not None or len(runs) != 1 else ["-layers", "-histograms"], force)
     if layer is not None:
         from ..analysis.plots import plot_kernel_distribution
 
@@ -45,3 +49,16 @@ def plot(
             written = fn(runs[0], stem.parent / (stem.name + suffix + ext))
             if written is not None:
                 typer.echo(f"wrote {written}")
+
+
+def _check_output(out: Path, companions: list[str], force: bool) -> None:
+    """Refuse to replace a user's file (``out`` or a companion NAME-layers/NAME-histograms beside it)
+    unless ``force``; a folder named like the output is always an error."""
+    stem, ext = out.with_suffix(""), out.suffix or ".png"
+    paths = [out] + [stem.parent / (stem.name + c + ext) for c in companions]
+    for p in paths:
+        if p.is_dir():
+            raise IsADirectoryError(f"-o {out}: {p} is a folder; name a file (e.g. {p / 'curves.png'})")
+    taken = [str(p) for p in paths if p.exists()]
+    if taken and not force:
+        raise FileExistsError(f"{', '.join(taken)} already exist(s); pass --force to replace, or choose another -o")

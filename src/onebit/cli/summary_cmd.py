@@ -24,6 +24,8 @@ def summary(
     if Path(target).is_file() or Path(target).suffix in (".safetensors", ".onebit"):  # a file name, not a model
         from ..train import load_for_eval
 
+        if num_classes is not None:
+            raise ValueError("--num-classes shapes a registered model; a checkpoint has its own classes")
         model, meta = load_for_eval(target)
         d = meta.get("data_info") or {}
         c, s = d.get("in_channels"), d.get("image_size")

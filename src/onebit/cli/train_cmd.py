@@ -70,6 +70,8 @@ def train(
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     if not pipeline and (pretrain_epochs is not None or skip_bn_retrain):
         raise ValueError("--pretrain-epochs and --skip-bn-retrain shape the stages of --pipeline; add --pipeline")
+    if pretrain_epochs is not None and pretrain_epochs < 1:
+        raise ValueError(f"--pretrain-epochs must be >= 1, got {pretrain_epochs}")
     if nproc > 1:
         from . import current_argv
 
@@ -133,6 +135,8 @@ def train(
     if init is not None:
         over["init"] = init
     r = r.replace(**_merge(over, extra), model_kwargs={**r.model_kwargs, **model_extra})
+    if (init is not None or "init" in extra) and not r.init_from:
+        raise ValueError("--init says how the --init-from checkpoint is used; add --init-from CHECKPOINT")
     out = out or Path("runs") / f"{r.model}-{r.data}-s{r.seed}"
     if rank == 0:
         typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")

@@ -18,6 +18,7 @@ from .errors import DeployError
 
 
 _PLANE_WEIGHTS = (1 << np.arange(8)).astype(np.int32)  # 2^n for bit-plane n
+MAX_THREADS = 256  # the C++ core's limit (csrc/bindings.cpp)
 BITPLANE_MAX_ROWS = 4  # int8 dense layers with at most this many rows use the bit-plane path
 
 
@@ -620,8 +621,8 @@ class Engine:
 
         if threads is None:
             return os.cpu_count() or 1
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
         return threads
 
     def check_input(self, x, what: str = "Engine.run") -> np.ndarray:

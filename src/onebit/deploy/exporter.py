@@ -130,6 +130,10 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
     if preprocess is not None:
         fmt.check_preprocess(preprocess)
     model = _unwrap(model)
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DeployError(f"model tensor {name} holds {int((~torch.isfinite(t)).sum())} NaN/inf value(s): "
+                              "nothing to export (a diverged training or a corrupt checkpoint)")
     was_training = model.training
     model.eval()
     try:

@@ -103,6 +103,9 @@ def parse(raw: bytes, source: str = "model") -> tuple[dict, dict[str, np.ndarray
     try:
         header = json.loads(raw[8:8 + header_len])
         meta = header.get("__metadata__") if isinstance(header, dict) else None
+        if isinstance(meta, dict) and "onebit" in meta and "onebit_graph" not in meta:
+            raise DeployError(f"{source} is a training checkpoint, not an exported .onebit model; export it "
+                              "first: onebit export CHECKPOINT -o MODEL.onebit")
         if not isinstance(meta, dict) or not isinstance(meta.get("onebit_graph"), str):
             raise DeployError(f"{source} has no onebit graph: not a .onebit file")
         tensors = load(raw)

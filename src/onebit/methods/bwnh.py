@@ -569,7 +569,13 @@ def binary_twin(float_model: nn.Module, name: str) -> nn.Module:
     from .. import models
     from .bireal import init_from_real
 
-    model = models.create(name, **twin_config(float_model, name))
+    cfg = twin_config(float_model, name)
+    try:
+        model = models.create(name, **cfg)
+    except TypeError as e:
+        fname = (getattr(float_model, "onebit_config", None) or {}).get("name", type(float_model).__name__)
+        raise ValueError(f"{name} is not a binary-weight twin of {fname}: it cannot be built with {fname}'s "
+                         f"architecture ({e})") from None
     init_from_real(model, float_model)
     return model.to(_device(float_model))
 
@@ -639,7 +645,7 @@ def warm_start_train(model: nn.Module, recipe: Recipe, out_dir: str | Path, **tr
     and runs epochs 0..N−1; the run can later be resumed like any other.
     """
     from ..train import train
-    from ..fileio import atomic_write_text
+    from ..fileio import atomic_write_text, ensure_dir
     from ..train.checkpoint import save_checkpoint
 
     out = Path(out_dir)
@@ -647,7 +653,7 @@ def warm_start_train(model: nn.Module, recipe: Recipe, out_dir: str | Path, **tr
     if last.exists():
         raise FileExistsError(f"{out} already holds a run (last.safetensors); resume it with "
                               "onebit train --resume, or choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     meta = {"recipe": recipe.to_dict(), "model_config": getattr(model, "onebit_config", {}), "epoch": -1,
             "metrics": {}, "best_val_acc": -1.0, "best_epoch": -1, "test_acc_at_best": float("nan"),
             "wall_s": 0.0, "init": "bwnh"}
@@ -687,27 +693,46 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     from ..fileio import atomic_write_text
     from ..train.checkpoint import save_checkpoint
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    from ..fileio import check_folder_path, ensure_dir
+    from ..train.checkpoint import check_data_fits
+    from ..train.trainer import resolve_device
+
+    # every argument is checked before minutes of sampling and hashing
+    for k, v, lo in (("samples", samples, 1), ("per_image", per_image, 1), ("iters", iters, 0),
+                     ("dcc_sweeps", dcc_sweeps, 1), ("finetune_epochs", finetune_epochs, 0),
+                     ("batch_size", batch_size, 1), ("threads", threads, 1)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise ValueError(f"{k} must be an integer >= {lo}, got {v!r}")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown fine-tuning protocol {protocol!r}; use one of {sorted(PROTOCOLS)}")
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    taken = [n for n in ("hashed.safetensors", "report.json", "finetune") if (out / n).exists()]
+    if taken:
+        raise FileExistsError(f"{out} already holds a BWNH run ({', '.join(taken)}); choose another output "
+                              "folder (nothing was overwritten)")
+    check_folder_path(out)  # a file in the way fails now, not after the hashing
+    if threads is not None:
+        torch.set_num_threads(threads)
     float_model, meta = load_for_eval(checkpoint)
     float_recipe = Recipe.from_dict(meta.get("recipe") or {"model": "?", "data": data or "cifar10"})
     fname = (meta.get("model_config") or {}).get("name")
     if model is None and fname not in TWINS:
-        raise ValueError(f"no BWNH twin is known for model {fname!r} (known: {sorted(TWINS)}); pass model=")
+        raise ValueError(f"no BWNH twin is known for model {fname!r} (known: {sorted(TWINS)}); choose the "
+                         "binary-weight model to hash into with --model (Python: model=)")
     bwnh_name, bwn_name = (model, model) if model else TWINS[fname]
     data = data or float_recipe.data
+    check_data_fits(meta, data, str(checkpoint))
     loaders = onebit_data.make_loaders(data, batch_size=batch_size, root=data_root, val_size=float_recipe.val_size,
                                        normalize=float_recipe.normalize, seed=float_recipe.seed)
-    dev = torch.device(device) if device else torch.device("cpu")
     float_model.to(dev)
     bwn = binary_twin(float_model, bwn_name)
     bwnh = binary_twin(float_model, bwnh_name)
     # the fine-tuning recipe first: a bad override fails now, not after the hashing
     recipe = get_finetune_recipe(protocol, bwnh, float_recipe, data, finetune_epochs, finetune_overrides)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     report = hash_network(float_model, bwnh, loaders.train, samples=samples, source=source, target=target,
                           iters=iters, dcc_sweeps=dcc_sweeps, tol=tol, per_image=per_image, copy_weights=False,
                           seed=float_recipe.seed, progress=progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -65,6 +66,19 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
         if bad:
             raise TypeError(f"model {name} takes no argument(s) {bad} (a --set KEY=VALUE that is not a recipe "
                             f"field goes to the model); its arguments: {', '.join(sorted(params))}")
-    model = e.builder(**cfg)
+    given = "".join(f" {k}={v!r}" for k, v in kwargs.items())
+    given = f" with{given}" if given else ""
+    try:
+        with warnings.catch_warnings():  # a 0-size layer is refused below, with its name
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            model = e.builder(**cfg)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError) as err:
+        if type(err) not in (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError):
+            raise  # a library error class of its own (e.g. a DataError) keeps its type
+        raise (TypeError if type(err) is TypeError else ValueError)(
+            f"cannot build model {name}{given}: {err}") from err
+    empty = next((n for n, t in model.state_dict().items() if t.numel() == 0), None)
+    if empty is not None:
+        raise ValueError(f"model {name}{given} has an empty tensor {empty} (0 elements): a size argument is 0")
     model.onebit_config = {"name": name, **cfg}
     return model

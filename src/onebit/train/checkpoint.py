@@ -146,12 +146,21 @@ def read_header(raw: bytes, source: str = "checkpoint") -> dict:
     return header
 
 
+def _no_metadata(md, source: str) -> str:
+    """The error for a safetensors file without onebit checkpoint metadata (an exported
+    ``.onebit`` model is named as such: it is for the engine, not for PyTorch)."""
+    if isinstance(md, dict) and "onebit_graph" in md:
+        return (f"{source} is an exported .onebit model (for `onebit run` / onebit.deploy.Engine), not a "
+                "training checkpoint; give the .safetensors checkpoint `onebit train` wrote")
+    return f"{source} has no onebit metadata: not an onebit checkpoint"
+
+
 def parse_checkpoint(raw: bytes, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict]:
     """Decode checkpoint bytes → (tensors, meta). Never executes code; :class:`CheckpointError` otherwise."""
     header = read_header(raw, source)
     md = header.get("__metadata__")
     if not isinstance(md, dict) or not isinstance(md.get("onebit"), str):
-        raise CheckpointError(f"{source} has no onebit metadata: not an onebit checkpoint")
+        raise CheckpointError(_no_metadata(md, source))
     try:
         meta = json.loads(md["onebit"])
     except (ValueError, RecursionError):
@@ -203,7 +212,7 @@ def read_meta(path: str | Path) -> dict:
     try:
         meta = json.loads(md["onebit"])
     except (TypeError, KeyError, ValueError, RecursionError):
-        raise CheckpointError(f"{path} has no onebit metadata: not an onebit checkpoint") from None
+        raise CheckpointError(_no_metadata(md, str(path))) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an onebit checkpoint")
     return meta
@@ -382,3 +391,18 @@ def model_from_meta(meta: dict, tensors: dict[str, torch.Tensor], source: str = 
         return models.create(name, **cfg)
     except _DECODE_ERRORS as e:  # pragma: no cover - the meta build succeeded
         raise CheckpointError(f"{source}: cannot build model {name!r} ({type(e).__name__}: {e})") from None
+
+
+def check_data_fits(meta: dict, data: str | None, source: str = "checkpoint") -> None:
+    """Refuse data set ``data`` if its images do not have the shape the checkpoint's model was
+    trained on (``meta["data_info"]``); no-op when either is unknown."""
+    want = meta.get("data_info") or {}
+    if not data or want.get("in_channels") is None:
+        return
+    from .. import data as onebit_data
+
+    got = onebit_data.info(data)
+    if (got.in_channels, got.image_size) != (want["in_channels"], want.get("image_size")):
+        raise ValueError(f"data set {data} has images of shape ({got.in_channels}, {got.image_size}, "
+                         f"{got.image_size}); {source} takes ({want['in_channels']}, {want.get('image_size')}, "
+                         f"{want.get('image_size')})")

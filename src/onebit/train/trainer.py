@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import losses, models
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, check_folder_path
 from ..methods.recipe import Recipe
 from ..nn import constraints
 from ..optim import ShiftAdaMax, make_scheduler, param_groups
@@ -63,6 +63,11 @@ class RunResult:
 
 def build_model(recipe: Recipe, info) -> torch.nn.Module:
     """The recipe's model, shaped for data set ``info`` (classes, channels, image size)."""
+    fixed = sorted({"num_classes", "in_channels", "image_size"} & set(recipe.model_kwargs))
+    if fixed:
+        raise TrainingError(f"model option(s) {', '.join(fixed)} come from the data set ({recipe.data}: "
+                            f"{info.num_classes} classes, {info.in_channels}×{info.image_size}×{info.image_size} "
+                            "images) and cannot be set")
     return models.create(recipe.model, num_classes=info.num_classes, in_channels=info.in_channels,
                          image_size=info.image_size, **recipe.model_kwargs)
 
@@ -338,6 +343,10 @@ class _Run:
         last, _, csv_path, layers_path, hist_path = self.paths
         if self.out.exists() and not self.out.is_dir():
             raise TrainingError(f"{self.out} is a file; --out names the folder of the run")
+        try:
+            check_folder_path(self.out)
+        except NotADirectoryError as e:
+            raise TrainingError(f"--out: {e}") from None
         found = snapshots.run_files(self.out)
         if self.d.active:  # every rank looks before rank 0 writes: none may mistake its files for an old run
             distrib.barrier()
@@ -646,5 +655,10 @@ def load_for_eval(path: str | Path) -> tuple[torch.nn.Module, dict]:
     tensors, meta = load_checkpoint(path)
     model = model_from_meta(meta, tensors, str(path))
     restore(tensors, meta, model)
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path}: {name} holds {bad} NaN/inf value(s) of {t.numel()}: the file is "
+                                  "corrupt or the training diverged")
     model.eval()
     return model, meta

@@ -155,7 +155,10 @@ IConvGeom float_conv_geom(const py::array& x, const std::vector<int>& kernel, co
               check_int(x.shape(3), "C", 1), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
   if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
     fail("kernel and stride must be >= 1 and padding >= 0");
-  if (g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw) fail("the kernel is larger than the padded input");
+  if (g.kh > 1024 || g.kw > 1024 || g.sh > (1 << 16) || g.sw > (1 << 16) || g.ph > (1 << 16) || g.pw > (1 << 16))
+    fail("kernel must be at most 1024 and stride and padding at most 65536");
+  if (int64_t(g.H) + 2 * int64_t(g.ph) < g.kh || int64_t(g.W) + 2 * int64_t(g.pw) < g.kw)
+    fail("the kernel is larger than the padded input");
   if (static_cast<int64_t>(g.kh) * g.kw * g.C != K)
     fail("w has K = " + std::to_string(K) + " but kernel x C_in = " + std::to_string(g.kh * g.kw * g.C));
   return g;
@@ -261,6 +264,8 @@ py::array run_conv(const ConvWeights& W, const ConvGeom& g, const Epilogue& e, c
   }
   const int OH = conv_out_size(static_cast<int>(H), W.kh, g.sh, g.ph);
   const int OW = conv_out_size(static_cast<int>(Wd), W.kw, g.sw, g.pw);
+  if (!gemm && static_cast<int64_t>(OH) * OW >= (int64_t(1) << 31))  // the kernels index pixels as int
+    fail("output map " + std::to_string(OH) + "x" + std::to_string(OW) + " has 2^31 or more pixels");
   std::vector<int64_t> oshape;
   const int64_t last = e.mode == kModeBits ? (W.cout + 63) / 64 : W.cout;
   if (gemm) oshape = {OW, last};
@@ -469,6 +474,8 @@ PYBIND11_MODULE(_core, m) {
              p->g = make_geom(stride, padding, pad_value);
              p->gemm = gemm;
              if (gemm && (W->kh != 1 || W->kw != 1)) fail("dense (gemm) weights must be 1x1");
+             if (gemm && (p->g.sh != 1 || p->g.sw != 1 || p->g.ph != 0 || p->g.pw != 0))
+               fail("a dense (gemm) plan takes stride 1 and padding 0");
              EpilogueArgs ea{mult, bias, py::none(), thresh, flip};
              p->e = build_epilogue(*W, parse_mode(output), ea);
              return p;
@@ -527,8 +534,8 @@ PYBIND11_MODULE(_core, m) {
     std::tie(J.ph, J.pw) = check_pair(padding, "padding", 0);
     if (2 * J.ph > J.kh || 2 * J.pw > J.kw) fail("padding must be at most half the kernel size");
     J.N = x.shape(0);
-    J.H = check_int(x.shape(1), "input height", 0);
-    J.W = check_int(x.shape(2), "input width", 0);
+    J.H = check_int(x.shape(1), "input height", 1);
+    J.W = check_int(x.shape(2), "input width", 1);
     J.kwin = static_cast<int>(kwin);
     if (J.H + 2 * J.ph < J.kh || J.W + 2 * J.pw < J.kw) fail("input is smaller than the pooling window");
     J.OH = conv_out_size(J.H, J.kh, J.sh, J.ph);

@@ -65,6 +65,23 @@ def test_bn_retraining_changes_only_batchnorm(pipeline_run):
     assert model.onebit_config["weight"] == "identity_ste_sign"
 
 
+def test_a_resumed_bn_retraining_still_changes_only_batchnorm(pipeline_run, make_tiny_mnist, tmp_path):
+    """requires_grad is not in a checkpoint: the resumed stage must freeze the non-BN weights again."""
+    from onebit.methods.recipe import Recipe
+    from onebit.train import train
+
+    r = Recipe.from_dict(json.loads((pipeline_run / "bn-retrain" / "recipe.json").read_text())).replace(epochs=2)
+    kw = dict(progress=False, data_root=str(make_tiny_mnist(300, 60)))
+    train(r, tmp_path / "run", stop_after=1, **kw)
+    train(r, tmp_path / "run", resume=True, **kw)
+    before = _model_tensors(pipeline_run / "binary" / "best.safetensors")
+    after = _model_tensors(tmp_path / "run" / "last.safetensors")
+    model, _ = load_for_eval(tmp_path / "run" / "last.safetensors")
+    bn = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d)}
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.rsplit(".", 1)[0] in bn for k in changed), sorted(changed)
+
+
 def test_init_from_errors_are_clear(tmp_path, pipeline_run):
     model = models.create("bireal-resnet18-cifar", num_classes=10, in_channels=1, width=4)
     with pytest.raises(TrainingError, match="no checkpoint"):

@@ -216,6 +216,7 @@ void fconv2d_bf16x3(const float* x, const IConvGeom& g, const FloatWeights& W, c
   //    rows their windows read (a band's first row again where two bands' windows overlap) into a
   //    thread-local buffer, then pools them into `out` — the conv's full map is never written out
   const PoolGeom& pgeom = *pool;  // the caller checked pgeom.H == OH, pgeom.W == OW, pgeom.C == W.N
+  if (g.N == 0) return;           // an empty batch: nothing to pool (and no band to size per image)
   const int POH = pgeom.OH;
   const int bands = std::clamp((2 * std::max(1, resolve_threads(threads, int64_t(g.N) * POH)) + g.N - 1) / g.N, 1, POH);
   const int band_rows = (POH + bands - 1) / bands;

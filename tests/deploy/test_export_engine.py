@@ -82,6 +82,22 @@ def test_convnet_padding_values_and_channel_tails(pad_value, tmp_path):
     _check(model, torch.randn(2, 3, 32, 32), tmp_path / "m.onebit")
 
 
+@pytest.mark.parametrize("channels, hw", [(120, (1, 2)), (100, (1, 2)), (48, (1, 3)), (120, (2, 2)), (32, (2, 2)),
+                                          (130, (1, 1)), (70, (1, 1)), (63, (3, 3)), (100, (2, 2))])
+@pytest.mark.parametrize("out", ["float", "bits"])
+def test_binary_dense_after_a_flattened_binary_map(channels, hw, out, tmp_path):
+    """A flattened bit map keeps each pixel's zero tail: the dense layer must count the real bits of
+    every pixel, also when pixels × tail bits < 64 (2 × 120 channels: 2 × 8 padding bits)."""
+    torch.manual_seed(channels + hw[1])
+    layers = [BinaryConv2d(3, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.Flatten(),
+              BinaryLinear(channels * hw[0] * hw[1], 11, bias=False), nn.BatchNorm1d(11)]
+    if out == "bits":  # the dense layer's own output is packed for a next binary layer
+        layers += [BinaryLinear(11, 5, bias=False), nn.BatchNorm1d(5)]
+    model = nn.Sequential(*layers)
+    _randomize_bn(model, seed=channels)
+    _check(model, torch.randn(3, 3, *hw), tmp_path / "m.onebit", threads=1)
+
+
 def test_shift_bn_and_trained_weights(tmp_path):
     torch.manual_seed(3)
     model = models.create("bnn-mlp", hidden=96, bn="shift")

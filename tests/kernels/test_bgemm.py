@@ -106,3 +106,11 @@ def test_kernel_benchmark_refuses_to_time_a_wrong_output():
     bad[1, 5] += 2
     with pytest.raises(RuntimeError, match="disagrees with the NumPy reference"):
         _check("dense", "float", bad, acc, 70)
+
+
+def test_a_dense_plan_takes_no_padding_or_stride():
+    """The gemm form sizes its output as (M, N): a padding or stride would write past it."""
+    w = K._core.ConvWeights(np.zeros((4, 1), np.uint64), 10)  # 2-D: dense (gemm) weights
+    for stride, padding in (((1, 1), (200, 0)), ((2, 1), (0, 0))):
+        with pytest.raises(ValueError, match="stride 1 and padding 0"):
+            K._core.ConvPlan(w, stride, padding, 1, "int", None, None, None, None, True)

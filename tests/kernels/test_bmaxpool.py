@@ -50,3 +50,10 @@ def test_bmaxpool_bad_inputs():
         K.bmaxpool2d(x, 64, 5)
     with pytest.raises(ValueError, match="4-D"):
         K.bmaxpool2d(x[0], 64, 2)
+
+
+def test_an_empty_map_is_refused():
+    """A 0×0 map has no window to take a max over (it returned a word with its padding bits set)."""
+    x = np.zeros((1, 0, 0, 1), np.uint64)
+    with pytest.raises(ValueError, match="input height"):
+        K.bmaxpool2d(x, 10, 2, 2, 1)

@@ -319,3 +319,20 @@ def test_pool2d_refuses_an_out_that_overlaps_x():
     x, out = _overlapping((1, 4, 4, 2), (1, 2, 2, 2), shift=5)
     with pytest.raises(ValueError, match="overlap"):
         kernels.pool2d(x, "max", 2, out=out)
+
+
+def test_edge_geometries_are_errors_or_empty_not_crashes(rng):
+    """An empty batch through the fused conv + pool is an empty result (it divided by N); absurd
+    kernel, stride or padding values are a ValueError (``H + 2·padding`` wrapped in int)."""
+    w = rng.standard_normal((16, 27)).astype(np.float32)
+    pw3 = kernels.prepare_float_weights(w, bf16x3=True)
+    empty = np.zeros((0, 8, 8, 3), np.float32)
+    got = kernels.fconv2d_pool(empty, pw3, 3, 1, 1, pool_kernel=2)
+    assert got.shape == (0, 4, 4, 16)
+    x = rng.standard_normal((1, 8, 8, 3)).astype(np.float32)
+    pw = kernels.prepare_float_weights(w)
+    for padding in ((2**31 - 1, 0), (0, 2**17)):
+        with pytest.raises(ValueError, match="padding at most 65536"):
+            kernels.fconv2d_f32(x, pw, 3, 1, padding)
+    with pytest.raises(ValueError, match="stride and padding at most"):
+        kernels.fconv2d_f32(x, pw, 3, 2**20, 0)

@@ -389,7 +389,12 @@ class _BinaryLinear(_Op):
                                          tuple(op["stride"]), tuple(op["padding"]), int(op["pad_value"]), **kw)
         else:
             k, words = op["in_features"], op["words"]
-            if words * 64 - k >= 64:  # flattened NHWC bits: per-pixel tails are zero in x and w
+            # flattened NHWC bits carry each pixel's zero tail (in x and in w), so the real bits are
+            # not the first k: count all words*64 positions, each padded one adding +1·+1 to the
+            # accumulator, and take that n_pad back out. (Masking the last word instead would cut
+            # real bits whenever pixels × tail < 64, e.g. 2 pixels × 120 channels.) For an unflattened
+            # input the padding is the last word's tail only and the same correction is exact.
+            if words * 64 != k:
                 n_pad = words * 64 - k
                 if out == "bits":  # acc_eff = acc + n_pad (each padded position adds +1·+1)
                     kw["thresh"] = (t["thresh"].astype(np.int64) + n_pad).clip(-2**31, 2**31 - 1).astype(np.int32)

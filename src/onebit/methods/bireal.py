@@ -243,6 +243,13 @@ def absorb_scale(model: nn.Module) -> list[str]:
 def prepare_bn_retraining(model: nn.Module) -> list[str]:
     """Bi-Real stage 3 (§2.6 step 2): absorb α into BN, freeze everything but BN; returns the trainable names."""
     absorb_scale(model)
+    return freeze_all_but_bn(model)
+
+
+def freeze_all_but_bn(model: nn.Module) -> list[str]:
+    """``requires_grad`` off for every parameter but BatchNorm's (the BN-retraining stage; also
+    applied again when that stage is resumed: the flag is not part of a checkpoint). Returns the
+    trainable names."""
     trainable = []
     bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                  for p in m.parameters(recurse=False)}

@@ -475,6 +475,10 @@ class _Run:
         start_epoch, start_step, accum = 0, 0, {"loss_sum": 0.0, "correct": 0, "n": 0, "elapsed": 0.0}
         if resume:
             start_epoch, start_step, accum = self._resume()
+            if self.recipe.init_from and self.recipe.init == "bn_retrain":
+                from ..methods.bireal import freeze_all_but_bn
+
+                freeze_all_but_bn(self.model)  # as initialise_from did on the fresh start
         else:
             if self.recipe.init_from:
                 initialise_from(self.model, self.recipe.init_from, self.recipe.init)

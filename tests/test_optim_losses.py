@@ -131,3 +131,50 @@ def test_squared_hinge_matches_definition():
     assert losses.squared_hinge(perfect, t) == 0
     with pytest.raises(KeyError, match="unknown loss"):
         losses.get("mse")
+
+
+def test_shift_adamax_weight_decay_is_an_l2_term_of_the_gradient():
+    """One step from a zero gradient: without decay nothing moves; with λ the gradient is λ·θ and
+    the first AdaMax step is lr·sign(λ·θ) (m = (1−β1)·g, v = |g|, bias correction 1/(1−β1))."""
+    for wd, want in ((0.0, 0.9), (0.5, 0.9 - 2 ** -6)):
+        p = nn.Parameter(torch.full((3,), 0.9))
+        opt = ShiftAdaMax([p], lr=2 ** -6, shift=False, weight_decay=wd)
+        p.grad = torch.zeros(3)
+        opt.step()
+        assert torch.allclose(p.detach(), torch.full((3,), want), atol=1e-6), (wd, p)
+    with pytest.raises(ValueError, match="weight_decay"):
+        ShiftAdaMax([nn.Parameter(torch.ones(1))], weight_decay=-1)
+
+
+def test_an_exp_schedule_towards_zero_is_refused():
+    """lr_final = 0 made the exp schedule's lr 0 from epoch 1 on (0^(e/epochs))."""
+    from onebit.methods.recipe import Recipe
+
+    with pytest.raises(ValueError, match="lr_final, which must be > 0"):
+        lr_factor("exp", 1, epochs=5, lr=1e-3, lr_final=0.0)
+    with pytest.raises(ValueError, match="recipe field lr_final must be > 0 with lr_schedule exp"):
+        Recipe(model="bnn-mlp", data="mnist", lr_schedule="exp", lr_final=0.0)
+    assert Recipe(model="bnn-mlp", data="mnist", lr_schedule="cosine", lr_final=0.0).lr_final == 0.0
+
+
+@pytest.mark.parametrize("schedule, epochs, fit, want", [
+    (dict(lr_schedule="step", milestones=(30, 31)), 60, 10, dict(milestones=(5, 5))),   # both decays kept
+    (dict(lr_schedule="step", milestones=(50, 59)), 60, 10, dict(milestones=(8, 9))),   # the last one inside the run
+    (dict(lr_schedule="step", milestones=(30, 60)), 60, 10, dict(milestones=(5, 10))),  # one past the end stays past
+    (dict(lr_schedule="shift", lr_every=10), 60, 10, dict(lr_every=2)),
+    (dict(lr_schedule="shift", lr_every=3), 60, 10, dict(lr_every=1)),  # whole epochs: as far as it can
+])
+def test_fit_schedule_stretches_milestones_and_shift_periods(schedule, epochs, fit, want):
+    from onebit.methods.recipe import Recipe
+    from onebit.train.trainer import fitted_schedule
+
+    r = Recipe(model="bnn-mlp", data="mnist", epochs=epochs, **schedule)
+    got = fitted_schedule(r, fit)
+    assert {k: got[k] for k in want} == want
+    fitted = r.replace(epochs=fit, **got)
+    last = lr_factor(r.lr_schedule, fit - 1, epochs=fit, lr=r.lr, every=fitted.lr_every, milestones=fitted.milestones)
+    full = lr_factor(r.lr_schedule, epochs - 1, epochs=epochs, lr=r.lr, every=r.lr_every, milestones=r.milestones)
+    if fitted.lr_every > 1 or r.lr_schedule != "shift":  # the fitted run anneals (about) as far as the full one
+        assert last == pytest.approx(full, rel=1.01)
+    else:  # a period under one epoch: halve every epoch
+        assert last == 2.0 ** -(fit - 1)

@@ -299,3 +299,35 @@ def test_real_mnist():
     assert len(ytr) == 60000 and len(yte) == 10000
     assert np.bincount(yte, minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert abs(xtr.mean() / 255 - 0.1307) < 1e-3
+
+
+def _constant_idx_set(folder: Path, n_train: int, value: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", 2)):
+        formats.write_idx(folder / f"{split}-images-idx3-ubyte", np.full((n, 28, 28), value, np.uint8))
+        formats.write_idx(folder / f"{split}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    return folder
+
+
+def test_another_data_set_under_the_same_file_names_is_refused(tmp_path, monkeypatch):
+    """MNIST and Fashion-MNIST share file names, shapes and sizes: a full-size training set whose
+    mean pixel is not the registered one is named as what it looks like, never loaded as the other."""
+    monkeypatch.setitem(registry._SIZES, "mnist", (10, 2))  # "full size" for these 10-image sets
+    monkeypatch.setitem(registry._SIZES, "fashion-mnist", (10, 2))
+    mnist_like = _constant_idx_set(tmp_path / "m", 10, round(0.1307 * 255))  # MNIST's mean pixel
+    assert data.load_arrays("mnist", root=mnist_like)["train"][0].shape == (10, 1, 28, 28)
+    with pytest.raises(CorruptDataError, match=r"are not fashion-mnist: their mean pixel is \(0\.1294\), "
+                       r"fashion-mnist's is \(0\.2860\); they look like mnist"):
+        data.load_arrays("fashion-mnist", root=mnist_like)
+    odd = _constant_idx_set(tmp_path / "o", 10, 200)
+    with pytest.raises(CorruptDataError, match=r"are not mnist: their mean pixel is \(0\.7843\), mnist's is "
+                       r"\(0\.1307\) \(is --data-root"):
+        data.load_arrays("mnist", root=odd)
+    small = _constant_idx_set(tmp_path / "s", 7, 200)  # not the official size: a subset or a fixture
+    assert data.load_arrays("mnist", root=small)["train"][0].shape == (7, 1, 28, 28)
+
+
+@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="no ../shared/data/mnist benchmark copy")
+def test_real_mnist_is_not_fashion_mnist():
+    with pytest.raises(CorruptDataError, match="they look like mnist"):
+        data.load_arrays("fashion-mnist", root=REAL_MNIST, download=False)

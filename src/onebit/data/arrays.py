@@ -83,4 +83,31 @@ def load_arrays(
                 f"{_folder}: {ds.name} {split} images have shape {x.shape[1:]}, expected "
                 f"{(ds.in_channels, ds.image_size, ds.image_size)}; these files are not {ds.name}."
             )
+    _check_identity(out, ds, _folder)
     return out
+
+
+#: how far a full-size training set's mean pixel (per channel, in [0, 1]) may be from the
+#: registered one (the official files match to 1e-4; MNIST and Fashion-MNIST differ by 0.155)
+MEAN_TOLERANCE = 0.005
+
+
+def _check_identity(out: Arrays, ds: DatasetInfo, folder: Path) -> None:
+    """Refuse another data set stored under ``ds``'s file names: MNIST and Fashion-MNIST share names,
+    shapes and sizes, so a folder of one found for the other would load silently. Only a training
+    set of the official size is checked (a smaller one is a subset or a test fixture)."""
+    x = out["train"][0]
+    if ds.train_size is None or len(x) != ds.train_size or not ds.mean:
+        return
+    mean = x.reshape(len(x), x.shape[1], -1).mean(axis=(0, 2), dtype=np.float64) / 255
+    if np.abs(mean - np.asarray(ds.mean)).max() <= MEAN_TOLERANCE:
+        return
+    from .registry import names
+
+    like = [n for n in names() if n != ds.name and len(info(n).mean) == len(mean)
+            and info(n).train_size == len(x) and np.abs(mean - np.asarray(info(n).mean)).max() <= MEAN_TOLERANCE]
+    got = ", ".join(f"{v:.4f}" for v in mean)
+    want = ", ".join(f"{v:.4f}" for v in ds.mean)
+    raise CorruptDataError(f"{folder}: the files named like {ds.name} are not {ds.name}: their mean pixel is ({got}), "
+                           f"{ds.name}'s is ({want})" + (f"; they look like {like[0]}" if like else "") +
+                           " (is --data-root or $ONEBIT_DATA the folder of another data set?)")

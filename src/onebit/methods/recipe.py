@@ -64,6 +64,8 @@ class Recipe:
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
             ("lr_final", self.lr_final is None or (math.isfinite(self.lr_final) and self.lr_final >= 0), ">= 0"),
+            ("lr_final", not (self.lr_schedule == "exp" and self.lr_final is not None and self.lr_final <= 0),
+             "> 0 with lr_schedule exp (it decays geometrically towards it; null: lr/1000)"),
             ("lr_every", self.lr_every >= 1, ">= 1"),
             ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),

@@ -19,6 +19,8 @@ def lr_factor(kind: str, epoch: int, *, epochs: int, lr: float, lr_final: float 
         return 1.0
     if kind == "exp":
         final = lr_final if lr_final is not None else lr * 1e-3
+        if not final > 0:
+            raise ValueError(f"the exp schedule decays geometrically towards lr_final, which must be > 0, got {final}")
         return (final / lr) ** (epoch / max(epochs, 1))
     if kind == "shift":
         return 2.0 ** -(epoch // max(every, 1))

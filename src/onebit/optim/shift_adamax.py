@@ -10,7 +10,9 @@ Defaults are the paper's: ``α = 2^-10``, ``1 - β1 = 2^-3``, ``1 - β2 = 2^-10`
 added to ``AP2(v_t)`` (Torch7 reference). ``shift=False`` gives plain AdaMax with the same ε
 placement (denominator ``v_t + ε``), for tests and ablations. ``overwrite_v=True`` stores
 ``AP2(v_t)`` as the state like the Torch7 code (off by default: the paper does not say so).
-A param group may carry ``lr_scale`` (e.g. the Glorot scale), which multiplies its step.
+A param group may carry ``lr_scale`` (e.g. the Glorot scale), which multiplies its step, and
+``weight_decay`` λ, an L2 term added to the gradient (``g_t + λ·θ_{t-1}``, as PyTorch's Adamax;
+the paper uses none).
 """
 
 from __future__ import annotations
@@ -29,16 +31,20 @@ class ShiftAdaMax(torch.optim.Optimizer):
 
     ``lr`` = α (2⁻¹⁰), ``betas`` = (1 − 2⁻³, 1 − 2⁻¹⁰), ``eps`` = 2⁻²⁷ (the Torch7 reference);
     ``shift=False``: exact AdaMax with the same ε placement; ``overwrite_v``: keep AP2(v_t) as the
-    state, as the Torch7 code does. A param group's ``lr_scale`` multiplies its step.
+    state, as the Torch7 code does. A param group's ``lr_scale`` multiplies its step;
+    ``weight_decay`` λ adds ``λ·θ`` to the gradient (L2, as ``torch.optim.Adamax``).
     """
 
     def __init__(self, params, lr: float = 2.0 ** -10, betas: tuple[float, float] = (1 - 2.0 ** -3, 1 - 2.0 ** -10),
-                 eps: float = 2.0 ** -27, shift: bool = True, overwrite_v: bool = False):
+                 eps: float = 2.0 ** -27, shift: bool = True, overwrite_v: bool = False, weight_decay: float = 0.0):
         if lr <= 0:
             raise ValueError(f"ShiftAdaMax: lr must be > 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"ShiftAdaMax: betas must be in [0, 1), got {betas}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, shift=shift, overwrite_v=overwrite_v))
+        if not weight_decay >= 0:
+            raise ValueError(f"ShiftAdaMax: weight_decay must be >= 0, got {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, shift=shift, overwrite_v=overwrite_v,
+                                      weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -55,6 +61,8 @@ class ShiftAdaMax(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad
+                if group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
                 st = self.state[p]
                 if not st:
                     st["step"] = torch.zeros((), dtype=torch.float64)

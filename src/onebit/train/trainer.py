@@ -61,6 +61,18 @@ class RunResult:
     wall_s: float
 
 
+def fitted_schedule(recipe: Recipe, fit: int) -> dict:
+    """The schedule fields of ``recipe`` stretched from ``recipe.epochs`` to ``fit`` epochs
+    (``--fit-schedule``): ``step`` milestones scaled and kept apart from the last epoch — a
+    milestone inside the run stays inside it (at most epoch ``fit − 1``), two that land on one
+    epoch both apply there (×0.01), one at or past the end stays past it — and ``shift``'s
+    halving period scaled (at least 1), so the fitted run anneals as far as the full one."""
+    e = recipe.epochs
+    milestones = tuple(sorted(fit if m >= e else max(1, min(round(m * fit / e), fit - 1))
+                              for m in recipe.milestones))
+    return {"milestones": milestones, "lr_every": max(1, round(recipe.lr_every * fit / e))}
+
+
 def build_model(recipe: Recipe, info) -> torch.nn.Module:
     """The recipe's model, shaped for data set ``info`` (classes, channels, image size)."""
     fixed = sorted({"num_classes", "in_channels", "image_size"} & set(recipe.model_kwargs))
@@ -419,7 +431,8 @@ class _Run:
             saved = Recipe.from_dict(meta["recipe"])
         except (KeyError, TypeError, ValueError, AttributeError):
             raise CheckpointError(f"{path} holds no readable recipe") from None
-        if self.fit_schedule and saved.replace(epochs=self.recipe.epochs, milestones=self.recipe.milestones) == \
+        if self.fit_schedule and saved.replace(epochs=self.recipe.epochs, milestones=self.recipe.milestones,
+                                               lr_every=self.recipe.lr_every) == \
                 self.recipe and saved.epochs <= self.recipe.epochs:
             self.recipe = saved  # the length --fit-schedule chose in the first call
             self.scheduler = self._make_scheduler()
@@ -460,8 +473,7 @@ class _Run:
             log.info("--fit-schedule: %d epochs at %.1f s each fit %.1f min; schedule unchanged",
                      r.epochs, epoch_s, max_minutes)
             return
-        milestones = tuple(sorted({max(1, round(m * fit / r.epochs)) for m in r.milestones}))
-        self.recipe = r.replace(epochs=fit, milestones=milestones)
+        self.recipe = r.replace(epochs=fit, **fitted_schedule(r, fit))
         self.scheduler = self._make_scheduler()  # initial_lr kept from the first: lr = base × factor(0)
         self.scheduler.step()  # now at epoch 1 of the fitted length
         if self.d.main:

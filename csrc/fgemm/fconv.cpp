@@ -100,7 +100,9 @@ bool fgemm_avx2_usable() {
 
 bool fgemm_avx512_usable() {
 #ifdef ONEBIT_HAVE_X86_KERNELS
-  return cpu_features().avx512f && cpu_features().os_avx512;
+  // the file is compiled with -mavx512f/bw/vl/dq (CMakeLists.txt): the compiler may use any of them
+  const CpuFeatures& f = cpu_features();
+  return f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
 #else
   return false;
 #endif

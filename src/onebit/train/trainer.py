@@ -243,7 +243,8 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
         max_minutes: stop after the epoch during which this wall-clock budget ran out.
         fit_schedule: with ``max_minutes``: after the first epoch, shorten the run to the epochs that
             fit the budget at that epoch's pace (at most ``recipe.epochs``), and stretch the lr schedule
-            over them (cosine/exp end on time; step milestones scale with the length), so a budgeted
+            over them (cosine/exp end on time; step milestones and shift's period scale with the
+            length, :func:`fitted_schedule`), so a budgeted
             run anneals fully instead of being cut mid-schedule. Epoch 0's lr is the base lr for
             every schedule, so the first epoch is the same whatever the fitted length. The fitted
             recipe is what the checkpoints and ``recipe.json`` hold.

@@ -350,3 +350,24 @@ def test_eval_refuses_a_data_set_of_another_shape(tiny_mnist, tmp_path, capsys):
     assert cli(["eval", str(tmp_path / "run" / "best.safetensors"), "--data", "cifar10"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("onebit: error: data set cifar10 has images of shape (3, 32, 32)") and "takes (1, 28, 28)" in err
+
+
+def test_a_cuda_generator_state_is_saved_and_restored(monkeypatch, tmp_path):
+    """With CUDA in use the GPU's generator (dropout, stochastic sign on the GPU) is part of the
+    checkpoint too; simulated here with a fake CUDA generator (this suite runs on CPUs)."""
+    from onebit.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+
+    state = {"gpu": torch.arange(16, dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: state["gpu"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda t: state.update(gpu=t.clone()))
+    save_checkpoint(tmp_path / "c.safetensors", torch.nn.Linear(2, 2), {"epoch": 0})
+    state["gpu"] = torch.zeros(16, dtype=torch.uint8)  # the generator moves on
+    tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
+    assert torch.equal(tensors["rng.cuda"], torch.arange(16, dtype=torch.uint8))
+    set_rng_state(tensors, meta)
+    assert torch.equal(state["gpu"], torch.arange(16, dtype=torch.uint8))
+    tensors["rng.cuda"] = torch.zeros(2, 2)
+    with pytest.raises(CheckpointError, match="rng.cuda must be a uint8 vector"):
+        set_rng_state(tensors, meta)

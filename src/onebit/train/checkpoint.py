@@ -2,7 +2,8 @@
 
 Tensors: ``model.<key>`` (state_dict), ``optim.<param index>.<key>`` (optimizer state),
 ``rng.torch`` (the CPU generator state; ``rng.torch.rank<r>`` for the other ranks of a
-distributed run), ``rng.numpy`` (NumPy's global MT19937 key) and, in step checkpoints, trainer
+distributed run), ``rng.numpy`` (NumPy's global MT19937 key), ``rng.cuda`` (the current GPU's
+generator, when CUDA is in use) and, in step checkpoints, trainer
 state such as ``signs.<layer>`` (bit-packed weight signs at the start of the epoch). The JSON
 (``__metadata__["onebit"]``) holds the recipe, the model config, the position (epoch, step), metrics,
 the optimizer's param groups and scalar state, the scheduler state and the Python/NumPy RNG scalars.
@@ -74,11 +75,14 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    """This process's torch, NumPy and Python RNG states as (tensors, JSON-able meta)."""
+    """This process's torch, NumPy and Python RNG states as (tensors, JSON-able meta); with CUDA in
+    use also the current GPU's generator (``rng.cuda``: dropout and stochastic sign on the GPU)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     py = random.getstate()
-    return ({"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))},
-            {"numpy": [int(pos), int(has_gauss), float(gauss)], "python": [py[0], list(py[1]), py[2]]})
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    return tensors, {"numpy": [int(pos), int(has_gauss), float(gauss)], "python": [py[0], list(py[1]), py[2]]}
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, rank: int = 0) -> None:
@@ -90,6 +94,11 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, rank: int = 0) -
             if t.dtype != torch.uint8 or t.dim() != 1:
                 raise CheckpointError(f"{key} must be a uint8 vector, got {t.dtype} {tuple(t.shape)}")
             torch.set_rng_state(t)
+        if rank == 0 and "rng.cuda" in tensors and torch.cuda.is_available():
+            t = tensors["rng.cuda"]
+            if t.dtype != torch.uint8 or t.dim() != 1:
+                raise CheckpointError(f"rng.cuda must be a uint8 vector, got {t.dtype} {tuple(t.shape)}")
+            torch.cuda.set_rng_state(t)
         extra = meta.get("rng") if isinstance(meta, dict) else None
         if isinstance(extra, dict) and "rng.numpy" in tensors:
             keys = tensors["rng.numpy"]

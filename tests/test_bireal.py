@@ -333,6 +333,9 @@ def test_recipes_are_the_papers():
         ("sgd", 0.01, 0.9, 0.0, 20, 128, (10, 15))
     assert (r34.lr, r34.epochs, r34.batch_size, r34.milestones, r34.weight_decay) == (0.08, 40, 1024, (20, 30), 0.0)
     assert r18.data == "imagefolder" and r18.loss == "ce"
+    for name in ["bireal-resnet18", "bireal-resnet34", "binary-resnet18", "bireal-resnet18-cifar",
+                 "binary-resnet18-cifar", "bireal-resnet18-bn-retrain"]:  # §2.6: plain momentum SGD
+        assert get_recipe(name).nesterov is False, name
     pre = get_recipe(PIPELINES["bireal-resnet18"][0].recipe)
     assert pre.model == "resnet18-float"
     for name in ["bireal-resnet18-cifar", "bireal-resnet34-cifar", "binary-resnet18-cifar"]:

@@ -158,6 +158,28 @@ def test_recipes_are_data():
         get_recipe("nope")
 
 
+def test_bnn_recipes_are_the_reference_codes():
+    """methods.md §1.10: the Torch7 MLP uses the (unrounded) Glorot scale with shift-AdaMax; the
+    SVHN ConvNet has the Theano recipe (not the generic fallback)."""
+    for name in ("bnn-mlp-shift", "bnn-mlp-exact"):
+        r = get_recipe(name)
+        assert r.glorot_lr_scale and not r.glorot_pow2 and r.lr == 2.0 ** -6, name
+    r = get_recipe("bnn-convnet-svhn")
+    assert (r.model, r.data, r.loss, r.optimizer, r.lr, r.lr_schedule, r.lr_final, r.epochs, r.batch_size,
+            r.glorot_lr_scale) == ("bnn-convnet-svhn", "svhn", "sqhinge", "adam", 1e-3, "exp", 1e-6, 200, 50, True)
+
+
+@pytest.mark.parametrize("nesterov, momentum", [(True, 0.9), (False, 0.9), (True, 0.0)])
+def test_sgd_momentum_kind_is_a_recipe_field(nesterov, momentum):
+    from onebit import models
+    from onebit.train.trainer import build_optimizer
+
+    r = Recipe(model="bnn-mlp", data="mnist", optimizer="sgd", momentum=momentum, nesterov=nesterov)
+    opt = build_optimizer(r, models.create("bnn-mlp", hidden=8))
+    assert all(g["nesterov"] is (nesterov and momentum > 0) and g["momentum"] == momentum for g in opt.param_groups)
+    assert Recipe.from_dict({"model": "bnn-mlp", "data": "mnist"}).nesterov is True  # older recipe files
+
+
 def test_cli_train_eval_models_data(tiny_mnist, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = cli(["train", "bnn-mlp", "--data", "mnist", "--data-root", str(tiny_mnist), "--epochs", "1",

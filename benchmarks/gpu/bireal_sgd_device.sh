@@ -6,7 +6,9 @@
 # recipe (bireal-resnet18-cifar / binary-resnet18-cifar: SGD 0.01, momentum 0.9, wd 0, ×0.1 at 50 %
 # and 75 % of the run — the paper's stage-2 procedure, §2.6), every run fitted to the wall-clock
 # budget (--fit-schedule stretches the cosine / scales the milestones over the epochs that fit).
-# The ninth session ran the same comparison with Adam (train_cifar_device.sh).
+# The ninth session ran the same comparison with Adam (train_cifar_device.sh). Its documented SGD
+# figures used Nesterov momentum (the trainer's only SGD then); the recipes now use the paper's plain
+# momentum: add `--set nesterov=true` to both train lines to repeat those runs exactly.
 #
 # Usage: bash benchmarks/gpu/bireal_sgd_device.sh PACK_DIR TRAIN_SECONDS [TWIN_SECONDS]
 #   PACK_DIR: CIFAR-10 written by benchmarks/gpu/pack_cifar.py; TRAIN_SECONDS: from the start of this

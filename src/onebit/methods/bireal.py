@@ -22,10 +22,11 @@ CIFAR ResNet recipe, shortened); binary stage SGD 0.01, momentum 0.9, wd 0, batc
 ×0.1 at 30 and 45 (the paper's 2:1:1 step shape); crop+flip augmentation throughout.
 
 Not expressible in :class:`~onebit.methods.recipe.Recipe` today (the trainer would need them):
-initialising a stage from the previous one (``Stage.init``), freezing all but BN, plain (non-Nesterov)
-SGD — the trainer's SGD is Nesterov —, the official PyTorch recipe's label smoothing and linear lr
-decay, and the paper's resize-256 + random-224-crop augmentation (the imagefolder loader's
-``augment`` is a random-resized crop).
+initialising a stage from the previous one (``Stage.init``), freezing all but BN, the official
+PyTorch recipe's label smoothing and linear lr decay, and the paper's resize-256 + random-224-crop
+augmentation (the imagefolder loader's ``augment`` is a random-resized crop). The binary stages use
+plain momentum SGD (``nesterov=False``), as the paper; the real-valued pre-training stages keep the
+trainer's default Nesterov momentum (the paper gives no recipe for them).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from .recipe import Recipe, register_recipe
 def _imagenet_binary(model: str, *, batch: int, lr: float, epochs: int, milestones: tuple[int, ...],
                      **kw) -> Recipe:
     return Recipe(model=model, data="imagefolder", loss="ce", optimizer="sgd", lr=lr, momentum=0.9,
-                  weight_decay=0.0, lr_schedule="step", milestones=milestones, epochs=epochs,
+                  nesterov=False, weight_decay=0.0, lr_schedule="step", milestones=milestones, epochs=epochs,
                   batch_size=batch, val_size=10000, augment=True, normalize="meanstd", **kw)
 
 
@@ -58,7 +59,7 @@ def _imagenet_pretrain(model: str, **kw) -> Recipe:
 
 def _cifar_binary(model: str, **kw) -> Recipe:
     return Recipe(model=model, data="cifar10", loss="ce", optimizer="sgd", lr=0.01, momentum=0.9,
-                  weight_decay=0.0, lr_schedule="step", milestones=(30, 45), epochs=60, batch_size=128,
+                  nesterov=False, weight_decay=0.0, lr_schedule="step", milestones=(30, 45), epochs=60, batch_size=128,
                   val_size=5000, augment=True, normalize="meanstd", **kw)
 
 

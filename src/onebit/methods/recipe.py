@@ -34,6 +34,7 @@ class Recipe:
     glorot_pow2: bool = False             # round that scale to a power of two (Torch7)
     weight_decay: float = 0.0
     momentum: float = 0.9                 # sgd only
+    nesterov: bool = True                 # sgd only: Nesterov momentum; False: plain (heavy-ball) momentum
     seed: int = 0
     bf16: bool = False                    # bf16 autocast on the CPU
     channels_last: bool = False           # NHWC conv weights/activations (CPU steps 1.04–1.3× faster)

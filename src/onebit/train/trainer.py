@@ -98,7 +98,8 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     if opt == "shift_adamax":
         return ShiftAdaMax(groups, lr=recipe.lr, shift=True)
     if opt == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov and recipe.momentum > 0)
     raise TrainingError(f"unknown optimizer {opt!r}; use adam, adamax, shift_adamax or sgd")
 
 

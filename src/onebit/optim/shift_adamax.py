@@ -27,7 +27,7 @@ class ShiftAdaMax(torch.optim.Optimizer):
     size and divisions by ``v_t`` are power-of-two shifts (AP2)::
 
         m_t = β1·m_{t-1} + (1 - β1)·g_t;  v_t = max(β2·v_{t-1}, |g_t|)
-        θ_t = θ_{t-1} - AP2(α / (1 - β1^t)) · m_t · AP2(v_t + ε)^{-1}
+        θ_t = θ_{t-1} - AP2(α / (1 - β1^t)) · m_t · (AP2(v_t) + ε)^{-1}
 
     ``lr`` = α (2⁻¹⁰), ``betas`` = (1 − 2⁻³, 1 − 2⁻¹⁰), ``eps`` = 2⁻²⁷ (the Torch7 reference);
     ``shift=False``: exact AdaMax with the same ε placement; ``overwrite_v``: keep AP2(v_t) as the

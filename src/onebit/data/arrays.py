@@ -9,7 +9,7 @@ import numpy as np
 
 from . import formats
 from .errors import CorruptDataError, DataError
-from .registry import DatasetInfo, info, resolve
+from .registry import DatasetInfo, info, names, resolve
 
 __all__ = ["load_arrays"]
 
@@ -102,8 +102,6 @@ def _check_identity(out: Arrays, ds: DatasetInfo, folder: Path) -> None:
     mean = x.reshape(len(x), x.shape[1], -1).mean(axis=(0, 2), dtype=np.float64) / 255
     if np.abs(mean - np.asarray(ds.mean)).max() <= MEAN_TOLERANCE:
         return
-    from .registry import names
-
     like = [n for n in names() if n != ds.name and len(info(n).mean) == len(mean)
             and info(n).train_size == len(x) and np.abs(mean - np.asarray(info(n).mean)).max() <= MEAN_TOLERANCE]
     got = ", ".join(f"{v:.4f}" for v in mean)

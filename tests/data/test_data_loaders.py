@@ -261,3 +261,53 @@ def test_imagefolder_val_split_and_augment(image_root):
 def test_imagefolder_missing(tmp_path):
     with pytest.raises(data.DataNotFoundError, match="train/<class>"):
         data.make_loaders("imagefolder", root=tmp_path, batch_size=2)
+
+
+@pytest.mark.parametrize("size", [(40, 30), (30, 64), (256, 320)])
+def test_imagefolder_resize_crop_is_the_bi_real_papers(tmp_path, monkeypatch, size):
+    """crop="resize": the image resized to short side image_size·256/224, a random image_size
+    square of it — in the original's pixels a square of side short·224/256 inside the image, at
+    positions that vary; the default stays the random-resized crop (boxes of varying size)."""
+    from PIL import Image
+
+    from onebit.data import formats, loaders
+
+    w, h = size
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (w, h), (i, 0, 0)).save(tmp_path / "train" / "a" / f"{i}.png")
+    Image.new("RGB", (w, h)).save(tmp_path / "val" / "a" / "0.png")
+    boxes = []
+    real = formats.load_image
+
+    def spy(path, image_size, crop=None, flip=False, **kw):
+        if crop is not None:
+            boxes.append(crop(w, h))
+        return real(path, image_size, crop=crop, flip=flip, **kw)
+
+    monkeypatch.setattr(formats, "load_image", spy)
+    side = round(min(w, h) * 224 / 256)
+    for crop, same_side in (("resize", True), ("random_resized", False)):
+        boxes.clear()
+        L = data.make_loaders("imagefolder", root=tmp_path, batch_size=3, val_size=0, image_size=8, augment=True,
+                              crop=crop)
+        for epoch in range(6):
+            L.train.set_epoch(epoch)
+            x, _ = next(iter(L.train))
+            assert x.shape == (3, 3, 8, 8)
+        assert all(0 <= l and 0 <= t and l + cw <= w and t + ch <= h for l, t, cw, ch in boxes)
+        sides = {(cw, ch) for _, _, cw, ch in boxes}
+        assert (sides == {(side, side)}) is same_side, (crop, sides)
+        if same_side:
+            assert len({(l, t) for l, t, _, _ in boxes}) > 1  # a random place, not the centre
+    with pytest.raises(ValueError, match="crop must be one of random_resized, resize"):
+        loaders.ImageFolderLoader([], batch_size=1, crop="centre")
+
+
+def test_bi_real_imagenet_recipes_use_the_papers_crop():
+    from onebit.methods import Recipe, get_recipe
+
+    assert get_recipe("bireal-resnet18").crop == "resize" and get_recipe("resnet18-float").crop == "random_resized"
+    with pytest.raises(ValueError, match="recipe field crop must be one of"):
+        Recipe(model="bnn-mlp", data="mnist", crop="centre")

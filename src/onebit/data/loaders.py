@@ -151,14 +151,20 @@ class BatchLoader(_EpochLoader):
             yield normalize(xb, self.normalize, self.mean, self.std), self.labels.index_select(0, idx)
 
 
+#: training crops of :class:`ImageFolderLoader` (``augment``)
+CROPS = ("random_resized", "resize")
+
+
 class ImageFolderLoader(_EpochLoader):
     """Decode image files lazily, a batch at a time (ImageNet-style folders).
 
     Evaluation transform: resize the shorter side to ``image_size * 256/224``,
-    centre-crop ``image_size``. With ``augment``: random-resized crop (area
-    8-100 %, aspect 3/4-4/3) and horizontal flip, seeded per
-    ``(seed, epoch, sample)``. ``num_workers`` > 0 decodes in that many threads.
-    Other arguments as for :class:`BatchLoader`.
+    centre-crop ``image_size``. With ``augment``, and horizontal flip, seeded per
+    ``(seed, epoch, sample)``: ``crop="random_resized"`` (the default) takes a random-resized
+    crop (area 8-100 %, aspect 3/4-4/3; the torchvision/ResNet recipe); ``crop="resize"`` resizes
+    the shorter side to ``image_size * 256/224`` and takes a random ``image_size`` square (the
+    Bi-Real paper's "resize to 256, random 224 crop"). ``num_workers`` > 0 decodes in that many
+    threads. Other arguments as for :class:`BatchLoader`.
     """
 
     def __init__(
@@ -169,6 +175,7 @@ class ImageFolderLoader(_EpochLoader):
         image_size: int = 224,
         shuffle: bool = False,
         augment: bool = False,
+        crop: str = "random_resized",
         seed: int = 0,
         normalize: str = "meanstd",
         mean: Sequence[float] | None = (0.485, 0.456, 0.406),
@@ -187,7 +194,10 @@ class ImageFolderLoader(_EpochLoader):
         self.labels = torch.tensor([c for _, c in self.samples], dtype=torch.int64)
         self.classes = list(classes) if classes is not None else None
         self.image_size = int(image_size)
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
         self.augment = augment
+        self.crop = crop
         self.normalize = normalize
         self.mean, self.std = mean, std
         self.num_workers = int(num_workers)
@@ -197,6 +207,12 @@ class ImageFolderLoader(_EpochLoader):
         if not self.augment:
             return formats.load_image(path, self.image_size)
         rng = random.Random(mix_seed(self.seed, self.epoch, i, 0x1F))
+
+        def resize_crop(w: int, h: int) -> tuple[int, int, int, int]:
+            # the image_size square of the image resized to short side image_size·256/224, in the
+            # original's pixels: a square of side short·224/256 at a random place
+            side = max(1, min(w, h, round(min(w, h) * 224 / 256)))
+            return rng.randint(0, w - side), rng.randint(0, h - side), side, side
 
         def crop(w: int, h: int) -> tuple[int, int, int, int]:
             area = w * h
@@ -209,7 +225,8 @@ class ImageFolderLoader(_EpochLoader):
             s = min(w, h)
             return (w - s) // 2, (h - s) // 2, s, s
 
-        return formats.load_image(path, self.image_size, crop=crop, flip=rng.random() < 0.5)
+        box = resize_crop if self.crop == "resize" else crop
+        return formats.load_image(path, self.image_size, crop=box, flip=rng.random() < 0.5)
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.order()
@@ -305,6 +322,7 @@ def make_loaders(
     even: bool = False,
     num_workers: int = 0,
     shard_eval: bool = False,
+    crop: str = "random_resized",
 ) -> Loaders:
     """Build train / val / test loaders for data set ``name``.
 
@@ -318,7 +336,8 @@ def make_loaders(
     For ``imagefolder`` (``root/train/<class>/*``, ``root/val/<class>/*``) images
     are decoded lazily at ``image_size`` (default 224); the validation images
     are the last ones of each class (in proportion), and ``limit`` takes evenly
-    spaced images so that every class stays represented.
+    spaced images so that every class stays represented; ``crop`` picks the training crop
+    (:class:`ImageFolderLoader`; the array data sets pad 4 and crop whatever it says).
 
     ``shard_eval`` splits the validation and test loaders across ``rank`` / ``world_size`` too
     (each rank scores a disjoint strided part; distributed evaluation sums the counts).
@@ -335,7 +354,7 @@ def make_loaders(
                                     augment=augment, seed=seed, download=download, normalize=normalize,
                                     limit=limit, small=small, image_size=image_size, rank=rank,
                                     world_size=world_size, even=even, num_workers=num_workers,
-                                    shard_eval=shard_eval)
+                                    shard_eval=shard_eval, crop=crop)
 
     arrays = load_arrays(ds.name, root, download)
     xtr, ytr = arrays["train"]
@@ -361,6 +380,7 @@ def _imagefolder_loaders(
     ds: DatasetInfo, *, root: str | os.PathLike[str] | None, batch_size: int, eval_bs: int, val_size: int | float,
     augment: bool, seed: int, download: bool, normalize: str, limit: int | None, small: int | None,
     image_size: int | None, rank: int, world_size: int, even: bool, num_workers: int, shard_eval: bool = False,
+    crop: str = "random_resized",
 ) -> Loaders:
     _folder, _fs, dirs = resolve(ds.name, root, download)
     train_samples, classes = formats.list_image_folder(dirs["train"])
@@ -378,7 +398,7 @@ def _imagefolder_loaders(
     common = dict(image_size=size, normalize=normalize, mean=ds.mean, std=ds.std, seed=seed,
                   num_workers=num_workers, classes=classes)
     shard = dict(rank=rank, world_size=world_size) if shard_eval else {}
-    train = ImageFolderLoader(tr, batch_size=batch_size, shuffle=True, augment=augment, rank=rank,
+    train = ImageFolderLoader(tr, batch_size=batch_size, shuffle=True, augment=augment, crop=crop, rank=rank,
                               world_size=world_size, even=even, **common)
     val = ImageFolderLoader(va, batch_size=eval_bs, **common, **shard) if va else None
     test = ImageFolderLoader(te, batch_size=eval_bs, **common, **shard)

@@ -22,11 +22,12 @@ CIFAR ResNet recipe, shortened); binary stage SGD 0.01, momentum 0.9, wd 0, batc
 ×0.1 at 30 and 45 (the paper's 2:1:1 step shape); crop+flip augmentation throughout.
 
 Not expressible in :class:`~onebit.methods.recipe.Recipe` today (the trainer would need them):
-initialising a stage from the previous one (``Stage.init``), freezing all but BN, the official
-PyTorch recipe's label smoothing and linear lr decay, and the paper's resize-256 + random-224-crop
-augmentation (the imagefolder loader's ``augment`` is a random-resized crop). The binary stages use
-plain momentum SGD (``nesterov=False``), as the paper; the real-valued pre-training stages keep the
-trainer's default Nesterov momentum (the paper gives no recipe for them).
+initialising a stage from the previous one (``Stage.init``), freezing all but BN, and the official
+PyTorch recipe's label smoothing and linear lr decay. The binary ImageNet stages use the paper's
+plain momentum SGD (``nesterov=False``) and its augmentation, resize to 256 and a random 224 crop
+with flip (``crop="resize"``); the real-valued pre-training stages keep the trainer's defaults
+(Nesterov momentum, random-resized crops: the paper gives no recipe for them). The CIFAR stages
+use plain momentum too, with the 4-pixel pad-and-crop of the array data sets.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _imagenet_binary(model: str, *, batch: int, lr: float, epochs: int, mileston
                      **kw) -> Recipe:
     return Recipe(model=model, data="imagefolder", loss="ce", optimizer="sgd", lr=lr, momentum=0.9,
                   nesterov=False, weight_decay=0.0, lr_schedule="step", milestones=milestones, epochs=epochs,
-                  batch_size=batch, val_size=10000, augment=True, normalize="meanstd", **kw)
+                  batch_size=batch, val_size=10000, augment=True, crop="resize", normalize="meanstd", **kw)
 
 
 def _imagenet_pretrain(model: str, **kw) -> Recipe:

@@ -29,6 +29,7 @@ class Recipe:
     batch_size: int = 100
     val_size: float = 5000                # images carved from the end of train (or a fraction)
     augment: bool = False                 # random crop (pad 4) + horizontal flip
+    crop: str = "random_resized"          # imagefolder training crop: random_resized | resize (Bi-Real)
     normalize: str = "pm1"                # pm1: x/127.5 - 1 (BNN); meanstd; unit
     glorot_lr_scale: bool = False         # BinaryConnect per-layer lr scale on binary weights
     glorot_pow2: bool = False             # round that scale to a power of two (Torch7)
@@ -75,6 +76,7 @@ class Recipe:
             ("seed", self.seed >= 0, ">= 0"),
             ("milestones", all(m >= 1 for m in self.milestones), "epochs >= 1"),
             ("init", self.init in INIT_MODES, f"one of {', '.join(INIT_MODES)}"),
+            ("crop", self.crop in ("random_resized", "resize"), "one of random_resized, resize"),
         ):
             if not ok:
                 raise ValueError(f"recipe field {name} must be {what}, got {getattr(self, name)!r}")

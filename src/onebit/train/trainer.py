@@ -305,7 +305,7 @@ class _Run:
         torch.manual_seed(recipe.seed)
         self.loaders = onebit_data.make_loaders(
             recipe.data, batch_size=recipe.batch_size // d.world_size, root=data_root, val_size=recipe.val_size,
-            augment=recipe.augment, seed=recipe.seed, normalize=recipe.normalize, limit=recipe.limit,
+            augment=recipe.augment, crop=recipe.crop, seed=recipe.seed, normalize=recipe.normalize, limit=recipe.limit,
             eval_batch_size=recipe.batch_size, rank=d.rank, world_size=d.world_size, even=d.active,
             shard_eval=d.active)
         self.info = self.loaders.info

@@ -253,6 +253,16 @@ def test_kernel_prior_init_and_positivity():
     assert torch.allclose(conv.prior.sigma, k.std(1, unbiased=False), rtol=1e-5)
     with pytest.raises(ValueError, match="prior init"):
         conv.reset_prior("bogus")
+    conv = BonnConv2d(3, 8, 3)
+    with torch.no_grad():  # a constant and a zero channel: σ would be 0 (the prior's stiffness ν/σ² infinite)
+        conv.weight[0] = 0.1
+        conv.weight[1] = 0.0
+    conv.reset_prior()
+    spread = conv.weight.detach().flatten(1).abs().std(1, unbiased=False)
+    floor = 0.1 * float(spread.median())  # a tenth of the layer's median spread (6 of its 8 channels ordinary)
+    assert floor > 1e-3
+    assert torch.allclose(conv.prior.sigma[:2], torch.full((2,), floor), rtol=1e-5, atol=0)
+    assert torch.allclose(conv.prior.sigma[2:], spread[2:], rtol=1e-5, atol=0)  # the ordinary channels untouched
     direct = KernelPrior(2, sigma_param="direct")
     opt = torch.optim.SGD(direct.parameters(), lr=10.0)
     constraints.attach(opt, direct)

@@ -219,14 +219,17 @@ class KernelPrior(nn.Module):
         ``"abs"`` (default): ``μ_i = mean|k_i|``, ``σ_i = std|k_i|`` — the maximum-likelihood fit of
         the two-mode prior with modes assigned by sign (so the σ-gradient starts at 0);
         ``"moments"``: ``μ_i = mean|k_i|``, ``σ_i = std(k_i)`` (the literal "variance of k").
-        Spreads below 1e-8 (e.g. a constant kernel) are raised to 1e-8.
+        A channel whose spread is below a tenth of the layer's median spread (a constant or zero
+        channel: its prior's stiffness ν/σ² would be huge) gets that tenth; spreads and means
+        stay at least 1e-8.
         """
         if how not in PRIOR_INITS:
             raise ValueError(f"unknown prior init {how!r}; use one of {PRIOR_INITS}")
         k = kernel.detach().flatten(1).to(self.mu.dtype)
         mu = k.abs().mean(1)
         sigma = (k.abs() if how == "abs" else k).std(1, unbiased=False)
-        self.set(mu.clamp_min(1e-8), sigma.clamp_min(1e-8))
+        floor = max(0.1 * float(sigma.median()), 1e-8) if sigma.numel() else 1e-8
+        self.set(mu.clamp_min(1e-8), sigma.clamp_min(floor))
 
     def extra_repr(self) -> str:
         return f"channels={self.mu.numel()}, sigma_param={self.sigma_param}"

@@ -200,3 +200,39 @@ def test_bwnh_checks_the_data_shape(files, tmp_path, cli_error):
     _, ckpt, _ = files
     err = cli_error(["bwnh", str(ckpt), "--model", "bnn-mlp", "--data", "cifar10", "--out", str(tmp_path / "o")])
     assert "data set cifar10 has images of shape (3, 32, 32)" in err and "takes (1, 28, 28)" in err
+
+
+def test_plot_default_names_in_the_current_folder_are_not_replaced(tmp_path, monkeypatch, cli_error):
+    """With several runs (or --layer) the default figure goes to the current folder, where a file
+    of that name may be the user's: refused without --force, like -o."""
+    a, b = _run_folder(tmp_path / "a", [ROW]), _run_folder(tmp_path / "b", [ROW])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "curves.png").write_text("mine")
+    assert "curves.png already exist(s); pass --force" in cli_error(["plot", str(a), str(b)])
+    assert (tmp_path / "curves.png").read_text() == "mine"
+    assert cli(["plot", str(a), str(b), "--force"]) == 0
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_on_an_unreadable_metrics_file_is_one_line(tmp_path, cli_error):
+    run = _run_folder(tmp_path / "run", [ROW])
+    (run / "metrics.csv").write_text(",".join(CSV_FIELDS) + '\n0,"' + "x" * 200_000 + "\n")  # an unclosed quote
+    assert "is not a readable CSV file" in cli_error(["plot", str(run)])
+    (run / "metrics.csv").write_bytes(b"\xff\xfe\x00bad")
+    assert f"{run / 'metrics.csv'} is not a readable CSV file" in cli_error(["plot", str(run)])
+
+
+def test_data_root_with_a_tilde_is_expanded(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "d").mkdir()
+    assert cli(["data", "--data-root", "~/d"]) == 0
+    assert "mnist" in capsys.readouterr().out
+
+
+def test_bwnh_settings_accept_numpy_integers(tmp_path):
+    from onebit.methods.bwnh import bwnh_pipeline
+    from onebit.train import CheckpointError
+
+    with pytest.raises(CheckpointError, match="checkpoint not found"):  # past the settings, at the file
+        bwnh_pipeline(tmp_path / "missing.safetensors", None, tmp_path / "out", samples=np.int64(64),
+                      per_image=np.int32(4), tol=np.float32(1e-6))

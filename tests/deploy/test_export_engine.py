@@ -438,3 +438,17 @@ def test_cli_run_on_a_file_without_recorded_preprocessing_assumes_pm1_and_says_s
     with pytest.warns(UserWarning, match="records no preprocessing; assuming 'pm1'"):
         code = cli(["run", str(tmp_path / "m.onebit"), "--data", "mnist", "--data-root", str(make_tiny_mnist())])
     assert code == 0 and "accuracy" in capsys.readouterr().out
+
+
+def test_default_threads_never_exceed_the_cores_limit(tmp_path, monkeypatch):
+    """A machine with more than 256 cores gets 256 threads by default, not an error at run time."""
+    import os
+
+    from onebit.deploy import engine as engine_mod
+
+    model = nn.Sequential(nn.Flatten(), BinaryLinear(16, 3, input_quantizer=None)).eval()
+    export(model, tmp_path / "m.onebit", torch.randn(1, 1, 4, 4))
+    monkeypatch.setattr(os, "cpu_count", lambda: 384)
+    e = Engine(tmp_path / "m.onebit")
+    assert e.threads == engine_mod.MAX_THREADS == 256
+    assert e.run(np.zeros((1, 1, 4, 4), np.float32)).shape == (1, 3)

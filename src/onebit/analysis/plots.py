@@ -15,12 +15,15 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
         raise FileNotFoundError(f"no metrics.csv in {run_dir}: not an onebit run folder")
     import io
 
-    text = path.read_text()
-    if text and not text.endswith("\n"):  # a row being appended (or cut by a kill): not an epoch yet
-        text = text[:text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = reader.fieldnames or []
-    rows = list(reader)
+    try:
+        text = path.read_text()
+        if text and not text.endswith("\n"):  # a row being appended (or cut by a kill): not an epoch yet
+            text = text[:text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        rows = list(reader)
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable CSV file ({e}): the file is corrupt") from None
     missing = [k for k in ("epoch", "lr", "train_loss", "test_loss", "train_acc", "val_acc", "test_acc")
                if k not in header]
     if missing:

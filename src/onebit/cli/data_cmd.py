@@ -13,7 +13,7 @@ def data(data_root: Optional[str] = typer.Option(None, "--data-root", help="look
 
     from .. import data as onebit_data
 
-    if data_root is not None and not Path(data_root).is_dir():
+    if data_root is not None and not Path(data_root).expanduser().is_dir():  # as the loaders read it
         raise onebit_data.DataError(f"the data root {data_root} (--data-root) does not exist or is not a folder")
     for n in onebit_data.names():
         try:

@@ -19,8 +19,8 @@ def plot(
     layer: Optional[str] = typer.Option(None, "--layer", help="instead: the latent-kernel distribution of this "
                                         "binary layer over the epochs, one panel per run (e.g. BONN beside its "
                                         "baseline), with each epoch's valley/peak bimodality ratio"),
-    force: bool = typer.Option(False, "--force", help="replace existing files named by -o (the default "
-                               "names, RUN_DIR/curves.png and so on, are always refreshed)"),
+    force: bool = typer.Option(False, "--force", help="replace existing output files (the figures of one run "
+                               "inside its folder, RUN_DIR/curves.png and so on, are always refreshed)"),
 ) -> None:
     """Plot training curves, per-layer statistics or one layer's kernel distribution.
 
@@ -31,17 +31,23 @@ def plot(
 
     if label and len(label) != len(runs):
         raise ValueError(f"got {len(label)} --label for {len(runs)} runs")
+    # the default names inside the run folder are this command's own figures, refreshed on every call;
+    # anything else (an -o file, or the default names in the current folder) may be a user's file
+    if layer is not None:
+        output = output or Path(f"kernels-{layer}.png")
+    elif output is None and len(runs) != 1:
+        output = Path("curves.png")
     if output is not None:
         _check_output(output, [] if layer is not None or len(runs) != 1 else ["-layers", "-histograms"], force)
     if layer is not None:
         from ..analysis.plots import plot_kernel_distribution
 
-        path, stats = plot_kernel_distribution(runs, layer, output or Path(f"kernels-{layer}.png"), label or None)
+        path, stats = plot_kernel_distribution(runs, layer, output, label or None)
         for name, rows in stats.items():
             typer.echo(f"{name}: valley/peak by epoch " + " ".join(f"{e}:{v:.2f}" for e, v in rows))
         typer.echo(f"wrote {path}")
         return
-    out = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
+    out = output or runs[0] / "curves.png"
     typer.echo(f"wrote {plot_curves(runs, out, label or None)}")
     if len(runs) == 1:
         stem, ext = out.with_suffix(""), out.suffix or ".png"

@@ -625,7 +625,7 @@ class Engine:
         import os
 
         if threads is None:
-            return os.cpu_count() or 1
+            return min(os.cpu_count() or 1, MAX_THREADS)
         if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
             raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
         return threads

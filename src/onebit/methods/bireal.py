@@ -21,9 +21,10 @@ with a shorter budget: pre-training SGD 0.1, wd 5e-4, batch 128, 100 epochs, cos
 CIFAR ResNet recipe, shortened); binary stage SGD 0.01, momentum 0.9, wd 0, batch 128, 60 epochs,
 ×0.1 at 30 and 45 (the paper's 2:1:1 step shape); crop+flip augmentation throughout.
 
-Not expressible in :class:`~onebit.methods.recipe.Recipe` today (the trainer would need them):
-initialising a stage from the previous one (``Stage.init``), freezing all but BN, and the official
-PyTorch recipe's label smoothing and linear lr decay. The binary ImageNet stages use the paper's
+Stages are recipes chained by ``init_from`` / ``init`` (``"real"``: copy the previous stage's
+tensors; ``"bn_retrain"``: fold α into BN and train BN only), run in order by ``onebit train
+--pipeline`` (:data:`PIPELINES`). Not expressible today: the official PyTorch recipe's label
+smoothing and linear lr decay. The binary ImageNet stages use the paper's
 plain momentum SGD (``nesterov=False``) and its augmentation, resize to 256 and a random 224 crop
 with flip (``crop="resize"``); the real-valued pre-training stages keep the trainer's defaults
 (Nesterov momentum, random-resized crops: the paper gives no recipe for them). The CIFAR stages

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -701,9 +702,9 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
     for k, v, lo in (("samples", samples, 1), ("per_image", per_image, 1), ("iters", iters, 0),
                      ("dcc_sweeps", dcc_sweeps, 1), ("finetune_epochs", finetune_epochs, 0),
                      ("batch_size", batch_size, 1), ("threads", threads, 1)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo):
             raise ValueError(f"{k} must be an integer >= {lo}, got {v!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
+    if not (isinstance(tol, numbers.Real) and tol >= 0):
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown fine-tuning protocol {protocol!r}; use one of {sorted(PROTOCOLS)}")

@@ -61,7 +61,7 @@ class ShiftAdaMax(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad
-                if group["weight_decay"]:
+                if group.get("weight_decay", 0.0):  # (state dicts saved before the option lack it)
                     g = g.add(p, alpha=group["weight_decay"])
                 st = self.state[p]
                 if not st:

@@ -66,7 +66,8 @@ def fitted_schedule(recipe: Recipe, fit: int) -> dict:
     (``--fit-schedule``): ``step`` milestones scaled and kept apart from the last epoch — a
     milestone inside the run stays inside it (at most epoch ``fit − 1``), two that land on one
     epoch both apply there (×0.01), one at or past the end stays past it — and ``shift``'s
-    halving period scaled (at least 1), so the fitted run anneals as far as the full one."""
+    halving period scaled (at least 1, rounded), so the fitted run ends within about one halving of
+    where the full one ends (60 → 10 epochs, halving every 10 → every 2: 2⁻⁴ instead of 2⁻⁵)."""
     e = recipe.epochs
     milestones = tuple(sorted(fit if m >= e else max(1, min(round(m * fit / e), fit - 1))
                               for m in recipe.milestones))

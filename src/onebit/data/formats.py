@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import struct
@@ -116,7 +117,7 @@ def read_idx(path: PathLike, expect_magic: int | None = None) -> np.ndarray:
     if len(data) < header:
         raise _corrupt(path, f"truncated IDX header ({len(data)} of {header} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: 2^31 · 2^31 · 4 must not wrap to 0
     got = len(data) - header
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"
@@ -205,7 +206,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         from numpy.core import multiarray as _ma  # type: ignore[no-redef]
         from numpy.core import numeric as _num  # type: ignore[no-redef]
     table: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _PickledArray,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): _latin1_encode,  # how protocol-2 pickles from Python 3 store bytes
     }
@@ -216,6 +217,16 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         for mod in ("numpy.core.numeric", "numpy._core.numeric"):
             table[(mod, "_frombuffer")] = _num._frombuffer
     return table
+
+
+class _PickledArray(np.ndarray):
+    """What a pickle gets for ``numpy.ndarray``: the type ``_reconstruct`` builds an array of (in C,
+    then filled by ``__setstate__``), but not a constructor a pickle may call itself — ``ndarray(shape)``
+    would hand back uninitialised memory, ``ndarray(shape, dtype, buffer, 0, (0, 0))`` a huge array
+    over a few bytes."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "_PickledArray":
+        raise _RefusedGlobal("numpy", "ndarray(...) called directly")
 
 
 def _latin1_encode(obj: Any, encoding: str = "utf-8") -> bytes:
@@ -275,7 +286,7 @@ def safe_unpickle(path: PathLike, encoding: str = "latin1") -> Any:
             "official source (or the binary version of the data set) instead."
         ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, struct.error, MemoryError, RecursionError, UnicodeDecodeError) as e:
+            AttributeError, struct.error, MemoryError, RecursionError, UnicodeDecodeError, OverflowError) as e:
         raise _corrupt(path, f"not a readable pickle ({type(e).__name__}: {e})") from e
 
 
@@ -293,10 +304,20 @@ def read_cifar_pickle(path: PathLike, label_key: str = "labels", num_classes: in
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_IMAGE_BYTES:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise _corrupt(path, f"'data' should be a uint8 array of shape (N, {CIFAR_IMAGE_BYTES}), found {desc}")
+    raw = d[label_key]
+    # integers only, checked element by element first (short-circuits: a nested list of shared lists
+    # would expand exponentially in np.asarray; floats, strings and bools are not labels)
+    if isinstance(raw, np.ndarray):
+        ok = raw.dtype.kind in "iu"
+    else:
+        ok = isinstance(raw, list) and all(type(v) is int for v in raw)
+    if not ok:
+        raise _corrupt(path, f"'{label_key}' is not a list of integers")
     try:
-        labels = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError) as e:
+        labels = np.asarray(raw, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as e:
         raise _corrupt(path, f"'{label_key}' is not a list of integers ({e})") from e
+    data = np.asarray(data)  # a plain ndarray (the pickle built a _PickledArray)
     if len(labels) != len(data):
         raise _corrupt(path, f"{len(data)} images but {len(labels)} labels")
     labels = check_labels(path, labels, num_classes)
@@ -327,11 +348,19 @@ def read_svhn_mat(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise _corrupt(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {e})") from e
     if "X" not in mat or "y" not in mat:
         raise _corrupt(path, "the .mat file lacks the 'X' or 'y' variable of SVHN")
-    x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
+    x = np.asarray(mat["X"])
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise _corrupt(path, f"'X' should be uint8 of shape (32, 32, 3, N), found {x.dtype} {x.shape}")
+    y = mat["y"]
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iuf":  # a cell array, a sparse matrix, complex
+        raise _corrupt(path, f"'y' should be a numeric array of labels, found {type(y).__name__}"
+                       + (f" of {y.dtype}" if isinstance(y, np.ndarray) else ""))
+    y = y.reshape(-1)
     if len(y) != x.shape[3]:
         raise _corrupt(path, f"{x.shape[3]} images but {len(y)} labels")
+    bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 1) | (y > 10) if y.dtype.kind == "f" else (y < 1) | (y > 10)
+    if bad.any():
+        raise _corrupt(path, f"label {y[bad][0].item()!r} is not an SVHN label (integers 1..10; 10 means digit 0)")
     y = y.astype(np.int64)
     y[y == 10] = 0
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), check_labels(path, y, 10)
@@ -395,19 +424,22 @@ def load_image(
         with Image.open(path) as im:
             im = im.convert("RGB")
             if crop is None:
+                # the centre image_size square of the image resized to short side S, taken in the
+                # original's pixels (a square of side short·image_size/S) and resized once: no
+                # intermediate image, whose long side would follow the aspect ratio (1×65535 → GBs)
                 w, h = im.size
                 short = max(image_size, round(image_size * resize_ratio))
-                nw, nh = (short, max(short, round(h * short / w))) if w <= h else (max(short, round(w * short / h)), short)
-                im = im.resize((nw, nh), Image.BILINEAR)
-                left, top = (nw - image_size) // 2, (nh - image_size) // 2
-                im = im.crop((left, top, left + image_size, top + image_size))
+                side = min(w, h) * image_size / short
+                left, top = (w - side) / 2, (h - side) / 2
+                im = im.resize((image_size, image_size), Image.BILINEAR, box=(left, top, left + side, top + side))
             else:
                 left, top, cw, ch = crop(*im.size)
                 im = im.resize((image_size, image_size), Image.BILINEAR, box=(left, top, left + cw, top + ch))
             if flip:
                 im = im.transpose(Image.FLIP_LEFT_RIGHT)
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            MemoryError) as e:
         raise _corrupt(path, f"cannot decode this image ({type(e).__name__}: {e})",
                        "Delete or replace the file.") from e
     return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -23,8 +23,29 @@ def _pickle_file(tmp_path: Path, payload: bytes) -> Path:
 def test_idx_sizes_that_overflow_int64_are_corrupt(tmp_path):
     p = tmp_path / "train-images-idx3-ubyte"
     p.write_bytes(struct.pack(">IIII", 2051, 2**31, 2**31, 4))  # 2^64 bytes declared, none given
-    with pytest.raises(CorruptDataError, match="IDX data truncated"):
+    with pytest.raises(CorruptDataError, match="more than any data set here"):
         formats.read_idx_images(p)
+
+
+def test_a_gzip_bomb_is_not_decompressed_past_the_declared_size(tmp_path, monkeypatch):
+    """A small .gz holding a valid header for 10 labels and then 64 MiB of zeros: the stream stops
+    one byte past the declared payload (it used to be decompressed whole before the size check)."""
+    import gzip
+
+    p = tmp_path / "train-labels-idx1-ubyte.gz"
+    p.write_bytes(gzip.compress(struct.pack(">II", 2049, 10) + bytes(10 + (64 << 20)), compresslevel=1))
+    assert p.stat().st_size < 1 << 20
+    asked = []
+    real = gzip.GzipFile.read
+
+    def spy(self, size=-1):
+        asked.append(size)
+        return real(self, size)
+
+    monkeypatch.setattr(gzip.GzipFile, "read", spy)
+    with pytest.raises(CorruptDataError, match="has trailing bytes"):
+        formats.read_idx_labels(p)
+    assert asked and all(0 <= n <= 11 for n in asked), asked
 
 
 def test_a_pickle_cannot_call_the_array_constructor(tmp_path):

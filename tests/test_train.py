@@ -393,3 +393,23 @@ def test_a_cuda_generator_state_is_saved_and_restored(monkeypatch, tmp_path):
     tensors["rng.cuda"] = torch.zeros(2, 2)
     with pytest.raises(CheckpointError, match="rng.cuda must be a uint8 vector"):
         set_rng_state(tensors, meta)
+
+
+def test_resume_of_a_run_older_than_a_recipe_field_says_how_to_continue_it(tiny_mnist, tmp_path):
+    """A run saved before a recipe field existed ran with that field's default; a registered recipe
+    that now sets it differently must not silently change the run, and the error gives the --set."""
+    import safetensors.torch as st
+
+    r = _recipe(epochs=2, optimizer="sgd", lr=0.01)
+    train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False, stop_after=1)
+    last = tmp_path / "run" / "last.safetensors"
+    tensors, meta = load_checkpoint(last)
+    del meta["recipe"]["nesterov"]  # the same run, as saved before 'nesterov' existed
+    last.write_bytes(st.save(tensors, metadata={"onebit": json.dumps(meta)}))
+    with pytest.raises(TrainingError) as e:
+        train(r.replace(nesterov=False), tmp_path / "run", data_root=str(tiny_mnist), progress=False, resume=True)
+    msg = str(e.value)
+    assert "nesterov: saved True, requested False" in msg and "the run predates nesterov" in msg
+    assert "--set nesterov=true" in msg
+    res = train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False, resume=True)  # as it ran
+    assert res.epochs_run == 1

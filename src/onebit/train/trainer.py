@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import math
 import time
@@ -442,8 +443,14 @@ class _Run:
             return
         if saved != self.recipe:
             a, b = saved.to_dict(), self.recipe.to_dict()
-            diff = ", ".join(f"{k}: saved {a[k]!r}, requested {b[k]!r}" for k in sorted(a) if a[k] != b.get(k))
-            raise TrainingError(f"--resume: the recipe in {path} differs from the requested one ({diff}); "
+            keys = [k for k in sorted(a) if a[k] != b.get(k)]
+            diff = ", ".join(f"{k}: saved {a[k]!r}, requested {b[k]!r}" for k in keys)
+            # a field newer than the run: the saved value is the default it ran with, and the requested
+            # one a registered recipe's new value, not the user's wish — say how to continue as it ran
+            older = [k for k in keys if k not in meta["recipe"] and k != "model_kwargs"]
+            hint = ("; the run predates " + ", ".join(older) + ": continue it as it ran with "
+                    + " ".join(f"--set {k}={json.dumps(a[k])}" for k in older)) if older else ""
+            raise TrainingError(f"--resume: the recipe in {path} differs from the requested one ({diff}){hint}; "
                                 "resume with the same settings")
 
     def _save_step(self, epoch: int, step: int, accum: dict) -> None:

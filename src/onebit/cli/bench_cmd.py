@@ -25,8 +25,10 @@ def bench(
                               "bf16 on AMX-BF16 or AVX512_BF16, as PyTorch's bf16 runs them (Engine float_precision='bf16')"),
 ) -> None:
     """Time the bit-packed engine against PyTorch on the same shapes, in the same run."""
-    if not 1 <= threads <= 256:
-        raise ValueError(f"--threads must be from 1 to 256, got {threads}")
+    from ..deploy.engine import MAX_THREADS
+
+    if not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"--threads must be from 1 to {MAX_THREADS}, got {threads}")
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     if layers:

@@ -12,6 +12,7 @@ NumPy rebuild arrays and refuses every other global.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import math
@@ -20,7 +21,7 @@ import pickle
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -63,21 +64,31 @@ def _corrupt(path: PathLike, what: str, fix: str = _REDOWNLOAD) -> CorruptDataEr
 MAX_IDX_BYTES = 1 << 32
 
 
-def _read_bytes(path: PathLike) -> bytes:
-    """Read a whole file, transparently gunzipping it if it starts with the gzip magic."""
+@contextlib.contextmanager
+def _reading(path: PathLike) -> Iterator[None]:
+    """Turn the errors of reading (and gunzipping) ``path`` into the data errors naming it."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"{os.fspath(path)}: cannot read the file ({e}).") from e
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
+        yield
     except EOFError as e:
         raise _corrupt(path, f"truncated gzip stream ({e})") from e
     except (gzip.BadGzipFile, zlib.error) as e:
         raise _corrupt(path, f"corrupt gzip data ({e})") from e
+    except OSError as e:
+        raise DataError(f"{os.fspath(path)}: cannot read the file ({e}).") from e
+
+
+def _open_maybe_gzip(path: PathLike) -> BinaryIO:
+    """``path`` opened for reading, through gzip if it starts with the gzip magic (streamed: only
+    what is read is decompressed). Use inside :func:`_reading`."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _read_bytes(path: PathLike) -> bytes:
+    """Read a whole file, transparently gunzipping it if it starts with the gzip magic."""
+    with _reading(path), _open_maybe_gzip(path) as f:
+        return f.read()
 
 
 def check_labels(path: PathLike, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -92,17 +103,6 @@ def check_labels(path: PathLike, labels: np.ndarray, num_classes: int) -> np.nda
 # --------------------------------------------------------------------------- IDX
 
 
-def _open_maybe_gzip(path: PathLike):
-    """``path`` opened for reading, through gzip if it starts with the gzip magic (streamed: only
-    what is read is decompressed)."""
-    try:
-        with open(path, "rb") as f:
-            gz = f.read(2) == _GZIP_MAGIC
-        return gzip.open(path, "rb") if gz else open(path, "rb")
-    except OSError as e:
-        raise DataError(f"{os.fspath(path)}: cannot read the file ({e}).") from e
-
-
 def read_idx(path: PathLike, expect_magic: int | None = None) -> np.ndarray:
     """Read an IDX file of unsigned bytes (MNIST / Fashion-MNIST), gzipped or not.
 
@@ -110,41 +110,34 @@ def read_idx(path: PathLike, expect_magic: int | None = None) -> np.ndarray:
     4-byte sizes, then exactly ``prod(sizes)`` bytes of data. The file is streamed and never
     decompressed beyond one byte more than the header declares (a gzip bomb stops there).
     """
-    try:
-        with _open_maybe_gzip(path) as f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise _corrupt(path, f"only {len(head)} bytes, too short for an IDX header")
-            (magic,) = struct.unpack(">I", head)
-            zero, dtype_code, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
-            if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
-                raise _corrupt(
-                    path,
-                    f"bad IDX magic {magic} (expected {IDX_IMAGES_MAGIC} for images or "
-                    f"{IDX_LABELS_MAGIC} for labels); this is not an unsigned-byte IDX file",
-                    "Check that the file is the one named (MNIST-style IDX) and not another format.",
-                )
-            if expect_magic is not None and magic != expect_magic:
-                raise _corrupt(
-                    path,
-                    f"IDX magic is {magic} but {expect_magic} was expected "
-                    f"({'images' if expect_magic == IDX_IMAGES_MAGIC else 'labels'})",
-                    "Are the image and label files swapped?",
-                )
-            sizes = f.read(4 * ndim)
-            if len(sizes) < 4 * ndim:
-                raise _corrupt(path, f"truncated IDX header ({4 + len(sizes)} of {4 + 4 * ndim} bytes)")
-            dims = struct.unpack(f">{ndim}I", sizes)
-            expected = math.prod(dims)  # Python ints: 2^31 · 2^31 · 4 must not wrap to 0
-            if expected > MAX_IDX_BYTES:
-                raise _corrupt(path, f"IDX header declares {dims} = {expected} bytes, more than any data set here")
-            data = f.read(expected + 1)
-    except EOFError as e:
-        raise _corrupt(path, f"truncated gzip stream ({e})") from e
-    except (gzip.BadGzipFile, zlib.error) as e:
-        raise _corrupt(path, f"corrupt gzip data ({e})") from e
-    except OSError as e:
-        raise DataError(f"{os.fspath(path)}: cannot read the file ({e}).") from e
+    with _reading(path), _open_maybe_gzip(path) as f:
+        head = f.read(4)
+        if len(head) < 4:
+            raise _corrupt(path, f"only {len(head)} bytes, too short for an IDX header")
+        (magic,) = struct.unpack(">I", head)
+        zero, dtype_code, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
+        if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
+            raise _corrupt(
+                path,
+                f"bad IDX magic {magic} (expected {IDX_IMAGES_MAGIC} for images or "
+                f"{IDX_LABELS_MAGIC} for labels); this is not an unsigned-byte IDX file",
+                "Check that the file is the one named (MNIST-style IDX) and not another format.",
+            )
+        if expect_magic is not None and magic != expect_magic:
+            raise _corrupt(
+                path,
+                f"IDX magic is {magic} but {expect_magic} was expected "
+                f"({'images' if expect_magic == IDX_IMAGES_MAGIC else 'labels'})",
+                "Are the image and label files swapped?",
+            )
+        sizes = f.read(4 * ndim)
+        if len(sizes) < 4 * ndim:
+            raise _corrupt(path, f"truncated IDX header ({4 + len(sizes)} of {4 + 4 * ndim} bytes)")
+        dims = struct.unpack(f">{ndim}I", sizes)
+        expected = math.prod(dims)  # Python ints: 2^31 · 2^31 · 4 must not wrap to 0
+        if expected > MAX_IDX_BYTES:
+            raise _corrupt(path, f"IDX header declares {dims} = {expected} bytes, more than any data set here")
+        data = f.read(expected + 1)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         got = len(data) if len(data) < expected else f"more than {expected}"
@@ -296,13 +289,7 @@ def safe_unpickle(path: PathLike, encoding: str = "latin1") -> Any:
 
     ``encoding="latin1"`` reads Python-2 pickles such as the official CIFAR batches.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"{os.fspath(path)}: cannot read the file ({e}).") from e
-    if raw[:2] == _GZIP_MAGIC:
-        raw = _read_bytes(path)
+    raw = _read_bytes(path)
     try:
         return RestrictedUnpickler(io.BytesIO(raw), encoding=encoding).load()
     except _RefusedGlobal as e:

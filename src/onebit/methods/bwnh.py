@@ -696,14 +696,12 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
 
     from ..fileio import check_folder_path, ensure_dir
     from ..train.checkpoint import check_data_fits
-    from ..train.trainer import resolve_device
+    from ..train.trainer import check_ints, resolve_device
 
     # every argument is checked before minutes of sampling and hashing
-    for k, v, lo in (("samples", samples, 1), ("per_image", per_image, 1), ("iters", iters, 0),
-                     ("dcc_sweeps", dcc_sweeps, 1), ("finetune_epochs", finetune_epochs, 0),
-                     ("batch_size", batch_size, 1), ("threads", threads, 1)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo):
-            raise ValueError(f"{k} must be an integer >= {lo}, got {v!r}")
+    check_ints((("samples", samples, 1), ("per_image", per_image, 1), ("iters", iters, 0),
+                ("dcc_sweeps", dcc_sweeps, 1), ("finetune_epochs", finetune_epochs, 0),
+                ("batch_size", batch_size, 1), ("threads", threads, 1)))
     if not (isinstance(tol, numbers.Real) and tol >= 0):
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if protocol not in PROTOCOLS:

@@ -45,6 +45,10 @@ def entry(name: str) -> ModelEntry:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(names())}") from None
 
 
+#: what a builder raises on arguments it cannot build with (re-raised naming the model and them)
+_BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError)
+
+
 def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
            image_size: int | None = None, **kwargs) -> nn.Module:
     """Build a registered model.
@@ -72,8 +76,8 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
         with warnings.catch_warnings():  # a 0-size layer is refused below, with its name
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
             model = e.builder(**cfg)
-    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError) as err:
-        if type(err) not in (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError):
+    except _BUILD_ERRORS as err:
+        if type(err) not in _BUILD_ERRORS:
             raise  # a library error class of its own (e.g. a DataError) keeps its type
         raise (TypeError if type(err) is TypeError else ValueError)(
             f"cannot build model {name}{given}: {err}") from err

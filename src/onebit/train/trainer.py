@@ -24,6 +24,7 @@ import csv
 import json
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,14 +224,20 @@ def steady_pace(*, elapsed: float, train_s: float, warm_s: float, warm_steps: in
     return max(elapsed - once, 1e-9), once
 
 
+def check_ints(items, error: type[Exception] = ValueError, required: tuple[str, ...] = ()) -> None:
+    """Refuse any ``(name, value, lowest)`` whose value is not an integer (NumPy's too) ``>= lowest``;
+    None is an unset option and passes, unless the name is ``required``."""
+    for name, v, lo in items:
+        if v is None and name not in required:
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+            raise error(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
 def check_options(*, threads: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3) -> None:
     """Refuse nonsensical run options before any work starts."""
-    for name, v, lo in (("threads", threads, 1), ("ckpt_every_steps", ckpt_every_steps, 0),
-                        ("keep_ckpts", keep_ckpts, 1)):
-        if v is None and name == "threads":
-            continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise TrainingError(f"{name} must be an integer >= {lo}, got {v!r}")
+    check_ints((("threads", threads, 1), ("ckpt_every_steps", ckpt_every_steps, 0),
+                ("keep_ckpts", keep_ckpts, 1)), TrainingError, required=("ckpt_every_steps", "keep_ckpts"))
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads: int | None = None,

@@ -9,12 +9,10 @@ import typer
 
 def data(data_root: Optional[str] = typer.Option(None, "--data-root", help="look here first")) -> None:
     """List the data sets and where each one was found (no download)."""
-    from pathlib import Path
-
     from .. import data as onebit_data
+    from ..data.registry import check_root
 
-    if data_root is not None and not Path(data_root).expanduser().is_dir():  # as the loaders read it
-        raise onebit_data.DataError(f"the data root {data_root} (--data-root) does not exist or is not a folder")
+    check_root(data_root)  # as the loaders check it
     for n in onebit_data.names():
         try:
             where = str(onebit_data.locate(n, root=data_root, download=False))

@@ -305,13 +305,18 @@ def _download(ds: DatasetInfo) -> Path:
     return dest
 
 
+def check_root(root: str | os.PathLike[str] | None) -> None:
+    """An explicit data root must be a folder (no fall-through to another copy of the data)."""
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise DataNotFoundError(f"the data root {root} (--data-root) does not exist or is not a folder")
+
+
 def resolve(
     name: str, root: str | os.PathLike[str] | None = None, download: bool = True
 ) -> tuple[Path, FileSet, dict[str, Path]]:
     """Like :func:`locate` but also returns the layout found and its files."""
     ds = info(name)
-    if root is not None and not Path(root).expanduser().is_dir():
-        raise DataNotFoundError(f"the data root {root} (--data-root) does not exist or is not a folder")
+    check_root(root)
     looked: list[str] = []
     for folder, why in candidate_dirs(ds.name, root):
         hit = find_files(folder, ds)

@@ -72,7 +72,7 @@ _KILLED = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_mnist, tmp_path):
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_mnist, tmp_path, caplog):
     t0 = time.time()
     marker, killed, ref = tmp_path / "marker", tmp_path / "killed", tmp_path / "ref"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
@@ -97,7 +97,10 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_mnist, tmp_path
     assert (newest.kind, newest.epoch, newest.step) == ("step", 1, 5)
     assert [r["epoch"] for r in _rows(killed / "metrics.csv")] == ["0"]
 
-    assert cli(_args(tiny_mnist, killed, "--resume", "--ckpt-every-steps", "3", "--keep-ckpts", "2")) == 0
+    with caplog.at_level("INFO", logger="onebit"):
+        assert cli(_args(tiny_mnist, killed, "--resume", "--ckpt-every-steps", "3", "--keep-ckpts", "2")) == 0
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resumed ")]
+    assert resumed == [f"resumed {killed} at epoch 2, step 5 (from e00001-s00000005.safetensors)"]  # the newest
     assert cli(_args(tiny_mnist, ref)) == 0
     _assert_same_run(ref, killed)
     assert time.time() - t0 < 60
@@ -133,7 +136,7 @@ def _recipe():
                   glorot_lr_scale=True, optimizer="shift_adamax")
 
 
-def test_damaged_newest_checkpoint_falls_back_and_stale_temp_files_go(tiny_mnist, tmp_path):
+def test_damaged_newest_checkpoint_falls_back_and_stale_temp_files_go(tiny_mnist, tmp_path, caplog):
     r = _recipe()
     train(r, tmp_path / "ref", data_root=str(tiny_mnist), progress=False)
     run = tmp_path / "run"
@@ -146,7 +149,11 @@ def test_damaged_newest_checkpoint_falls_back_and_stale_temp_files_go(tiny_mnist
     (run / ".last.safetensors.abc.tmp").write_bytes(b"half a file")  # what a kill during a write leaves
     with pytest.raises(TrainingError, match="already holds a run"):
         train(r, run, data_root=str(tiny_mnist), progress=False)
-    train(r, run, data_root=str(tiny_mnist), progress=False, resume=True, ckpt_every_steps=2, keep_ckpts=3)
+    with caplog.at_level("INFO", logger="onebit"):
+        train(r, run, data_root=str(tiny_mnist), progress=False, resume=True, ckpt_every_steps=2, keep_ckpts=3)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"cannot resume from {steps[-1]}") and "trying an older checkpoint" in m for m in msgs)
+    assert [m for m in msgs if m.startswith("resumed ")][-1].endswith(f"(from {steps[-2].name})")  # the next newest
     assert not (run / ".last.safetensors.abc.tmp").exists()
     ta, _ = load_checkpoint(tmp_path / "ref" / "last.safetensors")
     tb, _ = load_checkpoint(run / "last.safetensors")

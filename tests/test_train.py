@@ -193,7 +193,8 @@ def test_cli_train_eval_models_data(tiny_mnist, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["name", "family"] and any(l.startswith("bnn-convnet ") for l in lines[1:])
     assert cli(["data", "--data-root", str(tiny_mnist)]) == 0
-    assert "mnist" in capsys.readouterr().out
+    mnist = [l for l in capsys.readouterr().out.splitlines() if l.split()[:1] == ["mnist"]]
+    assert len(mnist) == 1 and str(tiny_mnist) in mnist[0]  # found in the --data-root given
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

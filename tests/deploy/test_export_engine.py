@@ -269,8 +269,11 @@ def test_uint8_batch_is_preprocessed_up_front_only_for_real_first_layers(name, r
     assert e._input_pm1 is reads_float
     x8 = np.random.default_rng(0).integers(0, 256, (3, *shape)).astype(np.uint8)
     y8 = e.run(x8)
+    xf = x8.astype(np.float32) / np.float32(127.5) - np.float32(1)
+    ref = _reference(model, torch.from_numpy(xf))
+    assert np.abs(y8 - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-6  # either way, the model's logits
     if reads_float:
-        yf = e.run(x8.astype(np.float32) / np.float32(127.5) - np.float32(1))
+        yf = e.run(xf)
         assert np.array_equal(y8.view(np.uint32), yf.view(np.uint32))
 
 

@@ -38,8 +38,20 @@ def test_fp32_is_the_default(bireal_file):
     assert engine.float_precision == "fp32" and all(c.float_precision == "fp32" for c in _real_convs(engine))
 
 
-@pytest.mark.skipif(not kernels.amx_bf16_usable(), reason="needs AMX-BF16")
-def test_bf16_precisions_run_the_real_convs_close_to_fp32(bireal_file):
+@pytest.fixture(params=["native", "portable twin"])
+def bf16_unit(request, monkeypatch):
+    """The engine's bf16 modes on this CPU's own bf16 unit (AMX-BF16; skipped without it), and on
+    the kernels' portable bf16 twin (the engine told AMX is there; the C++ "auto" path, which checks
+    the CPU itself, then runs the portable code with the same roundings) — so every CPU runs them."""
+    if request.param == "native":
+        if not kernels.amx_bf16_usable():
+            pytest.skip("needs AMX-BF16")
+    else:
+        monkeypatch.setattr(kernels, "amx_bf16_usable", lambda: True)
+    return request.param
+
+
+def test_bf16_precisions_run_the_real_convs_close_to_fp32(bireal_file, bf16_unit):
     """Each real conv alone: bf16x3 within ≈ 2⁻¹⁶ per product of fp32, bf16 within ≈ 2⁻⁸ and
     coarser than bf16x3; the whole network runs in each."""
     rng = np.random.default_rng(0)
@@ -139,11 +151,15 @@ def test_bench_times_each_requested_float_precision():
         assert any(f"engine {p}" in line for line in lines)
 
 
-@pytest.mark.skipif(kernels.bf16_unit("bf16") is None, reason="needs AMX-BF16 or AVX512_BF16")
-def test_bf16_stem_pools_its_own_output_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("unit", ["native", "portable twin"])
+def test_bf16_stem_pools_its_own_output_bit_for_bit(tmp_path, unit, monkeypatch):
     """ImageNet stem (7×7/2 conv → BN → 3×3/2 max-pool): in bf16 the conv pools its own output (one
     step fewer, the 112×112 map never written) and the logits equal the unfused engine's exactly;
-    fp32 keeps the two ops."""
+    fp32 keeps the two ops. (On this CPU's bf16 unit, skipped without one, and on the portable twin.)"""
+    if unit == "native" and kernels.bf16_unit("bf16") is None:
+        pytest.skip("needs AMX-BF16 or AVX512_BF16")
+    if unit != "native":
+        monkeypatch.setattr(kernels, "amx_bf16_usable", lambda: True)
     torch.manual_seed(0)
     model = models.create("bireal-resnet18", num_classes=10, width=8).eval()
     path = tmp_path / "stem.onebit"

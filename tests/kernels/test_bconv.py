@@ -85,10 +85,10 @@ def test_bconv2d_all_outputs(isa, i):
                    threads=1)
     y2 = K.bconv2d(xp, W, c["ci"], **geo, output="float", mult=mult, bias=bias, residual=res,
                    threads=2)
-    np.testing.assert_allclose(y1, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(y1, ref)  # the epilogue's exact order: mul, then add (no FMA)
     np.testing.assert_array_equal(y1, y2)
     y0 = K.bconv2d(xp, W, c["ci"], **geo, output="float", mult=mult, bias=bias)
-    np.testing.assert_allclose(y0, R.affine(acc, mult, bias), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(y0, R.affine(acc, mult, bias))
 
     # float with its packed signs (Bi-Real: the next conv's input from the same epilogue),
     # including channels that are exactly +0.0 and -0.0 (both pack as +1)

@@ -224,19 +224,56 @@ def test_float_convs_take_an_empty_batch(rng):
         assert kernels.fconv2d_bf16(x, prepared, 3, 1, 1, path=path).shape == (0, 5, 5, 4)
 
 
+def _pool2d_sequential(x: np.ndarray, kind: str, k: int, s: int, p: int) -> np.ndarray:
+    """The float pool's exact semantics, tap by tap in window order (y, then x), NHWC: max keeps its
+    accumulator unless it is < the tap (``std::max(acc, v)``: a NaN tap is skipped, the first of
+    ±0.0 is kept), starting from −Inf; avg sums in float64 over the taps inside the map (padding not
+    counted) and rounds once to float32."""
+    N, H, W, C = x.shape
+    OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    out = np.empty((N, OH, OW, C), np.float32)
+    for oy in range(OH):
+        for ox in range(OW):
+            ys = range(max(oy * s - p, 0), min(oy * s - p + k, H))
+            xs = range(max(ox * s - p, 0), min(ox * s - p + k, W))
+            if kind == "max":
+                acc = np.full((N, C), -np.inf, np.float32)
+                for y in ys:
+                    for xx in xs:
+                        v = x[:, y, xx]
+                        acc = np.where(acc < v, v, acc)
+            else:
+                acc = np.zeros((N, C), np.float64)
+                with np.errstate(invalid="ignore"):  # Inf − Inf = NaN, as in C++
+                    for y in ys:
+                        for xx in xs:
+                            acc = acc + x[:, y, xx].astype(np.float64)
+                acc = (acc / (len(ys) * len(xs))).astype(np.float32)
+            out[:, oy, ox] = acc
+    return out
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool2d_paths_agree_on_nan_inf_and_signed_zero(kind, rng):
-    """The AVX-512 rows and the portable twin treat NaN (max skips it, as std::max(acc, v) does),
-    ±Inf and −0.0 the same, bit for bit."""
+def test_pool2d_nan_inf_and_signed_zero_bit_for_bit(kind, rng):
+    """Every ISA path of the float pool (the AVX-512 rows where the CPU has them, the portable twin
+    everywhere) gives the sequential reference's bits on NaN (max skips it, as std::max(acc, v)
+    does; avg propagates it), ±Inf and −0.0."""
     x = rng.standard_normal((2, 9, 9, 70)).astype(np.float32)
-    for value, p in ((np.nan, 0.1), (np.inf, 0.03), (-np.inf, 0.03), (-0.0, 0.05)):
+    for value, p in ((np.nan, 0.1), (np.inf, 0.03), (-np.inf, 0.03), (-0.0, 0.05), (0.0, 0.05)):
         x[rng.random(x.shape) < p] = value
-    outs = []
+    want = _pool2d_sequential(x, kind, 3, 2, 1)
+    if kind == "max":  # the cases are there: both zeros as outputs, no NaN out of a max
+        zeros = np.signbit(want[want == 0])
+        assert zeros.any() and not zeros.all() and not np.isnan(want).any()
+    else:
+        assert np.isnan(want).any()
+    assert np.isinf(want).any()
     for path in kernels.isa_paths():
         with kernels.use_isa(path):
-            outs.append(kernels.pool2d(x, kind, 3, 2, 1, threads=2))
-    for o in outs[1:]:
-        assert np.array_equal(o.view(np.uint32), outs[0].view(np.uint32)) or np.array_equal(o, outs[0], equal_nan=True)
+            got = kernels.pool2d(x, kind, 3, 2, 1, threads=2)
+        nan = np.isnan(want)
+        np.testing.assert_array_equal(np.isnan(got), nan, err_msg=path)
+        np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32), err_msg=path)
 
 
 def _bf16_paths():

@@ -86,7 +86,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, rank: int = 0) -> None:
-    """Restore the RNG states saved by :func:`rng_state` (rank ``r`` > 0 reads ``rng.torch.rank<r>``)."""
+    """Restore the RNG states saved by :func:`rng_state` (rank ``r`` > 0 reads ``rng.torch.rank<r>``).
+
+    ``meta`` is either :func:`rng_state`'s own second value or a checkpoint's metadata, which holds
+    it under ``"rng"``."""
     key = "rng.torch" if rank == 0 else f"rng.torch.rank{rank}"
     try:
         if key in tensors:
@@ -99,7 +102,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, rank: int = 0) -
             if t.dtype != torch.uint8 or t.dim() != 1:
                 raise CheckpointError(f"rng.cuda must be a uint8 vector, got {t.dtype} {tuple(t.shape)}")
             torch.cuda.set_rng_state(t)
-        extra = meta.get("rng") if isinstance(meta, dict) else None
+        extra = (meta.get("rng") if "rng" in meta else meta) if isinstance(meta, dict) else None
         if isinstance(extra, dict) and "rng.numpy" in tensors:
             keys = tensors["rng.numpy"]
             pos, has_gauss, gauss = extra["numpy"]

@@ -35,7 +35,7 @@ def main() -> None:
         m = trained_like_bn(models.create("bireal-resnet18").eval(), seed=ms)
         m64 = copy.deepcopy(m).double()
         with tempfile.TemporaryDirectory() as d:
-            export(m, f"{d}/m.onebit", torch.zeros(1, 3, 224, 224), verify=False)
+            export(m, f"{d}/m.onebit", torch.zeros(1, 3, 224, 224), verify=False, overwrite=True)
             e = Engine(f"{d}/m.onebit", threads=args.threads)
             for p in range(args.probes):
                 x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1000 * ms + p))

@@ -166,7 +166,7 @@ def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path):
     (["train", "bnn-mlp", "--pretrain-epochs", "2"], "add --pipeline"),
     (["train", "bireal-resnet18-cifar", "--pipeline", "--pretrain-epochs", "-1"], "--pretrain-epochs must be >= 1"),
     (["train", "bnn-mlp", "--set", "model.hidden=-5"], "cannot build model bnn-mlp with hidden=-5: "),
-    (["train", "bnn-mlp", "--set", "model.hidden=0"], "model bnn-mlp with hidden=0 has an empty tensor"),
+    (["train", "bnn-mlp", "--set", "model.hidden=0"], "cannot build model bnn-mlp with hidden=0: BinaryLinear out_features must be a positive integer, got 0"),
     (["train", "bnn-mlp", "--set", "model.hidden=abc"], "cannot build model bnn-mlp with hidden='abc'"),
     (["train", "bnn-mlp", "--set", "model.dropout=2"], "with dropout=2: input_dropout must be in [0, 1)"),
     (["train", "bnn-mlp", "--set", "model.num_classes=3"], "num_classes come from the data set"),

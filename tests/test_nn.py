@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,21 @@ def test_bad_layer_arguments():
     for p in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match="input_dropout must be in"):
             BinaryLinear(3, 4, input_dropout=p)
+    # geometry that torch would take and then crop silently (padding −1 with a ±1 pad) or fail on later
+    for kw, msg in (({"padding": -1, "pad_value": 1}, r"padding must be >= 0, got padding=\(-1, -1\)"),
+                    ({"padding": (1, -1)}, "padding must be >= 0"), ({"stride": 0}, "stride must be >= 1"),
+                    ({"dilation": 0}, "dilation must be >= 1")):
+        with pytest.raises(ValueError, match=msg):
+            BinaryConv2d(3, 4, 3, **kw)
+    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+        BinaryConv2d(3, 4, (3, 0))
+    for args, msg in (((0, 4, 3), "in_channels must be a positive integer, got 0"),
+                      ((3, 2.5, 3), "out_channels must be a positive integer, got 2.5")):
+        with pytest.raises(ValueError, match=msg):
+            BinaryConv2d(*args)
+    with pytest.raises(ValueError, match="in_features must be a positive integer, got 0"):
+        BinaryLinear(0, 3)
+    assert BinaryConv2d(np.int64(3), 4, (3, 1), padding=(1, 0)).padding == (1, 0)  # NumPy ints are fine
 
 
 def test_layers_behave_like_torch_layers():

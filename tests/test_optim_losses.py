@@ -133,6 +133,15 @@ def test_squared_hinge_matches_definition():
         losses.get("mse")
 
 
+@pytest.mark.parametrize("bad", [torch.tensor([[0], [3], [1], [2], [2], [0]]), torch.tensor([0, 3]),
+                                 torch.tensor([0., 3, 1, 2, 2, 0]), torch.ones(6, dtype=torch.bool)])
+def test_squared_hinge_refuses_targets_that_would_broadcast(bad):
+    """(N, 1) targets, a target count other than N, float or bool labels: an error naming both
+    shapes, never a silently broadcast loss."""
+    with pytest.raises(ValueError, match=r"\(N,\) integer class indices .* \(6, 4\)"):
+        losses.squared_hinge(torch.randn(6, 4), bad)
+
+
 def test_shift_adamax_weight_decay_is_an_l2_term_of_the_gradient():
     """One step from a zero gradient: without decay nothing moves; with λ the gradient is λ·θ and
     the first AdaMax step is lr·sign(λ·θ) (m = (1−β1)·g, v = |g|, bias correction 1/(1−β1))."""

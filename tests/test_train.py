@@ -24,6 +24,21 @@ def _recipe(**kw):
     return Recipe(**base)
 
 
+@pytest.mark.parametrize("field, value, msg", [("epochs", -5, "epochs must be >= 1"),
+                                              ("lr", float("nan"), "lr must be a number"),
+                                              ("optimizer", "adamw", "unknown optimizer 'adamw'")])
+def test_a_recipe_changed_after_it_was_built_is_checked_again(tiny_mnist, tmp_path, field, value, msg):
+    """Recipe fields are plain attributes: train() validates again, before anything is written
+    (before, epochs=-5 wrote a run with a recipe.json no later load accepts, and lr=nan failed in torch)."""
+    r = _recipe()
+    setattr(r, field, value)
+    with pytest.raises((ValueError, TrainingError), match=msg):
+        train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(TypeError, match="train\\(\\) takes a Recipe .* got str"):
+        train("bnn-mlp", tmp_path / "run", progress=False)
+
+
 def test_train_writes_checkpoints_metrics_and_learns(tiny_mnist, tmp_path):
     res = train(_recipe(epochs=4), tmp_path / "run", data_root=str(tiny_mnist), progress=False)
     out = tmp_path / "run"

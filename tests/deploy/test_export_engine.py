@@ -203,6 +203,56 @@ def test_truncated_and_corrupt_files(good_file, tmp_path):
             pass
 
 
+def test_a_changed_bit_anywhere_after_the_header_is_named_damage(good_file, tmp_path):
+    """The header's SHA-256 covers the graph JSON and every tensor byte: one flipped bit in a weight,
+    a threshold or a number of the graph is refused (before, 14 of 30 such flips loaded and ran)."""
+    from onebit.deploy import format as fmt
+
+    data = good_file.read_bytes()
+    hlen = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + hlen])
+    assert len(header["__metadata__"][fmt.CHECKSUM_KEY]) == 64
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    want = Engine(good_file).run(x)
+    rng = np.random.default_rng(1)
+    for i, pos in enumerate([8 + hlen, len(data) - 1, *rng.integers(8 + hlen, len(data), 20)]):
+        b = bytearray(data)
+        b[pos] ^= 1 << int(rng.integers(0, 8))
+        p = tmp_path / f"bit{i}.onebit"
+        p.write_bytes(bytes(b))
+        with pytest.raises(DeployError, match="damaged: its graph and weights do not match the checksum"):
+            Engine(p)
+    g = data.index(b'\\"stride\\": [1, 1]')  # a digit inside the graph JSON
+    b = bytearray(data)
+    b[g + len(b'\\"stride\\": [')] = ord("3")
+    (tmp_path / "stride.onebit").write_bytes(bytes(b))
+    with pytest.raises(DeployError, match="damaged"):
+        Engine(tmp_path / "stride.onebit")
+    # a file written without the checksum (before it existed) still loads, and computes the same
+    graph, tensors = fmt.parse(data)
+    from safetensors.numpy import save
+
+    (tmp_path / "old.onebit").write_bytes(save(tensors, metadata={"onebit_graph": json.dumps(graph)}))
+    assert np.array_equal(Engine(tmp_path / "old.onebit").run(x), want)
+
+
+def test_export_never_overwrites_unless_asked(good_file, tmp_path):
+    model = models.create("bnn-convnet", widths=(8, 16, 24), fc=32).eval()
+    user = tmp_path / "notes.txt"
+    user.write_text("USER DATA")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export(model, user, torch.randn(1, 3, 32, 32))
+    assert user.read_text() == "USER DATA"
+    before = good_file.read_bytes()
+    with pytest.raises(FileExistsError):
+        export(model, good_file, torch.randn(1, 3, 32, 32))
+    assert good_file.read_bytes() == before
+    export(model, good_file, torch.randn(1, 3, 32, 32), overwrite=True)
+    assert good_file.read_bytes() != before and Engine(good_file).run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        export(None, tmp_path / "none.onebit", torch.randn(1, 3, 32, 32))
+
+
 def _rewrite_graph(src, dst, edit):
     from safetensors.numpy import load, save
 
@@ -357,9 +407,9 @@ def test_a_declared_chain_that_is_not_one_is_caught_by_the_verification_and_noth
     out = tmp_path / "m.onebit"
     out.write_bytes(b"the user's older file")
     with pytest.raises(DeployError, match="does not reproduce the model"):
-        export(m, out, torch.zeros(1, 4))
+        export(m, out, torch.zeros(1, 4), overwrite=True)
     assert out.read_bytes() == b"the user's older file"
-    export(m, out, torch.zeros(1, 4), verify=False)  # the caller's own risk: written as lowered
+    export(m, out, torch.zeros(1, 4), verify=False, overwrite=True)  # the caller's own risk: written as lowered
     assert out.read_bytes()[:8] != b"the user"
 
 
@@ -409,8 +459,8 @@ def test_a_folder_given_as_the_model_file_is_named(tmp_path):
 def test_export_unwraps_compile_and_dataparallel_and_models_ending_in_a_map(tmp_path):
     torch.manual_seed(0)
     seq = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *_mlp_head()).eval()
-    for wrapped in (nn.DataParallel(seq), torch.compile(seq)):
-        export(wrapped, tmp_path / "w.onebit", torch.zeros(1, 3, 8, 8))
+    for i, wrapped in enumerate((nn.DataParallel(seq), torch.compile(seq))):
+        export(wrapped, tmp_path / f"w{i}.onebit", torch.zeros(1, 3, 8, 8))
     conv_out = nn.Sequential(nn.Conv2d(3, 4, 3)).eval()  # the engine returns NHWC maps
     export(conv_out, tmp_path / "c.onebit", torch.zeros(1, 3, 7, 7))
     x = torch.randn(2, 3, 7, 7)

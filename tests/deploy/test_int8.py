@@ -167,4 +167,15 @@ def test_a_refused_int8_call_leaves_the_engine_as_it_was(vgg):
         eng.quantize_int8(x.tolist())
     with pytest.raises(ValueError, match="takes"):
         eng.quantize_int8(x[:, :2])
+    for p in ("50", None, True):
+        with pytest.raises(ValueError, match="percentile must be a number"):
+            eng.quantize_int8(x, percentile=p)
+    # an all-zero calibration batch gives layers a zero peak: refused (a scale of 1 would zero them)
+    with pytest.raises(ValueError, match=r"is 0 in every sample .* Nothing was changed"):
+        eng.quantize_int8(np.zeros_like(x))
     assert np.array_equal(eng.run(x), y_int8)
+    fresh = Engine(vgg, threads=1)
+    y_float = fresh.run(x)
+    with pytest.raises(ValueError, match="is 0 in every sample"):
+        fresh.quantize_int8(np.zeros_like(x))
+    assert np.array_equal(fresh.run(x), y_float)  # still the float engine

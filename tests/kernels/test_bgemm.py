@@ -47,6 +47,26 @@ def test_bgemm_residual_in_place(isa):
     assert np.shares_memory(got, res)
 
 
+def test_direct_calls_refuse_set_tail_bits():
+    """The kernels count every bit of the last word, so a set bit past K would change the sum
+    silently (−4 → −6 in the review's case): bgemm/bconv2d refuse it; pack_bits writes them 0."""
+    rng = np.random.default_rng(3)
+    a, b = K.pack_bits(R.random_pm1((3, 70), rng)), K.pack_bits(R.random_pm1((5, 70), rng))
+    want = K.bgemm(a, b, 70)
+    bad = a.copy()
+    bad[1, -1] |= np.uint64(1) << np.uint64(63)
+    with pytest.raises(ValueError, match="a has bits set past its 70 channels"):
+        K.bgemm(bad, b, 70)
+    x, w = K.pack_bits(R.random_pm1((2, 5, 5, 70), rng)), K.pack_bits(R.random_pm1((4, 3, 3, 70), rng))
+    ok = K.bconv2d(x, w, 70, padding=1)
+    x[1, 4, 4, -1] |= np.uint64(1) << np.uint64(6)  # channel 70
+    with pytest.raises(ValueError, match="x has bits set past its 70 channels"):
+        K.bconv2d(x, w, 70, padding=1)
+    assert np.array_equal(K.bgemm(a, b, 70), want) and ok.shape == (2, 5, 5, 4)
+    full = K.pack_bits(R.random_pm1((3, 128), rng))  # no tail: nothing to check
+    assert K.bgemm(full, K.pack_bits(R.random_pm1((2, 128), rng)), 128).shape == (3, 2)
+
+
 def test_bgemm_bad_inputs():
     a = np.zeros((3, 2), np.uint64)
     b = np.zeros((5, 2), np.uint64)

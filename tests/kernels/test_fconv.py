@@ -124,11 +124,23 @@ def test_pool2d_equals_the_numpy_twin(kind, n, h, w, c, k, s, p, ceil, rng, isa)
     assert got.shape == want.shape and np.array_equal(got, want)
 
 
+def test_float_convs_name_the_weight_preparation():
+    x, raw = np.zeros((1, 5, 5, 4), np.float32), np.zeros((3, 36), np.float32)
+    with pytest.raises(TypeError, match=r"prepare_float_weights\(w\) \(the core's FloatWeights\), got ndarray"):
+        kernels.fconv2d_f32(x, raw, 3)
+    for f in (kernels.fconv2d_bf16, kernels.fconv2d_bf16x3, kernels.fconv2d_pool):
+        with pytest.raises(TypeError, match=r"prepare_float_weights\(w, bf16x3=True\)"):
+            f(x, raw, 3)
+
+
 def test_pool2d_bad_inputs():
     with pytest.raises(ValueError, match="kind"):
         kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "min", 2)
     with pytest.raises(ValueError, match="half the kernel"):
         kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "max", 2, 1, 2)
+    for k, st, p in ((0, None, 0), (2, 0, 0), ((2, 0), None, 0), (2, 1, -1)):  # was a ZeroDivisionError
+        with pytest.raises(ValueError, match="kernel and stride >= 1 and padding >= 0"):
+            kernels.pool2d(np.zeros((1, 4, 4, 1), np.float32), "avg", k, st, p)
 
 
 # ---- bf16x3: the float conv as three bf16 products (AMX-BF16, AVX512_BF16, portable twin) ----

@@ -61,6 +61,28 @@ def test_igemm_bad_inputs():
         kernels.igemm_s8(np.zeros((2, 128), np.int8), prepared, scale=np.ones(3))
     with pytest.raises(ValueError, match="path"):
         kernels.igemm_s8(np.zeros((2, 128), np.int8), prepared, path="vnni")
+    raw = np.ones((4, 70), np.int8)  # not prepared: one line naming the preparation, not pybind's signature dump
+    with pytest.raises(TypeError, match=r"prepared once with onebit.kernels.prepare_int8_weights\(w\)"):
+        kernels.igemm_s8(np.zeros((2, 128), np.int8), raw)
+    with pytest.raises(TypeError, match="prepare_int8_weights"):
+        kernels.iconv2d_s8(np.zeros((1, 4, 4, 70), np.float32), raw, 1.0, 1)
+
+
+@pytest.mark.parametrize("w", [np.array([[0.5, 1.0, -1.0]]), np.array([[200, 1, -1]]), np.array([[300, 1, -1]], np.int64),
+                               np.array([[np.nan, 1.0, -1.0]]), np.array([["1", "0", "1"]])])
+def test_int8_weights_are_never_wrapped_or_truncated(w):
+    """0.5 → 0 or 200 → −56 would be silently wrong weights: refused."""
+    with pytest.raises(ValueError, match="integers in -128..127"):
+        kernels.prepare_int8_weights(w)
+
+
+def test_int8_weights_of_other_integer_dtypes_are_exact():
+    w = np.array([[1, -1, 127, -128, 0]], np.int64)
+    a = np.zeros((1, 64), np.int8)
+    a[0, :5] = [1, 2, 3, 1, 5]
+    got = kernels.igemm_s8(a, kernels.prepare_int8_weights(w))
+    assert got.tolist() == [[1 - 2 + 381 - 128]]
+    assert kernels.igemm_s8(a, kernels.prepare_int8_weights(w.astype(np.float32))).tolist() == got.tolist()
 
 
 # ---- the fused int8 convolution (quantise + im2col per tile + GEMM + epilogue) ----------------

@@ -105,7 +105,7 @@ def end_to_end(threads: int = 2, repeats: int = 5, batches: tuple[int, ...] = (1
         torch.manual_seed(0)
         model = trained_like_bn(models.create(name, num_classes=ncls).eval())
         int8 = name == "vgg9-bwn"
-        export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape),
+        export(model, tmp / f"{name}.onebit", torch.zeros(1, *shape), overwrite=True,  # its own temp folder
                preprocess={"normalize": "meanstd" if int8 else "pm1"})
         engine = Engine(tmp / f"{name}.onebit", threads=threads)
         if int8:

@@ -29,7 +29,7 @@ def export_(
     cfg = meta.get("model_config") or {}  # checkpoints without data_info (e.g. BWNH's hashed one)
     c = info.get("in_channels", cfg.get("in_channels", 1))
     s = info.get("image_size", cfg.get("image_size", 28))
-    rep = export(model, output, torch.zeros(1, c, s, s), verify=not no_verify,
+    rep = export(model, output, torch.zeros(1, c, s, s), verify=not no_verify, overwrite=force,
                  preprocess={"normalize": meta["recipe"].get("normalize", "pm1"), "data": meta["recipe"]["data"]})
     fp32 = sum(t.numel() * 4 for t in model.state_dict().values())
     typer.echo(f"wrote {output}: {rep['bytes']:,} bytes ({fp32 / rep['bytes']:.1f}× smaller than the fp32 "

@@ -762,10 +762,12 @@ class Engine:
         if calibration is not None:  # a refused call changes nothing: check everything first
             if not layers:
                 raise ValueError(f"{self.path}: no layer with binary weights and real activations to run in int8")
-            if not 0 < percentile <= 100:
-                raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+            if not isinstance(percentile, (int, float, np.integer, np.floating)) or isinstance(percentile, bool) \
+                    or not 0 < percentile <= 100:
+                raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
             x = self.check_input(calibration, "Engine.quantize_int8")
         with self._lock:
+            before = {id(impl): impl.int8 for impl in layers}
             for impl in layers:
                 impl.set_int8(None)
             if calibration is None:
@@ -783,11 +785,21 @@ class Engine:
                     nonneg[id(impl)] = bool(v.min() >= 0)
 
             self._forward(x, self.threads, observe)
+            dead = [dst for _, dst, impl, _ in self._ops if id(impl) in chosen and not peaks[id(impl)] > 0]
+            if dead:  # a scale of 1.0 would quantise every real input of the layer to 0 (or 1)
+                for impl in layers:
+                    impl.int8 = before[id(impl)]
+                self._fuse_relus()
+                self._build_plan()
+                raise ValueError(
+                    f"calibration: the input of {', '.join(dead)} is 0 in every sample (its {percentile}th percentile "
+                    "of |x| is 0), so it has no int8 scale; calibrate on typical inputs (e.g. a few hundred "
+                    "training images), with a larger percentile. Nothing was changed")
             scales = {}
             for _, dst, impl, _ in self._ops:
                 if id(impl) in chosen:
                     top = 255.0 if nonneg[id(impl)] else 127.0
-                    s = peaks[id(impl)] / top if peaks[id(impl)] > 0 else 1.0
+                    s = peaks[id(impl)] / top
                     impl.set_int8(s, unsigned=nonneg[id(impl)])
                     scales[dst] = s
             self._fuse_relus()

@@ -113,8 +113,11 @@ class _Lowering:
 
 
 def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
-           preprocess: dict | None = None, verify: bool = True) -> dict:
+           preprocess: dict | None = None, verify: bool = True, overwrite: bool = False) -> dict:
     """Write ``model`` (eval mode) to ``path`` as a ``.onebit`` file; return a short report.
+
+    An existing ``path`` is a ``FileExistsError`` unless ``overwrite=True`` (then it is replaced
+    atomically: a reader sees the old file or the new one, never half of one).
 
     ``example_input``: one batch (N, C, H, W) or (N, F) giving the input shape.
     ``preprocess``: how raw uint8 pixels become the model's input, e.g. ``{"normalize": "pm1"}``
@@ -125,8 +128,12 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
     guard against a model whose forward does something its layers do not say.
     A model inside ``torch.compile`` or a (Distributed)DataParallel wrapper is exported unwrapped.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export() takes a torch.nn.Module to export, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() not in (2, 4):
         raise DeployError("example_input must be a tensor of shape (N, C, H, W) or (N, F)")
+    if not overwrite and Path(path).exists():
+        raise FileExistsError(f"{path} exists; export(..., overwrite=True) replaces it")
     if preprocess is not None:
         fmt.check_preprocess(preprocess)
     model = _unwrap(model)

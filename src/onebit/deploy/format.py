@@ -12,6 +12,7 @@ crash, a huge allocation or code execution (safetensors never runs code; no pick
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -58,14 +59,31 @@ def check_preprocess(pre) -> None:
         raise DeployError(f"unknown preprocess normalize {pre['normalize']!r}; use one of {', '.join(NORMALIZE_MODES)}")
 
 
+#: header metadata key of the SHA-256 of the graph JSON followed by the tensor bytes (written by
+#: :func:`write`; a file without it — written before the twentieth session — still loads)
+CHECKSUM_KEY = "onebit_sha256"
+
+
+def _digest(graph_json: str, body: bytes | memoryview) -> str:
+    h = hashlib.sha256(graph_json.encode())
+    h.update(body)
+    return h.hexdigest()
+
+
 def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
-    """Validate and write atomically (temp file + fsync + rename). Returns the file size."""
+    """Validate and write atomically (temp file + fsync + rename), with a checksum of the graph
+    and the tensor bytes in the header (:data:`CHECKSUM_KEY`). Returns the file size."""
     from safetensors.numpy import save
 
     graph = dict(graph, format=FORMAT, version=VERSION)
     validate(graph, tensors)
-    data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                metadata={"onebit_graph": json.dumps(graph)})
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    graph_json = json.dumps(graph)
+    plain = save(arrays, metadata={"onebit_graph": graph_json})
+    body = memoryview(plain)[8 + int.from_bytes(plain[:8], "little"):]
+    data = save(arrays, metadata={"onebit_graph": graph_json, CHECKSUM_KEY: _digest(graph_json, body)})
+    if memoryview(data)[8 + int.from_bytes(data[:8], "little"):] != body:  # the layout ignores the metadata
+        raise RuntimeError("safetensors laid the tensors out differently with the checksum in the header")
     atomic_write_bytes(path, data)
     return len(data)
 
@@ -108,6 +126,9 @@ def parse(raw: bytes, source: str = "model") -> tuple[dict, dict[str, np.ndarray
                               "first: onebit export CHECKPOINT -o MODEL.onebit")
         if not isinstance(meta, dict) or not isinstance(meta.get("onebit_graph"), str):
             raise DeployError(f"{source} has no onebit graph: not a .onebit file")
+        if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != _digest(meta["onebit_graph"], memoryview(raw)[8 + header_len:]):
+            raise DeployError(f"{source} is damaged: its graph and weights do not match the checksum written with "
+                              "them (a change on disk or in transfer); export the model again")
         tensors = load(raw)
     except DeployError:
         raise

@@ -257,6 +257,7 @@ def bconv2d(x: np.ndarray, w, c_in: Optional[int] = None, kernel: Optional[IntPa
     """
     layer = BConv2d(w, c_in, kernel, stride, padding, pad_value, output=output, mult=mult,
                     bias=bias, thresh=thresh, flip=flip)
+    _check_tail_bits(x, layer.weights.c_in, "x")
     return layer(x, residual=residual, out=out, threads=threads)
 
 
@@ -268,7 +269,20 @@ def bgemm(a: np.ndarray, b, K: Optional[int] = None, *, output: str = "int", mul
     with the same "int" / "float" / "bits" output transforms as :func:`bconv2d` (per output
     column n; residual (M, N) float32; "bits" gives (M, ceil(N/64)) uint64)."""
     layer = BDense(b, K, output=output, mult=mult, bias=bias, thresh=thresh, flip=flip)
+    _check_tail_bits(a, layer.weights.c_in, "a")
     return layer(a, residual=residual, out=out, threads=threads)
+
+
+def _check_tail_bits(x, k: int, name: str) -> None:
+    """The packed words' bits past ``k`` must be 0 (the kernels count every bit of the last word):
+    checked here, once per direct call (one pass over the last word of each row); the engine's own
+    packers always write them 0, and the prepared :class:`BConv2d`/:class:`BDense` calls skip it."""
+    if k % 64 == 0 or not isinstance(x, np.ndarray) or x.dtype != np.uint64 or x.ndim < 1 or x.shape[-1] == 0:
+        return  # (a wrong dtype or shape is the core's to report)
+    tail = np.uint64(~((1 << (k % 64)) - 1) & 0xFFFFFFFFFFFFFFFF)
+    if (x[..., -1] & tail).any():
+        raise ValueError(f"{name} has bits set past its {k} channels in the last packed word; pack with "
+                         "onebit.kernels.pack_bits (tail bits 0), or mask them off")
 
 
 # --------------------------------------------------------------------------- pooling
@@ -341,10 +355,24 @@ def amx_int8_usable() -> bool:
     return bool(_c().amx_int8_usable())
 
 
+def _need_prepared(w, kind: str, how: str):
+    """``w`` must be the core's ``kind`` object (weights laid out once by ``how``), not a raw array."""
+    if type(w) is not getattr(_c(), kind):
+        raise TypeError(f"w must be weights prepared once with onebit.kernels.{how} (the core's {kind}), "
+                        f"got {type(w).__name__}")
+
+
 def prepare_int8_weights(w: np.ndarray):
     """int8 weights (N, K) (for binary-weight layers: the ±1 signs) laid out once for the
-    portable and AMX paths. Returns an ``Int8Weights`` (``.N``, ``.K``, ``.Kp`` = K padded to 64)."""
-    return _c().prepare_int8_weights(np.ascontiguousarray(w, dtype=np.int8))
+    portable and AMX paths. Returns an ``Int8Weights`` (``.N``, ``.K``, ``.Kp`` = K padded to 64).
+    Values must be integers in −128..127 (of any dtype): anything else is refused, never wrapped."""
+    a = np.asarray(w)
+    if a.dtype != np.int8:
+        if a.dtype.kind not in "iufb" or (a.size and not (np.all(np.isfinite(a)) and np.all(a == np.rint(a))
+                                                          and a.min() >= -128 and a.max() <= 127)):
+            raise ValueError(f"int8 weights must be integers in -128..127; got {a.dtype} values "
+                             f"that are not (the binary-weight layers' ±1 signs are)")
+    return _c().prepare_int8_weights(np.ascontiguousarray(a, dtype=np.int8))
 
 
 def igemm_s8(a: np.ndarray, w, scale: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None, *,
@@ -352,6 +380,7 @@ def igemm_s8(a: np.ndarray, w, scale: Optional[np.ndarray] = None, bias: Optiona
     """``fl(fl(float32(a @ wᵀ) · scale) + bias)`` for int8 or uint8 ``a`` (M, ≥Kp; columns K..Kp−1 zero) and
     prepared int8 weights: exact int32 sums, then the float output transform (mul, then add).
     ``path``: "auto" (AMX where usable, else portable), "amx" or "portable". Returns float32 (M, N)."""
+    _need_prepared(w, "Int8Weights", "prepare_int8_weights(w)")
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
     return _c().igemm_s8(a, w, f32(scale), f32(bias), path, _threads(threads))
 
@@ -360,7 +389,8 @@ def quantize_s8(x: np.ndarray, act_scale: float, *, unsigned: bool = False, ld: 
                 threads: Optional[int] = None) -> np.ndarray:
     """``clip(rint(x / s), −127, 127)`` as int8 (``unsigned``: ``clip(…, 0, 255)`` as uint8) of float32 rows
     ``x`` (M, K), in rows of ``ld ≥ K`` bytes with zeros after column K (the int8 GEMM's K padding).
-    ``x / s`` is computed as ``x · fl(1/s)`` in float32, ties round to even (NumPy's ``rint``)."""
+    ``x / s`` is computed as ``x · fl(1/s)`` in float32, ties round to even (NumPy's ``rint``);
+    NaN becomes −127 (0 when ``unsigned``): the engine refuses NaN inputs before they get here."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (rows, K), got shape {x.shape}")
@@ -381,6 +411,7 @@ def iconv2d_s8(x: np.ndarray, w, act_scale: float, kernel: IntPair, stride: IntP
     ``out``: a float32 (N, OH, OW, C_out) array to write into (reused buffers avoid page faults).
     """
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    _need_prepared(w, "Int8Weights", "prepare_int8_weights(w)")
     x = np.ascontiguousarray(x, dtype=np.float32)
     return _c().iconv2d_s8(x, w, float(np.float32(act_scale)), bool(unsigned), list(_pair(kernel, "kernel")),
                            list(_pair(stride, "stride")), list(_pair(padding, "padding")), f32(scale), f32(bias),
@@ -439,6 +470,7 @@ def fconv2d_bf16x3(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, paddi
     engine keeps fp32 there. Inputs must be finite.
     """
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    _need_prepared(w, "FloatWeights", "prepare_float_weights(w, bf16x3=True)")
     x = np.ascontiguousarray(x, dtype=np.float32)
     return _c().fconv2d_f32(x, w, list(_pair(kernel, "kernel")), list(_pair(stride, "stride")),
                             list(_pair(padding, "padding")), f32(scale), f32(bias), f32(residual), bool(relu), path,
@@ -455,6 +487,7 @@ def fconv2d_bf16(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding
     come from ``prepare_float_weights(w, bf16x3=True)``; ``path`` as :func:`fconv2d_bf16x3`.
     """
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    _need_prepared(w, "FloatWeights", "prepare_float_weights(w, bf16x3=True)")
     x = np.ascontiguousarray(x, dtype=np.float32)
     return _c().fconv2d_f32(x, w, list(_pair(kernel, "kernel")), list(_pair(stride, "stride")),
                             list(_pair(padding, "padding")), f32(scale), f32(bias), f32(residual), bool(relu), path,
@@ -477,6 +510,7 @@ def fconv2d_pool(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding
         raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
     x = np.ascontiguousarray(x, dtype=np.float32)
+    _need_prepared(w, "FloatWeights", "prepare_float_weights(w, bf16x3=True)")
     if x.ndim != 4:
         raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")
     (kh, kw), (sh, sw), (ph, pw) = _pair(kernel, "kernel"), _pair(stride, "stride"), _pair(padding, "padding")
@@ -508,6 +542,7 @@ def fconv2d_f32(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding:
     layer is the 1×1 conv of an (M, 1, 1, K) input.
     """
     f32 = lambda v: None if v is None else np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    _need_prepared(w, "FloatWeights", "prepare_float_weights(w)")
     x = np.ascontiguousarray(x, dtype=np.float32)
     return _c().fconv2d_f32(x, w, list(_pair(kernel, "kernel")), list(_pair(stride, "stride")),
                             list(_pair(padding, "padding")), f32(scale), f32(bias), f32(residual), bool(relu), path,
@@ -517,7 +552,9 @@ def fconv2d_f32(x: np.ndarray, w, kernel: IntPair, stride: IntPair = 1, padding:
 def pool2d(x: np.ndarray, kind: str, kernel: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0, *,
            ceil_mode: bool = False, threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Max (``kind="max"``) or average (``"avg"``) pooling of float NHWC ``x`` with PyTorch's window
-    placement; padding is never counted (max ignores it, average divides by the in-image taps)."""
+    placement; padding is never counted (max ignores it, average divides by the in-image taps).
+    NaN: max skips a NaN tap (``std::max(acc, v)``; PyTorch's max-pool would return NaN), average
+    propagates it. The engine refuses NaN inputs, so this matters only to direct callers."""
     if kind not in ("max", "avg"):
         raise ValueError(f"kind must be 'max' or 'avg', got {kind!r}")
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -525,6 +562,8 @@ def pool2d(x: np.ndarray, kind: str, kernel: IntPair, stride: Optional[IntPair] 
         raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}")
     k, p = _pair(kernel, "kernel"), _pair(padding, "padding")
     s = _pair(stride if stride is not None else kernel, "stride")
+    if min(k) < 1 or min(s) < 1 or min(p) < 0:
+        raise ValueError(f"pool2d needs kernel and stride >= 1 and padding >= 0, got kernel={k}, stride={s}, padding={p}")
     from ..deploy.format import pool_out
 
     oh, ow = pool_out(x.shape[1], k[0], s[0], p[0], ceil_mode), pool_out(x.shape[2], k[1], s[1], p[1], ceil_mode)

@@ -14,6 +14,9 @@ def squared_hinge(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     if logits.dim() != 2:
         raise ValueError(f"squared_hinge expects (N, C) logits, got shape {tuple(logits.shape)}")
+    if target.shape != logits.shape[:1] or target.dtype.is_floating_point or target.dtype == torch.bool:
+        raise ValueError(f"squared_hinge expects (N,) integer class indices for (N, C) = {tuple(logits.shape)} "
+                         f"logits, got {target.dtype} of shape {tuple(target.shape)}")
     t = F.one_hot(target, logits.shape[1]).to(torch.float32).mul_(2).sub_(1)
     return F.relu(1 - t * logits.float()).pow(2).mean()
 

@@ -8,11 +8,13 @@ from :mod:`onebit.quant` and ``alpha`` an optional per-output-channel scale (XNO
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from .. import quant
 from .constraints import Clip, constrain
@@ -78,6 +80,12 @@ class _BinaryMixin:
         return quant.is_binary(self.weight_quantizer)
 
 
+def _check_sizes(layer: str, **sizes) -> None:
+    for name, v in sizes.items():
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{layer} {name} must be a positive integer, got {v!r}")
+
+
 class BinaryLinear(_BinaryMixin, nn.Linear):
     """``y = q_in(x) · (alpha ⊙ q_w(W))ᵀ + b`` — a dense layer with quantized input and weights.
 
@@ -98,6 +106,7 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
                  scale: ScaleSpec = "none", clip_weights: bool | None = None,
                  input_dropout: float = 0.0, init: str = "default",
                  device=None, dtype=None):
+        _check_sizes("BinaryLinear", in_features=in_features, out_features=out_features)
         nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_binary(input_quantizer, weight_quantizer, scale, clip_weights, input_dropout, init)
 
@@ -129,6 +138,12 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             raise ValueError(f"pad_value must be 0, +1 or -1, not {pad_value!r}")
         if isinstance(padding, str):
             raise ValueError("BinaryConv2d takes an explicit integer padding, not a string")
+        _check_sizes("BinaryConv2d", in_channels=in_channels, out_channels=out_channels)
+        for what, v, lo in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                            ("dilation", dilation, 1)):
+            pair = _pair(v)
+            if any(e < lo for e in pair):
+                raise ValueError(f"BinaryConv2d {what} must be >= {lo}, got {what}={pair}")
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride,
                            padding=padding, dilation=dilation, groups=groups, bias=bias,
                            device=device, dtype=dtype)

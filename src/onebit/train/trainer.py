@@ -271,6 +271,9 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
             first step of each batch shape compiles (tens of seconds); with ``fit_schedule`` that
             time is left out of the pace. One process only.
     """
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"train() takes a Recipe (e.g. onebit.methods.get_recipe(\"bnn-mlp\")), got {type(recipe).__name__}")
+    recipe.validate()  # again: a field may have been changed since the Recipe was built
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
     if fit_schedule and max_minutes is None:
         raise TrainingError("--fit-schedule fits the epochs to a time budget: give --max-minutes (max_minutes) too")

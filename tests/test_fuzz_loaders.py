@@ -75,7 +75,8 @@ def _onebit_seeds() -> list[bytes]:
         p = WORK / f"seed-{name}.onebit"
         export(model, p, torch.randn(*shape), preprocess={"normalize": "pm1"})
         # without its checksum (a hostile file leaves it out too): the mutations reach the validator
-        # instead of all stopping at the checksum (tests/deploy/test_format.py tests the checksum)
+        # instead of all stopping at the checksum (tested in tests/deploy/test_export_engine.py,
+        # test_a_changed_bit_anywhere_after_the_header_is_named_damage)
         graph, tensors = fmt.parse(p.read_bytes())
         out.append(save_np(tensors, metadata={"onebit_graph": json.dumps(graph)}))
     return out

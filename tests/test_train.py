@@ -39,6 +39,14 @@ def test_a_recipe_changed_after_it_was_built_is_checked_again(tiny_mnist, tmp_pa
         train("bnn-mlp", tmp_path / "run", progress=False)
 
 
+def test_milestones_set_as_a_list_train(tiny_mnist, tmp_path):
+    """recipe.json holds milestones as a list; setting the field so is what a user does."""
+    r = _recipe(epochs=1, lr_schedule="step", milestones=(1,))
+    r.milestones = [1]
+    assert train(r, tmp_path / "run", data_root=str(tiny_mnist), progress=False).epochs_run == 1
+    assert r.milestones == (1,)
+
+
 def test_train_writes_checkpoints_metrics_and_learns(tiny_mnist, tmp_path):
     res = train(_recipe(epochs=4), tmp_path / "run", data_root=str(tiny_mnist), progress=False)
     out = tmp_path / "run"

@@ -30,12 +30,14 @@ def ensure_dir(path: str | Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder → fsync → rename.
 
     A crash leaves either the old file or the new one, never a half-written file; the new file
     gets normal permissions (``0666 & ~umask``). ``path`` being a folder is an
     :class:`IsADirectoryError`, a file among its parents a :class:`NotADirectoryError`.
+    ``exclusive``: never replace a file — one that exists, or appears while this one is written,
+    is a :class:`FileExistsError` (published with a hard link, which fails on an existing name).
     """
     path = Path(path)
     if path.is_dir():
@@ -50,7 +52,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic, and refuses an existing name
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists; it was not replaced") from None
+            except OSError:  # a file system without hard links: check, then rename
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; it was not replaced") from None
+                os.replace(tmp, path)
+            Path(tmp).unlink(missing_ok=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -253,6 +253,27 @@ def test_export_never_overwrites_unless_asked(good_file, tmp_path):
         export(None, tmp_path / "none.onebit", torch.randn(1, 3, 32, 32))
 
 
+
+def test_export_refuses_a_file_that_appears_while_it_works(tmp_path, monkeypatch):
+    """The existence check runs first (before seconds of lowering and verification) and again as
+    the file is published: a file created in between is kept, not replaced."""
+    from onebit.deploy import exporter
+
+    model = models.create("bnn-mlp", hidden=16).eval()
+    target = tmp_path / "m.onebit"
+    real = exporter._verify
+
+    def verify_then_someone_writes(*a, **kw):
+        real(*a, **kw)
+        target.write_text("written by someone else meanwhile")
+
+    monkeypatch.setattr(exporter, "_verify", verify_then_someone_writes)
+    with pytest.raises(FileExistsError, match="was not replaced"):
+        export(model, target, torch.randn(1, 1, 28, 28))
+    assert target.read_text() == "written by someone else meanwhile"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onebit"]  # no temp file left
+
+
 def _rewrite_graph(src, dst, edit):
     from safetensors.numpy import load, save
 

@@ -167,7 +167,7 @@ def test_a_refused_int8_call_leaves_the_engine_as_it_was(vgg):
         eng.quantize_int8(x.tolist())
     with pytest.raises(ValueError, match="takes"):
         eng.quantize_int8(x[:, :2])
-    for p in ("50", None, True):
+    for p in ("50", None, True, np.array([50.0, 60.0])):
         with pytest.raises(ValueError, match="percentile must be a number"):
             eng.quantize_int8(x, percentile=p)
     # an all-zero calibration batch gives layers a zero peak: refused (a scale of 1 would zero them)
@@ -179,3 +179,12 @@ def test_a_refused_int8_call_leaves_the_engine_as_it_was(vgg):
     with pytest.raises(ValueError, match="is 0 in every sample"):
         fresh.quantize_int8(np.zeros_like(x))
     assert np.array_equal(fresh.run(x), y_float)  # still the float engine
+
+
+def test_percentile_takes_any_scalar(vgg):
+    """A NumPy 0-d array, a NumPy float or a torch scalar is a number like 99.0."""
+    x = np.random.default_rng(2).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    want = Engine(vgg, threads=1).quantize_int8(x, percentile=99.0)
+    for p in (np.asarray(99.0), np.float32(99.0), torch.tensor(99.0), 99):
+        assert Engine(vgg, threads=1).quantize_int8(x, percentile=p) == want
+

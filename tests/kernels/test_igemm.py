@@ -83,6 +83,7 @@ def test_int8_weights_of_other_integer_dtypes_are_exact():
     got = kernels.igemm_s8(a, kernels.prepare_int8_weights(w))
     assert got.tolist() == [[1 - 2 + 381 - 128]]
     assert kernels.igemm_s8(a, kernels.prepare_int8_weights(w.astype(np.float32))).tolist() == got.tolist()
+    assert kernels.igemm_s8(a, kernels.prepare_int8_weights(w.astype(object))).tolist() == got.tolist()
 
 
 # ---- the fused int8 convolution (quantise + im2col per tile + GEMM + epilogue) ----------------

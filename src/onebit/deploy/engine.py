@@ -762,8 +762,12 @@ class Engine:
         if calibration is not None:  # a refused call changes nothing: check everything first
             if not layers:
                 raise ValueError(f"{self.path}: no layer with binary weights and real activations to run in int8")
-            if not isinstance(percentile, (int, float, np.integer, np.floating)) or isinstance(percentile, bool) \
-                    or not 0 < percentile <= 100:
+            try:  # a Python, NumPy (0-d too) or torch scalar; not a bool, a string or None
+                ok = not isinstance(percentile, (bool, np.bool_, str, bytes)) and np.ndim(percentile) == 0
+                percentile = float(percentile) if ok else None
+            except (TypeError, ValueError):
+                percentile = ok = None
+            if not ok or not 0 < percentile <= 100:
                 raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
             x = self.check_input(calibration, "Engine.quantize_int8")
         with self._lock:

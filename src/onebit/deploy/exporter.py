@@ -149,7 +149,7 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
             graph["preprocess"] = dict(preprocess)
         if verify:  # before anything is written to ``path``
             _verify(model, graph, tensors, example_input)
-        size = fmt.write(path, graph, tensors)
+        size = fmt.write(path, graph, tensors, overwrite=overwrite)  # checked again as it is published
     finally:
         model.train(was_training)
     n_bits = sum(t.size * 64 for t in tensors.values() if t.dtype == np.uint64)

@@ -70,9 +70,10 @@ def _digest(graph_json: str, body: bytes | memoryview) -> str:
     return h.hexdigest()
 
 
-def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
+def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray], *, overwrite: bool = True) -> int:
     """Validate and write atomically (temp file + fsync + rename), with a checksum of the graph
-    and the tensor bytes in the header (:data:`CHECKSUM_KEY`). Returns the file size."""
+    and the tensor bytes in the header (:data:`CHECKSUM_KEY`). Returns the file size.
+    ``overwrite=False``: a file at ``path`` (even one that appears meanwhile) is a FileExistsError."""
     from safetensors.numpy import save
 
     graph = dict(graph, format=FORMAT, version=VERSION)
@@ -84,7 +85,7 @@ def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray]) -> int:
     data = save(arrays, metadata={"onebit_graph": graph_json, CHECKSUM_KEY: _digest(graph_json, body)})
     if memoryview(data)[8 + int.from_bytes(data[:8], "little"):] != body:  # the layout ignores the metadata
         raise RuntimeError("safetensors laid the tensors out differently with the checksum in the header")
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, exclusive=not overwrite)
     return len(data)
 
 

@@ -281,8 +281,10 @@ def _check_tail_bits(x, k: int, name: str) -> None:
         return  # (a wrong dtype or shape is the core's to report)
     tail = np.uint64(~((1 << (k % 64)) - 1) & 0xFFFFFFFFFFFFFFFF)
     if (x[..., -1] & tail).any():
-        raise ValueError(f"{name} has bits set past its {k} channels in the last packed word; pack with "
-                         "onebit.kernels.pack_bits (tail bits 0), or mask them off")
+        raise ValueError(f"{name} has bits set past its {k} channels in the last packed word of a row. Rows of "
+                         "one pack_bits vector have them 0; a flattened map of several packed pixels has "
+                         "each pixel's tail inside the row: pass K = words × 64 and take the padded "
+                         "positions (each adds +1) back out of the sums, as the engine does")
 
 
 # --------------------------------------------------------------------------- pooling
@@ -368,6 +370,11 @@ def prepare_int8_weights(w: np.ndarray):
     Values must be integers in −128..127 (of any dtype): anything else is refused, never wrapped."""
     a = np.asarray(w)
     if a.dtype != np.int8:
+        if a.dtype == object:  # e.g. Python ints: their values decide
+            try:
+                a = a.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError("int8 weights must be integers in -128..127; got objects that are not numbers") from None
         if a.dtype.kind not in "iufb" or (a.size and not (np.all(np.isfinite(a)) and np.all(a == np.rint(a))
                                                           and a.min() >= -128 and a.max() <= 127)):
             raise ValueError(f"int8 weights must be integers in -128..127; got {a.dtype} values "

@@ -45,12 +45,13 @@ class Recipe:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.milestones, list):
-            self.milestones = tuple(self.milestones)
         self.validate()
 
     def validate(self) -> None:
-        """Check every field's type and range; a ValueError names the field and the value."""
+        """Check every field's type and range; a ValueError names the field and the value.
+        (A list of milestones, as ``recipe.json`` holds them, becomes the tuple the field is.)"""
+        if isinstance(self.milestones, list):
+            self.milestones = tuple(self.milestones)
         for f in fields(self):
             v = getattr(self, f.name)
             kind = _FIELD_KINDS.get(str(f.type))

@@ -1,0 +1,44 @@
+"""onebit.fileio.atomic_write_bytes: a crash leaves the old file or the new one; ``exclusive`` never
+replaces a file, even one that appears while the new one is written."""
+
+import os
+
+import pytest
+
+from onebit import fileio
+
+
+def test_atomic_write_replaces_and_leaves_no_temp_file(tmp_path):
+    p = tmp_path / "f.bin"
+    fileio.atomic_write_bytes(p, b"one")
+    fileio.atomic_write_bytes(p, b"two")
+    assert p.read_bytes() == b"two" and [q.name for q in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_exclusive_write_never_replaces(tmp_path, monkeypatch, hard_links):
+    if not hard_links:  # a file system without hard links: check, then rename
+        def no_link(src, dst):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    p = tmp_path / "f.bin"
+    fileio.atomic_write_bytes(p, b"new", exclusive=True)
+    assert p.read_bytes() == b"new"
+    with pytest.raises(FileExistsError, match="was not replaced"):
+        fileio.atomic_write_bytes(p, b"newer", exclusive=True)
+    assert p.read_bytes() == b"new" and [q.name for q in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_exclusive_write_refuses_a_file_that_appears_meanwhile(tmp_path, monkeypatch):
+    p = tmp_path / "f.bin"
+    real_fsync = os.fsync
+
+    def fsync_then_someone_writes(fd):
+        real_fsync(fd)
+        if not p.exists():
+            p.write_bytes(b"theirs")
+
+    monkeypatch.setattr(os, "fsync", fsync_then_someone_writes)
+    with pytest.raises(FileExistsError):
+        fileio.atomic_write_bytes(p, b"mine", exclusive=True)
+    assert p.read_bytes() == b"theirs" and [q.name for q in tmp_path.iterdir()] == ["f.bin"]

@@ -125,7 +125,9 @@ def export(model: nn.Module, path: str | Path, example_input: torch.Tensor, *,
     ``verify``: run the graph on the engine and the model (in float64) on random inputs of
     ``example_input``'s shape first (:func:`_verify`); a difference beyond float rounding,
     ``1e-4·max|y| + 1e-6`` on every probe, is a :class:`DeployError` and nothing is written — the
-    guard against a model whose forward does something its layers do not say.
+    guard against a model whose forward does something its layers do not say. The probes run a
+    float64 copy of the model (its forward hooks included: a hook that changes outputs is exactly
+    what the check must see; one that records calls sees three single-sample probes).
     A model inside ``torch.compile`` or a (Distributed)DataParallel wrapper is exported unwrapped.
     """
     if not isinstance(model, nn.Module):

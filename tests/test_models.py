@@ -146,3 +146,42 @@ def test_the_svhn_convnet_defaults_to_svhn():
     from onebit.methods import get_recipe
 
     assert models.entry("bnn-convnet-svhn").default_data == "svhn" and get_recipe("bnn-convnet-svhn").data == "svhn"
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_model_names_the_input_it_takes(name):
+    """A wrong input is refused before any layer runs, with the model's name and the shape it takes."""
+    model = models.create(name, **_small(name)).eval()
+    c, s = _shape(name)
+    assert model(torch.randn(2, c, s, s)).shape == (2, 10)
+    pooled = models.entry(name).family in ("resnet", "wrn")
+    with torch.no_grad():
+        for bad in (torch.randn(2, c + 1, s, s), torch.randn(c, s, s), torch.randn(2, c, s, s, 1)):
+            with pytest.raises(ValueError, match=rf"model {name} takes input of shape \(N, {c}, "):
+                model(bad)
+        with pytest.raises(ValueError, match="x.unsqueeze"):
+            model(torch.randn(c, s, s))
+        if pooled:  # global pooling: any image size
+            assert model(torch.randn(1, c, s + 3, s + 3)).shape == (1, 10)
+        else:  # the classifier sees the flattened map: only the size it was built for
+            with pytest.raises(ValueError, match=rf"\(N, {c}, {s}, {s}\)"):
+                model(torch.randn(1, c, s + 8, s + 8))
+        rows = torch.randn(2, c * s * s)
+        if "mlp" in name:
+            assert model(rows).shape == (2, 10)
+        else:
+            with pytest.raises(ValueError, match="got \\(2, "):
+                model(rows)
+        with pytest.raises(TypeError, match="floating-point input, got torch.uint8"):
+            model(torch.randint(0, 255, (2, c, s, s), dtype=torch.uint8))
+        with pytest.raises(TypeError, match="torch.float32 weights but got torch.float64"):
+            model(torch.randn(2, c, s, s, dtype=torch.float64))
+        with pytest.raises(TypeError, match="takes a tensor"):
+            model([[0.0]])
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for the layers: allowed
+            assert model(torch.randn(2, c, s, s, dtype=torch.bfloat16)).shape == (2, 10)
+        assert model.double()(torch.randn(2, c, s, s, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_timm_style_aliases():
+    assert models.create_model is models.create and models.list_models() == models.names()

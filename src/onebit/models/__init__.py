@@ -5,8 +5,8 @@ One file per family; importing this package registers them all.
 
 from . import bnn  # noqa: F401  (registers the BNN family)
 from . import resnet  # noqa: F401
-from .registry import ModelEntry, create, entry, names, register_model
+from .registry import InputCheck, ModelEntry, create, create_model, entry, list_models, names, register_model
 
-__all__ = ["create", "names", "entry", "register_model", "ModelEntry"]
+__all__ = ["create", "create_model", "names", "list_models", "entry", "register_model", "ModelEntry", "InputCheck"]
 from . import vgg  # noqa: F401
 from . import wrn  # noqa: F401  (registers the BONN family: bonn-wrn22, bonn-wrn40, bonn-resnet18)

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from torch import nn
 
 
@@ -85,4 +86,62 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
     if empty is not None:
         raise ValueError(f"model {name}{given} has an empty tensor {empty} (0 elements): a size argument is 0")
     model.onebit_config = {"name": name, **cfg}
+    built = {k: p.default for k, p in params.items() if p.default is not p.empty} | cfg  # what the builder used
+    if isinstance(built.get("in_channels"), int) and isinstance(built.get("image_size"), int):
+        model.register_forward_pre_hook(InputCheck(name, model, built["in_channels"], built["image_size"]))
     return model
+
+
+#: the public names of timm's shape
+create_model = create
+list_models = names
+
+
+class InputCheck:
+    """A forward pre-hook that refuses an input the model cannot mean, naming the model and the
+    shape it takes, before PyTorch fails deep inside with a message about some layer's weight (or,
+    for a 3-D tensor, silently reads it as one unbatched image):
+
+    * a batch of images ``(N, C, H, W)`` with ``C == in_channels``; a model whose classifier sees
+      the flattened map (no global pooling: ``bnn-mlp``, ``bnn-convnet``, ``vgg9-*``) also needs
+      ``H == W == image_size``, and ``bnn-mlp`` takes ``(N, C·H·W)`` rows as well;
+    * a floating-point tensor of the model's own dtype (outside autocast): uint8 pixels must first
+      go through the data pipeline's normalisation (the deployed engine takes uint8 where the
+      exported file records it).
+    """
+
+    def __init__(self, name: str, model: nn.Module, in_channels: int, image_size: int):
+        self.name, self.in_channels, self.image_size = name, in_channels, image_size
+        mods = list(model.modules())
+        self.fixed_size = not any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) for m in mods)
+        first = next(iter(model.children()), None)
+        self.takes_rows = isinstance(first, nn.Flatten)  # an MLP: (N, features) rows are fine
+
+    def _expected(self) -> str:
+        hw = f"{self.image_size}, {self.image_size}" if self.fixed_size else "H, W"
+        rows = f" or (N, {self.in_channels * self.image_size ** 2})" if self.takes_rows else ""
+        return f"(N, {self.in_channels}, {hw}){rows}"
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        if not args:
+            return
+        x = args[0]
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"model {self.name} takes a tensor of shape {self._expected()}, got {type(x).__name__}")
+        shape = tuple(x.shape)
+        if self.takes_rows and x.dim() == 2:
+            ok = shape[1] == self.in_channels * self.image_size ** 2
+        else:
+            ok = x.dim() == 4 and shape[1] == self.in_channels and (
+                not self.fixed_size or shape[2:] == (self.image_size, self.image_size))
+        if not ok:
+            raise ValueError(f"model {self.name} takes input of shape {self._expected()}, got {shape}"
+                             + (" (a single image needs a batch dimension: x.unsqueeze(0))"
+                                if x.dim() == 3 and shape[0] == self.in_channels else ""))
+        if not x.is_floating_point():
+            raise TypeError(f"model {self.name} takes floating-point input, got {x.dtype}: normalise the pixels "
+                            "first (as the data pipeline does; e.g. x.float() / 127.5 - 1 for the ±1 range)")
+        p = next(module.parameters(), None)
+        if p is not None and x.dtype != p.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"model {self.name} holds {p.dtype} weights but got {x.dtype} input: "
+                            f"x.to({p.dtype}) or model.to({x.dtype}) (or run under torch.autocast)")

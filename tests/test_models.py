@@ -156,11 +156,14 @@ def test_every_model_names_the_input_it_takes(name):
     assert model(torch.randn(2, c, s, s)).shape == (2, 10)
     pooled = models.entry(name).family in ("resnet", "wrn")
     with torch.no_grad():
-        for bad in (torch.randn(2, c + 1, s, s), torch.randn(c, s, s), torch.randn(2, c, s, s, 1)):
+        for bad in (torch.randn(2, c + 1, s, s), torch.randn(2, c, s, s + 1, 1), torch.randn(2, c, s)):
             with pytest.raises(ValueError, match=rf"model {name} takes input of shape \(N, {c}, "):
                 model(bad)
-        with pytest.raises(ValueError, match="x.unsqueeze"):
-            model(torch.randn(c, s, s))
+        if "mlp" in name:  # flattened per sample, as its Flatten does: (N, 28, 28) is one image a row
+            assert model(torch.randn(5, s, s)).shape == (5, 10)
+        else:
+            with pytest.raises(ValueError, match="x.unsqueeze"):
+                model(torch.randn(c, s, s))
         if pooled:  # global pooling: any image size
             assert model(torch.randn(1, c, s + 3, s + 3)).shape == (1, 10)
         else:  # the classifier sees the flattened map: only the size it was built for

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -99,12 +100,13 @@ list_models = names
 
 class InputCheck:
     """A forward pre-hook that refuses an input the model cannot mean, naming the model and the
-    shape it takes, before PyTorch fails deep inside with a message about some layer's weight (or,
-    for a 3-D tensor, silently reads it as one unbatched image):
+    shape it takes, before PyTorch fails inside some layer with a message about its weight or a
+    reshaped tensor:
 
     * a batch of images ``(N, C, H, W)`` with ``C == in_channels``; a model whose classifier sees
       the flattened map (no global pooling: ``bnn-mlp``, ``bnn-convnet``, ``vgg9-*``) also needs
-      ``H == W == image_size``, and ``bnn-mlp`` takes ``(N, C·H·W)`` rows as well;
+      ``H == W == image_size``; an MLP (``bnn-mlp``) takes any ``(N, ...)`` of ``C·H·W`` values a
+      sample, as its ``Flatten`` does;
     * a floating-point tensor of the model's own dtype (outside autocast): uint8 pixels must first
       go through the data pipeline's normalisation (the deployed engine takes uint8 where the
       exported file records it).
@@ -119,7 +121,7 @@ class InputCheck:
 
     def _expected(self) -> str:
         hw = f"{self.image_size}, {self.image_size}" if self.fixed_size else "H, W"
-        rows = f" or (N, {self.in_channels * self.image_size ** 2})" if self.takes_rows else ""
+        rows = f" or (N, ...) of {self.in_channels * self.image_size ** 2} values" if self.takes_rows else ""
         return f"(N, {self.in_channels}, {hw}){rows}"
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
@@ -129,8 +131,8 @@ class InputCheck:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"model {self.name} takes a tensor of shape {self._expected()}, got {type(x).__name__}")
         shape = tuple(x.shape)
-        if self.takes_rows and x.dim() == 2:
-            ok = shape[1] == self.in_channels * self.image_size ** 2
+        if self.takes_rows and x.dim() >= 2:  # an MLP flattens each sample: (N, 28, 28) is fine
+            ok = math.prod(shape[1:]) == self.in_channels * self.image_size ** 2
         else:
             ok = x.dim() == 4 and shape[1] == self.in_channels and (
                 not self.fixed_size or shape[2:] == (self.image_size, self.image_size))

@@ -16,6 +16,8 @@
 #                  plain    binary-resnet18-cifar (shortcut every two convs)
 #                  ste      Bi-Real with the hard-tanh STE instead of ApproxSign
 #                  nomag    Bi-Real with sign(W) instead of the magnitude-aware α
+#                  caffe    Bi-Real with the official Caffe code's weight gradient (identity: g, not α·g)
+#                  plaincaffe  the plain net with that gradient
 #                  preclip  the clip(-1, 1) real-valued twin (resnet18-cifar-float)
 #                  prerelu  the ReLU real-valued twin
 #                  clip     Bi-Real initialised from OUT/preclip-sSEED/best.safetensors (must be finished)
@@ -24,7 +26,7 @@
 # Then: python benchmarks/run_table.py OUT/*, and score the best checkpoints on the engine:
 #   onebit export OUT/ROW/best.safetensors -o ROW.onebit && onebit run ROW.onebit --data cifar10 --data-root ../shared/data
 set -u
-if [ $# -lt 4 ]; then sed -n '2,25p' "$0"; exit 2; fi
+if [ $# -lt 4 ]; then sed -n '2,27p' "$0"; exit 2; fi
 OUT=$1; EPOCHS=$2; MAXMIN=$3; shift 3
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 PRECISION=${PRECISION:-bf16}   # bf16 (the documented rows) or fp32: bf16 autocast needs AVX-512, on an
@@ -48,6 +50,8 @@ for row in "$@"; do
     plain)   args="binary-resnet18-cifar";;
     ste)     args="bireal-resnet18-cifar --set model.activation=ste_sign";;
     nomag)   args="bireal-resnet18-cifar --set model.weight=ste_sign";;
+    caffe)   args='bireal-resnet18-cifar --set model.weight_kwargs={"grad":"caffe"}';;
+    plaincaffe) args='binary-resnet18-cifar --set model.weight_kwargs={"grad":"caffe"}';;
     preclip) args="resnet18-cifar-float";;
     prerelu) args="resnet18-cifar-float --set model.activation=relu";;
     clip|relu)

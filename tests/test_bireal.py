@@ -94,6 +94,32 @@ def test_magnitude_aware_sign_reference_code_rules(rule):
     assert q.config() == {"name": "magnitude_aware_sign", "grad": rule, "per": "out_channel"}
 
 
+def test_with_bn_after_the_conv_the_papers_rule_is_the_plain_sign_ste():
+    """BN cancels a per-channel scale: the gradient reaching ``α·sign(W)`` is that of ``sign(W)``
+    divided by α, so the paper's ``α·g`` gives ``W`` exactly the plain STE's gradient (up to BN's ε),
+    while the Caffe code's identity ``g`` gives it 1/α times more (its larger steps)."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 7, 7)
+    w0 = torch.randn(8, 4, 3, 3) * 0.03
+    target = torch.randn(16, 8, 7, 7)
+
+    def grad_of(weight, **kw):
+        conv = BinaryConv2d(4, 8, 3, padding=1, input_quantizer="approx_sign",
+                            weight_quantizer=quant.get(weight, **kw))
+        bn = nn.BatchNorm2d(8, eps=1e-12).train()
+        with torch.no_grad():
+            conv.weight.copy_(w0)
+        ((bn(conv(x)) - target) ** 2).sum().backward()
+        return conv.weight.grad
+
+    alpha = w0.abs().flatten(1).mean(1).view(8, 1, 1, 1)
+    g_ste, g_paper = grad_of("ste_sign"), grad_of("magnitude_aware_sign")
+    g_caffe = grad_of("magnitude_aware_sign", grad="caffe")
+    assert (g_paper - g_ste).norm() <= 1e-5 * g_ste.norm()  # the same update: float rounding apart
+    assert (g_caffe - g_ste / alpha).norm() <= 1e-5 * (g_ste / alpha).norm()
+    assert (g_caffe.norm() / g_paper.norm()) > 20  # α ≈ 0.024 here: a 1/α ≈ 40× larger step
+
+
 def test_magnitude_aware_per_tensor_and_xnor_weight():
     w, g = _weights(), torch.randn(8, 4, 3, 3)
     q = quant.get("magnitude_aware_sign", per="tensor")

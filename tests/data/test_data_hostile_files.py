@@ -117,6 +117,56 @@ def test_a_cell_array_of_svhn_labels_is_corrupt(tmp_path):
         formats.read_svhn_mat(p)
 
 
+def _mat_variables(raw: bytes) -> list[tuple[int, int]]:
+    """(offset, length with padding) of each top-level element of a little-endian MAT v5 file."""
+    out, off = [], 128
+    while off + 8 <= len(raw):
+        _, n = struct.unpack_from("<II", raw, off)
+        out.append((off, 8 + n + (-n % 8)))
+        off += 8 + n + (-n % 8)
+    return out
+
+
+@pytest.mark.parametrize("mtype", [0, 8, 11, 14, 15, 20, 255])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_mat_file_whose_data_tag_would_crash_scipy_is_corrupt(tmp_path, mtype, compressed):
+    """SciPy 1.17.1's loadmat segfaults (it cannot be caught) on a numeric variable whose data tag
+    holds one of these types; the reader refuses such a file before SciPy sees it."""
+    sio = pytest.importorskip("scipy.io")
+    p = tmp_path / "train_32x32.mat"
+    sio.savemat(str(p), {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1], [2]], np.uint8)},
+                do_compression=False)
+    raw = bytearray(p.read_bytes())
+    (x_off, x_len), rest = _mat_variables(bytes(raw))[0], _mat_variables(bytes(raw))[1:]
+    # X's sub-elements: flags (16 bytes), dims (8 + 16), name "X" (small format, 8), then the data tag
+    data_tag = x_off + 8 + 16 + 24 + 8
+    assert struct.unpack_from("<I", raw, data_tag)[0] == 2  # miUINT8: the layout this test assumes
+    raw[data_tag] = mtype
+    if compressed:  # the same variable inside a miCOMPRESSED element, as MATLAB v7 writes it
+        body = __import__("zlib").compress(bytes(raw[x_off:x_off + x_len]))
+        raw = raw[:x_off] + struct.pack("<II", 15, len(body)) + body + raw[x_off + x_len:]
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CorruptDataError, match=f"element type {mtype}, which is not a MATLAB numeric type"):
+        formats.read_svhn_mat(p)
+    assert rest  # y follows X
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_the_mat_check_passes_every_numeric_type(tmp_path, compressed):
+    sio = pytest.importorskip("scipy.io")
+    p = tmp_path / "v.mat"
+    arrays = {f"a{i}": np.arange(6, dtype=t).reshape(2, 3) for i, t in enumerate(
+        [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64])}
+    arrays["c"] = np.array([[1 + 2j, 3]])
+    arrays["s"] = np.array([[5]], np.uint8)  # one byte: a small data element
+    arrays["t"] = "text"
+    sio.savemat(str(p), arrays, do_compression=compressed)
+    formats._check_mat_v5(p)  # no complaint about a valid file
+    p.write_bytes(p.read_bytes()[:-9])  # cut into the last variable
+    with pytest.raises(CorruptDataError, match="past the end of the file"):
+        formats._check_mat_v5(p)
+
+
 def test_a_decompression_bomb_image_is_corrupt(tmp_path):
     from PIL import Image
 

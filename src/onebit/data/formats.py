@@ -341,6 +341,73 @@ def read_cifar_pickle(path: PathLike, label_key: str = "labels", num_classes: in
 # --------------------------------------------------------------------------- SVHN
 
 
+#: MAT-file v5 data types (MATLAB "MAT-File Format", table 1-1) a numeric array's values may be stored as
+_MI_NUMERIC = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13})  # miINT8 … miUINT64, miSINGLE, miDOUBLE
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MX_NUMERIC = frozenset(range(6, 16))  # mxDOUBLE_CLASS … mxUINT64_CLASS
+
+
+def _check_mat_v5(path: PathLike) -> None:
+    """Walk the top-level variables of a MATLAB v5 file and refuse one whose numeric data carries an
+    element type SciPy's reader cannot take: ``loadmat`` crashes the process (a segfault in SciPy
+    1.17.1) on, e.g., a data tag of type 0, 8 or 14 instead of raising. Only what is certainly wrong is
+    refused (an impossible type, a variable longer than the file); anything else is left to SciPy.
+    Compressed variables are inflated only as far as their first tags (a few hundred bytes)."""
+    with open(path, "rb") as f:
+        head = f.read(128)
+        if len(head) < 128 or head[:10] == b"MATLAB 7.3":
+            return  # too short or HDF5-based: SciPy refuses it with an exception of its own
+        endian = {b"IM": "<", b"MI": ">"}.get(head[126:128])
+        if endian is None:
+            return
+        size = os.fstat(f.fileno()).st_size
+        off = 128
+        while off + 8 <= size:
+            f.seek(off)
+            mtype, nbytes = struct.unpack(endian + "II", f.read(8))
+            if mtype >> 16:  # a small element (4 bytes of data inside the tag): not a variable
+                off += 8
+                continue
+            if off + 8 + nbytes > size:
+                raise _corrupt(path, f"a variable at byte {off} claims {nbytes} bytes, past the end of the file")
+            if mtype == _MI_MATRIX:
+                _check_mat_matrix(path, f.read(min(nbytes, 4096)), endian, off)
+            elif mtype == _MI_COMPRESSED:
+                inflate = zlib.decompressobj()
+                try:
+                    inner = inflate.decompress(f.read(min(nbytes, 65536)), 4096)
+                except zlib.error as e:
+                    raise _corrupt(path, f"the compressed variable at byte {off} does not inflate ({e})") from e
+                if len(inner) >= 8 and struct.unpack(endian + "I", inner[:4])[0] == _MI_MATRIX:
+                    _check_mat_matrix(path, inner[8:], endian, off)
+            off += 8 + nbytes + (-nbytes % 8 if mtype != _MI_COMPRESSED else 0)
+
+
+def _check_mat_matrix(path: PathLike, m: bytes, endian: str, where: int) -> None:
+    """The start of one miMATRIX element's contents: flags, dimensions, name, then (numeric class) the
+    real and, if flagged, imaginary parts' tags, each of which must be a numeric data type."""
+    tags: list[tuple[int, int]] = []  # (type, data bytes) of the sub-elements that fit in ``m``
+    pos = 0
+    while pos + 8 <= len(m) and len(tags) < 5:
+        word, n = struct.unpack_from(endian + "II", m, pos)
+        if word >> 16:  # small format: type in the low half, size in the high half, data in the next 4 bytes
+            tags.append((word & 0xFFFF, word >> 16))
+            pos += 8
+        else:
+            tags.append((word, n))
+            pos += 8 + n + (-n % 8)
+    if len(tags) < 4 or tags[0][0] != 6 or tags[0][1] != 8:
+        return  # not what a numeric array starts with; SciPy decides
+    flags = struct.unpack_from(endian + "I", m, 8)[0]
+    mx_class, is_complex = flags & 0xFF, bool(flags & 0x800)
+    if mx_class not in _MX_NUMERIC:
+        return
+    for part, (mtype, _) in zip(("real", "imaginary"), tags[3:5] if is_complex else tags[3:4]):
+        if mtype not in _MI_NUMERIC:
+            raise _corrupt(path, f"the numeric variable at byte {where} stores its {part} part as element "
+                                 f"type {mtype}, which is not a MATLAB numeric type (damaged file)")
+
+
 def read_svhn_mat(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read an SVHN cropped-digits file (``train_32x32.mat``, MATLAB v5) with SciPy.
 
@@ -356,6 +423,7 @@ def read_svhn_mat(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         ) from e
     if not os.path.isfile(path):
         raise DataError(f"{os.fspath(path)}: no such file.")
+    _check_mat_v5(path)  # what would crash loadmat instead of raising
     try:
         mat = loadmat(os.fspath(path), variable_names=["X", "y"])
     except Exception as e:  # scipy raises many kinds on damaged input

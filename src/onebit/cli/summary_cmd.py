@@ -50,6 +50,6 @@ def summary(
         shape = (c, s, s)
     try:
         table = account(model, shape)
-    except RuntimeError as e:  # the forward pass rejects the shape (channels, or an FC's input size)
+    except (RuntimeError, ValueError) as e:  # the model (its input check) or a layer rejects the shape
         raise ValueError(f"input shape {shape} does not fit {target}: {str(e).splitlines()[0]}") from None
     typer.echo(str(table))

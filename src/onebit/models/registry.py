@@ -114,14 +114,14 @@ class InputCheck:
 
     def __init__(self, name: str, model: nn.Module, in_channels: int, image_size: int):
         self.name, self.in_channels, self.image_size = name, in_channels, image_size
-        mods = list(model.modules())
-        self.fixed_size = not any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) for m in mods)
+        self.features = in_channels * image_size * image_size  # values of one sample
+        self.fixed_size = not any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) for m in model.modules())
         first = next(iter(model.children()), None)
         self.takes_rows = isinstance(first, nn.Flatten)  # an MLP: (N, features) rows are fine
 
     def _expected(self) -> str:
         hw = f"{self.image_size}, {self.image_size}" if self.fixed_size else "H, W"
-        rows = f" or (N, ...) of {self.in_channels * self.image_size ** 2} values" if self.takes_rows else ""
+        rows = f" or (N, ...) of {self.features} values" if self.takes_rows else ""
         return f"(N, {self.in_channels}, {hw}){rows}"
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
@@ -132,7 +132,7 @@ class InputCheck:
             raise TypeError(f"model {self.name} takes a tensor of shape {self._expected()}, got {type(x).__name__}")
         shape = tuple(x.shape)
         if self.takes_rows and x.dim() >= 2:  # an MLP flattens each sample: (N, 28, 28) is fine
-            ok = math.prod(shape[1:]) == self.in_channels * self.image_size ** 2
+            ok = math.prod(shape[1:]) == self.features
         else:
             ok = x.dim() == 4 and shape[1] == self.in_channels and (
                 not self.fixed_size or shape[2:] == (self.image_size, self.image_size))

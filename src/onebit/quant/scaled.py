@@ -20,11 +20,11 @@
   per-channel scale, so the gradient ``g`` reaching ``α·sign(W)`` is the ``sign(W)`` network's
   gradient ``G`` divided by α. The paper's ``α·g`` is then exactly ``G·1[|W| < 1]``: the *same update
   as the plain sign STE* (``weight="ste_sign"``), whatever α is. The Caffe code's identity gives
-  ``G/α`` — steps 1/α ≈ 20–70× larger at PyTorch's default init, growing as the weights shrink — and
-  that code produced the paper's numbers (its SGD at lr 0.01). So under the paper's rule the
-  "magnitude-aware" technique changes nothing in a conv → BN network; its effect in the paper's
-  ablation can only come from the code's ``grad="caffe"`` (or, under Adam, nothing: Adam divides the
-  step's scale out).
+  ``G/α`` — steps 1/α larger (17–48× at PyTorch's default init, width 8, measured), growing as
+  the weights shrink — and that code produced the paper's numbers (its SGD at lr 0.01). So under
+  the paper's rule the "magnitude-aware" technique changes nothing in a conv → BN network; its
+  effect in the paper's ablation can only come from the code's ``grad="caffe"`` (or, under Adam,
+  nothing: Adam divides the step's scale out).
 
   ``per="out_channel"`` (default: both official codes and larq) or ``per="tensor"`` (one α for the
   whole tensor — the paper's notation does not settle the granularity, methods.md §7). Other

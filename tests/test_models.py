@@ -93,6 +93,27 @@ def test_unknown_model_and_config_roundtrip():
         models.create("bnn-mlp", hidden=8, bn="group")
 
 
+def test_config_holds_the_builders_defaults_so_a_later_default_cannot_change_a_saved_model(monkeypatch):
+    import dataclasses
+    import functools
+    import inspect
+
+    from onebit.models import registry
+
+    m = models.create("bnn-mlp", hidden=32)
+    builder = registry.entry("bnn-mlp").builder
+    defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items() if p.default is not p.empty}
+    assert set(defaults) <= set(m.onebit_config)  # every argument the builder used, not only the given ones
+    assert m.onebit_config["bn"] == defaults["bn"] == "standard"
+    # a later version makes shift-based BN the default: the saved config still rebuilds standard BN
+    e = registry.entry("bnn-mlp")
+    monkeypatch.setitem(registry._MODELS, "bnn-mlp", dataclasses.replace(e, builder=functools.partial(builder, bn="shift")))
+    cfg = dict(m.onebit_config)
+    rebuilt = models.create(cfg.pop("name"), **cfg)
+    assert [type(a) for a in rebuilt.modules()] == [type(b) for b in m.modules()]
+    assert [type(a) for a in models.create("bnn-mlp", hidden=32).modules()] != [type(b) for b in m.modules()]
+
+
 def _loss_and_grads(model, x, y):
     from onebit.train.trainer import method_hook
 

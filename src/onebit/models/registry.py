@@ -56,7 +56,8 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
     """Build a registered model.
 
     ``in_channels``/``image_size`` default to the model's own defaults (those of its default data
-    set). The returned module carries ``.onebit_config`` (name + arguments) so it can be rebuilt.
+    set). The returned module carries ``.onebit_config`` (name + every argument the builder used, defaults
+    included) so it can be rebuilt exactly.
     """
     e = entry(name)
     cfg = dict(e.defaults)
@@ -86,8 +87,10 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
     empty = next((n for n, t in model.state_dict().items() if t.numel() == 0), None)
     if empty is not None:
         raise ValueError(f"model {name}{given} has an empty tensor {empty} (0 elements): a size argument is 0")
-    model.onebit_config = {"name": name, **cfg}
-    built = {k: p.default for k, p in params.items() if p.default is not p.empty} | cfg  # what the builder used
+    # every argument the builder used, its defaults included: a saved model rebuilds the same
+    # network even if a later version changes a default
+    built = {k: p.default for k, p in params.items() if p.default is not p.empty and p.kind is not p.VAR_KEYWORD} | cfg
+    model.onebit_config = {"name": name, **built}
     if isinstance(built.get("in_channels"), int) and isinstance(built.get("image_size"), int):
         model.register_forward_pre_hook(InputCheck(name, model, built["in_channels"], built["image_size"]))
     return model

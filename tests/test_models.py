@@ -1,5 +1,7 @@
 """Every registered model: forward, backward, one step — parametrized over the registry."""
 
+import json
+
 import pytest
 import torch
 
@@ -112,6 +114,24 @@ def test_config_holds_the_builders_defaults_so_a_later_default_cannot_change_a_s
     rebuilt = models.create(cfg.pop("name"), **cfg)
     assert [type(a) for a in rebuilt.modules()] == [type(b) for b in m.modules()]
     assert [type(a) for a in models.create("bnn-mlp", hidden=32).modules()] != [type(b) for b in m.modules()]
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_model_loads_back_from_a_checkpoint(name, tmp_path):
+    """The load path (`onebit eval`, `export`, `--init-from`) rebuilds the model from its saved config,
+    first on PyTorch's meta device (no memory) to check the file's tensors: every builder must work
+    there too (a BONN prior once called .item() while building and no BONN checkpoint could load)."""
+    from onebit.train.checkpoint import save_checkpoint
+    from onebit.train.trainer import load_for_eval
+
+    c, s = _shape(name)
+    torch.manual_seed(0)
+    model = models.create(name, in_channels=c, image_size=s, **_small(name))
+    save_checkpoint(tmp_path / "m.safetensors", model, {"model_config": model.onebit_config})
+    loaded, _ = load_for_eval(tmp_path / "m.safetensors")
+    assert loaded.onebit_config == json.loads(json.dumps(model.onebit_config))
+    want, got = model.state_dict(), loaded.state_dict()
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def _loss_and_grads(model, x, y):

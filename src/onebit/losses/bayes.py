@@ -228,8 +228,9 @@ class KernelPrior(nn.Module):
         k = kernel.detach().flatten(1).to(self.mu.dtype)
         mu = k.abs().mean(1)
         sigma = (k.abs() if how == "abs" else k).std(1, unbiased=False)
-        floor = max(0.1 * float(sigma.median()), 1e-8) if sigma.numel() else 1e-8
-        self.set(mu.clamp_min(1e-8), sigma.clamp_min(floor))
+        if sigma.numel():  # tensor arithmetic, no .item(): a model is also built on the meta device (loading)
+            sigma = torch.maximum(sigma, (0.1 * sigma.median()).clamp_min(1e-8))
+        self.set(mu.clamp_min(1e-8), sigma.clamp_min(1e-8))
 
     def extra_repr(self) -> str:
         return f"channels={self.mu.numel()}, sigma_param={self.sigma_param}"

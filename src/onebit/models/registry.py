@@ -89,7 +89,7 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
         raise ValueError(f"model {name}{given} has an empty tensor {empty} (0 elements): a size argument is 0")
     # every argument the builder used, its defaults included: a saved model rebuilds the same
     # network even if a later version changes a default
-    built = {k: p.default for k, p in params.items() if p.default is not p.empty and p.kind is not p.VAR_KEYWORD} | cfg
+    built = {k: p.default for k, p in params.items() if p.default is not p.empty} | cfg
     model.onebit_config = {"name": name, **built}
     if isinstance(built.get("in_channels"), int) and isinstance(built.get("image_size"), int):
         model.register_forward_pre_hook(InputCheck(name, model, built["in_channels"], built["image_size"]))

@@ -24,6 +24,10 @@ Options (every choice the spec leaves open):
   ``"mean_abs_k"`` (PCNN: ``k̂ = mean|k|·sign`` with one mean over the layer, ``c = mean|k|/w̄``).
   The effective kernel is ``c · sign(k)`` in every case; the choice changes the reconstruction
   target of the Bayesian kernel loss (:meth:`BonnKernelSign.code`) and the per-layer scale.
+  With ±1 codes that target is ``|k| = 1/w̄ ≈ 1``, about 30× PyTorch-initialised kernels, so the
+  kernel loss drives every latent weight outwards and (with ν = 1) freezes the signs; ``"mean_abs_k"``
+  keeps it at the kernels' own scale, where the paper's λ = 1e-4 with a weak prior (ν = 1e-3) splits
+  the kernels gradually into two modes (docs/benchmarks.md §7, twenty-second session).
 * ``scale_grad`` — ``False`` (default): ``c`` is a constant for autograd, so ``w`` gets exactly
   the §4.6 gradient (through the STE only); ``True`` also back-propagates through ``1/w̄``
   (with BN after the conv this extra term is ≈ 0 anyway).

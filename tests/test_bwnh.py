@@ -297,6 +297,35 @@ def test_hash_network_reduces_every_layer_objective(source, target):
     assert hm(_batches()[0][0]).shape == (16, 10)
 
 
+@pytest.mark.parametrize("source", ["binarized", "float"])
+def test_each_layer_is_solved_on_inputs_from_the_source_network(source, monkeypatch):
+    """§3.4: with source="binarized" a layer's Gram matrix Q = XXᵀ comes from the network whose
+    earlier layers are already hashed; with "float", from the float network. A silent fall-back to
+    the other network would give the other Q."""
+    fm = _trained_like_float()
+    hm = models.create("vgg9-bwnh", width=0.0625, image_size=8)
+    names = [n for n, m in hm.weight_layers() if quant.is_binary(m.weight_quantizer)][:2]
+    seen = []
+    real_solve = bwnh.solve_gram
+
+    def spy(Q, *a, **kw):
+        seen.append(Q.clone())
+        return real_solve(Q, *a, **kw)
+
+    monkeypatch.setattr(bwnh, "solve_gram", spy)
+    data = _batches()
+    bwnh.hash_network(fm, hm, data, samples=64, source=source, target="float", iters=3, layers=names,
+                      progress=False)
+    assert len(seen) == 2
+    second_h = dict(hm.named_modules())[names[1]]
+    second_f = dict(fm.named_modules())[names[1]]
+    (xh,) = bwnh.sample_paired([(hm, second_h)], data, 64)   # the first layer is hashed in hm now
+    (xf,) = bwnh.sample_paired([(fm, second_f)], data, 64)
+    qh, qf = bwnh.gram(xh), bwnh.gram(xf)
+    assert not torch.allclose(qh, qf, rtol=1e-3)  # the two sources differ, so the check below can tell
+    assert torch.allclose(seen[1], qh if source == "binarized" else qf, rtol=1e-6, atol=1e-6)
+
+
 def test_hash_network_matches_solve_layer_and_reports_bwn_objective():
     fm = _trained_like_float()
     hm = models.create("vgg9-bwnh", width=0.0625, image_size=8)

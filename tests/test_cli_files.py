@@ -165,6 +165,8 @@ def test_data_with_a_missing_root_is_an_error(tmp_path, cli_error):
     (["--samples", "0"], "samples must be an integer >= 1, got 0"),
     (["--finetune-epochs", "-1"], "finetune_epochs must be an integer >= 0, got -1"),
     (["--iters", "-1"], "iters must be an integer >= 0"),
+    (["--tol", "-0.1"], "tol must be a number >= 0, got -0.1"),
+    (["--tol", "nan"], "tol must be a number >= 0, got nan"),
     (["--protocol", "c"], "unknown fine-tuning protocol 'c'"),
 ])
 def test_bwnh_settings_are_checked_before_the_checkpoint_is_read(tmp_path, opts, msg, cli_error):

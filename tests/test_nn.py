@@ -131,6 +131,22 @@ def test_bitplane_rejects_non_8bit():
         BitPlaneLinear(4, 2)(torch.tensor([[0.5, 1.0, 2.0, 3.0]]))
 
 
+@pytest.mark.parametrize("x", [torch.tensor([[300, 1]]), torch.tensor([[-2, 1]]), torch.tensor([[256, 0]], dtype=torch.int16),
+                               torch.tensor([[float("nan"), 1.0]]), torch.tensor([[True, False]])])
+def test_bitplane_rejects_integers_outside_8_bits_instead_of_wrapping(x):
+    """A cast to uint8 would wrap 300 to 44 and -2 to 254, a silently wrong sum (methods.md §1.7)."""
+    with pytest.raises(ValueError, match="integers in \\[0, 255\\]"):
+        BitPlaneLinear(2, 3)(x)
+
+
+def test_bitplane_takes_in_range_integers_of_any_dtype():
+    layer = BitPlaneLinear(5, 3)
+    x = torch.tensor([[0, 1, 127, 128, 255]])
+    want = layer(x.to(torch.uint8))
+    for dt in (torch.int16, torch.int32, torch.int64, torch.float32, torch.float64):
+        assert torch.equal(layer(x.to(dt)), want)
+
+
 def test_shift_bn_without_ap2_equals_batchnorm():
     # methods.md §1.14 check 7, first half
     x = torch.randn(64, 12) * 3 + 1

@@ -1,5 +1,6 @@
 """Shift-based AdaMax, schedules, parameter groups and losses (methods.md §1.4–1.6, §1.14)."""
 
+import math
 import pytest
 import torch
 from torch import nn
@@ -117,6 +118,44 @@ def test_shift_adamax_applies_a_glorot_group_lr_once():
     # first AdaMax step: m = (1-β1)·g, v = |g|, step = lr/(1-β1) → Δ = lr_group · g/(|g|+eps) ≈ lr_group
     delta = (w0 - lin.weight.detach()).abs().mean().item()
     assert delta == pytest.approx(groups[0]["lr"], rel=1e-4)
+
+
+@pytest.mark.parametrize("pow2", [False, True])
+def test_shift_adamax_rounds_the_base_rate_and_keeps_the_glorot_factor_out(pow2):
+    """methods.md §1.6: θ -= AP2(α/(1-β1^t)) · γ · m/(AP2(v)+ε), the Glorot γ multiplied after the
+    rounding (Torch7: the AP2 step times GLR). γ here is 1/sqrt(1.5/150) = 10, not a power of two:
+    rounding α·γ together would give AP2(2^-6·10/(1/8)) = 0.5 instead of AP2(2^-3)·10 = 1.25."""
+    lin = BinaryLinear(100, 50, input_quantizer=None)
+    groups = param_groups(nn.Sequential(lin), 2.0 ** -6, glorot=True, pow2=pow2)
+    gamma = groups[0]["lr_factor"]
+    assert gamma == (8.0 if pow2 else pytest.approx(10.0))
+    w0 = lin.weight.detach().clone()
+    lin.weight.grad = torch.full_like(lin.weight, 0.25)   # a power of two: AP2(v) = v exactly
+    ShiftAdaMax(groups, lr=2.0 ** -6, shift=True).step()
+    # step 1: m = g/8, v = |g|, AP2(2^-6 / (1/8)) = 2^-3 → Δ = 2^-3 · γ · (1/8)·0.25 / (0.25 + 2^-27)
+    want = 2.0 ** -3 * gamma * (0.25 / 8) / (0.25 + 2.0 ** -27)
+    delta = (w0 - lin.weight.detach())
+    assert torch.allclose(delta, torch.full_like(delta, want), rtol=1e-6, atol=0)
+
+
+def test_shift_adamax_keeps_the_factor_out_of_the_rounding_after_a_schedule_step():
+    """A scheduler scales the group's lr (α·γ → α/2·γ); the rounding still sees α/2 only."""
+    p = nn.Parameter(torch.zeros(3))
+    opt = ShiftAdaMax([{"params": [p], "lr": 2.0 ** -6 * 3.0, "lr_factor": 3.0}], lr=2.0 ** -6)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    p.grad = torch.ones(3)
+    opt.step(); sched.step()
+    before = p.detach().clone()
+    opt.step()
+    # step 2: m = g(1-β1²) ... use the optimizer's own state: Δ = AP2(2^-7/(1-β1²))·3 · m/(AP2(v)+ε)
+    b1, b2 = opt.param_groups[0]["betas"]
+    m = (1 - b1) * (1 + b1)
+    v = 1.0  # max(β2·1, 1)
+    rate = 2.0 ** round(math.log2(2.0 ** -7 / (1 - b1 ** 2)))
+    want = rate * 3.0 * m / (v + 2.0 ** -27)
+    assert torch.allclose(before - p.detach(), torch.full((3,), want), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="lr_factor"):
+        ShiftAdaMax([{"params": [p], "lr": 1e-3, "lr_factor": 0.0}]).step()
 
 
 def test_squared_hinge_matches_definition():

@@ -17,6 +17,9 @@ def bwnh(
                                                     "layers) or own (XᵀW on the sampled inputs)"),
     iters: Optional[int] = typer.Option(None, help="outer A/B iterations per layer (default 10)"),
     dcc_sweeps: Optional[int] = typer.Option(None, "--dcc-sweeps", help="DCC sweeps per B-step (default 2)"),
+    tol: Optional[float] = typer.Option(None, help="stop a layer's A/B iterations once an iteration lowers its "
+                                              "objective by <= tol times its start value (default 1e-5; 0: run "
+                                              "all --iters)"),
     per_image: Optional[int] = typer.Option(None, "--per-image", help="conv patches per image (default M/256)"),
     protocol: str = typer.Option("b", help="fine-tuning: a (codes fixed, BN/real layers train) or b (STE on "
                                            "latent weights from B·A)"),
@@ -41,7 +44,7 @@ def bwnh(
     from .train_cmd import parse_set
 
     kw = {k: v for k, v in dict(samples=samples, source=source, target=target, iters=iters,
-                                 dcc_sweeps=dcc_sweeps).items() if v is not None}
+                                 dcc_sweeps=dcc_sweeps, tol=tol).items() if v is not None}
     extra, model_extra = parse_set(set_)
     ft_over = {k: v for k, v in dict(bf16=bf16, channels_last=channels_last).items() if v is not None}
     ft_over.update(extra)

@@ -4,7 +4,10 @@
   batch 100, squared hinge, Glorot lr scale, last 10k of train for validation.
 * ``bnn-mlp-shift``: the Torch7 multiplication-free variant — 3×2048, shift-based BN and
   shift-based AdaMax, lr 2^-6 halved every 10 epochs (paper text), batch 100, squared hinge, the
-  Glorot lr scale on the binary weights (not rounded: the Torch7 MNIST model file does not).
+  Glorot lr scale on the binary weights (not rounded: the Torch7 MNIST model file does not; the
+  optimizer rounds only the base rate, ``AP2(α/(1-β1^t))·γ``). Activations are the deterministic
+  sign (the paper's choice); the Torch7 code's default, stochastic neurons at train time, is
+  ``--set model.activation=stochastic_sign``.
 * ``bnn-mlp-exact``: the same as ``bnn-mlp-shift`` with exact BN and exact AdaMax (the control).
 * ``bnn-convnet``: Theano CIFAR-10 — Adam 1e-3 → 3e-7, batch 50, squared hinge, Glorot scale,
   45k/5k split, pixels scaled to [-1, 1], no augmentation (the paper's setting).
@@ -33,7 +36,8 @@ register_recipe("bnn-mlp-shift", Recipe(
     model="bnn-mlp-2048", model_kwargs={"bn": "shift", "last_bn": "standard"}, data="fashion-mnist",
     loss="sqhinge", optimizer="shift_adamax", lr=2.0 ** -6, lr_schedule="shift", lr_every=10,
     epochs=100, batch_size=100, val_size=10000, glorot_lr_scale=True,
-    description="BinaryNet Torch7 variant: shift-based BN + shift-based AdaMax, 3×2048, Glorot lr scale"))
+    description="BinaryNet Torch7 variant: shift-based BN + shift-based AdaMax, 3×2048, Glorot lr scale, "
+                "deterministic sign (Torch7's stochastic neurons: --set model.activation=stochastic_sign)"))
 register_recipe("bnn-mlp-exact", Recipe(
     model="bnn-mlp-2048", model_kwargs={"bn": "standard"}, data="fashion-mnist",
     loss="sqhinge", optimizer="adamax", lr=2.0 ** -6, lr_schedule="shift", lr_every=10,

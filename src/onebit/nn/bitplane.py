@@ -22,11 +22,15 @@ from ..quant.sign import sign
 
 def bit_planes(x: torch.Tensor) -> torch.Tensor:
     """Split integer values in [0, 255] into 8 bit-planes: output shape (8, *x.shape), plane n-1 = bit n."""
-    if x.dtype.is_floating_point:
-        if not torch.equal(x, x.round()) or x.min() < 0 or x.max() > 255:
-            raise ValueError("bit-plane input must hold integers in [0, 255]")
-        x = x.to(torch.uint8)
-    elif x.dtype != torch.uint8:
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"bit-plane input must hold integers in [0, 255], got dtype {x.dtype}")
+    if x.dtype != torch.uint8:
+        # any other dtype is checked before the cast: a cast to uint8 would wrap 300 to 44 and -2 to 254
+        if x.numel() and ((x.dtype.is_floating_point and not torch.equal(x, x.round()))
+                          or x.min() < 0 or x.max() > 255):
+            bad = x[(x != x.round()) | (x < 0) | (x > 255)] if x.dtype.is_floating_point else x[(x < 0) | (x > 255)]
+            raise ValueError(f"bit-plane input must hold integers in [0, 255] (dtype {x.dtype}); "
+                             f"found {bad.numel()} value(s) outside, e.g. {bad.flatten()[0].item()}")
         x = x.to(torch.uint8)
     shifts = torch.arange(8, dtype=torch.uint8, device=x.device).view(8, *([1] * x.dim()))
     return ((x.unsqueeze(0) >> shifts) & 1).to(torch.float32)

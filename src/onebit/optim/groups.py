@@ -24,8 +24,9 @@ def param_groups(model: nn.Module, lr: float, *, glorot: bool = False, pow2: boo
     ``lr_scale`` tag (:mod:`onebit.nn.tags`; e.g. BONN's reconstruction vector, whose own learning rate is
     PCNN's η₂) gets a group with ``lr · lr_scale`` and no weight decay; everything else
     shares one group with ``weight_decay`` applied to tensors of rank > 1 only (not BN parameters
-    or biases). Each group records its factor as ``lr_factor`` (information only: the group's
-    ``lr`` already includes it, so no optimizer applies it again).
+    or biases). Each group records its factor as ``lr_factor``: the group's ``lr`` already includes
+    it, so no optimizer applies it again; :class:`ShiftAdaMax` divides it out before its
+    power-of-two rounding and multiplies it back after, so only the base rate is rounded.
     """
     groups: list[dict] = []
     seen: set[int] = set()

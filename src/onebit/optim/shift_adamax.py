@@ -10,9 +10,13 @@ Defaults are the paper's: ``α = 2^-10``, ``1 - β1 = 2^-3``, ``1 - β2 = 2^-10`
 added to ``AP2(v_t)`` (Torch7 reference). ``shift=False`` gives plain AdaMax with the same ε
 placement (denominator ``v_t + ε``), for tests and ablations. ``overwrite_v=True`` stores
 ``AP2(v_t)`` as the state like the Torch7 code (off by default: the paper does not say so).
-A param group may carry ``lr_scale`` (e.g. the Glorot scale), which multiplies its step, and
-``weight_decay`` λ, an L2 term added to the gradient (``g_t + λ·θ_{t-1}``, as PyTorch's Adamax;
-the paper uses none).
+A param group's per-layer factor γ (the Glorot scale, or a tagged parameter's own lr scale) stays
+*out* of the rounding: :func:`onebit.optim.param_groups` puts ``lr = α·γ`` and ``lr_factor = γ`` in
+the group, and the step is ``AP2(α / (1 - β1^t)) · γ`` — the Torch7 code multiplies its AP2 step by
+the Glorot scale ``GLR`` afterwards (methods.md §1.6), and rounding ``α·γ`` together would change
+a non-power-of-two γ by up to 2^±½, differently whenever α or the bias correction moves. A group
+may also carry ``lr_scale``, one more multiplier of its step, and ``weight_decay`` λ, an L2 term
+added to the gradient (``g_t + λ·θ_{t-1}``, as PyTorch's Adamax; the paper uses none).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ class ShiftAdaMax(torch.optim.Optimizer):
 
     ``lr`` = α (2⁻¹⁰), ``betas`` = (1 − 2⁻³, 1 − 2⁻¹⁰), ``eps`` = 2⁻²⁷ (the Torch7 reference);
     ``shift=False``: exact AdaMax with the same ε placement; ``overwrite_v``: keep AP2(v_t) as the
-    state, as the Torch7 code does. A param group's ``lr_scale`` multiplies its step;
+    state, as the Torch7 code does. A group's ``lr_factor`` γ (already inside its ``lr``) is divided
+    out before AP2 and multiplied back after it: ``AP2(lr/γ / (1 - β1^t)) · γ``. A param group's
+    ``lr_scale`` multiplies its step;
     ``weight_decay`` λ adds ``λ·θ`` to the gradient (L2, as ``torch.optim.Adamax``).
     """
 
@@ -57,6 +63,9 @@ class ShiftAdaMax(torch.optim.Optimizer):
             b1, b2 = group["betas"]
             q = ap2 if group["shift"] else (lambda t: t)
             scale = group.get("lr_scale", 1.0)
+            factor = float(group.get("lr_factor", 1.0))
+            if not factor > 0:
+                raise ValueError(f"ShiftAdaMax: a group's lr_factor must be > 0, got {factor}")
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -76,6 +85,7 @@ class ShiftAdaMax(torch.optim.Optimizer):
                 vq = q(v)
                 if group["overwrite_v"] and group["shift"]:
                     v.copy_(vq)
-                step_size = float(q(torch.tensor(group["lr"] / (1 - b1 ** t), dtype=torch.float64)))
+                # round the base rate only: the group's factor γ (lr = α·γ) is multiplied back unrounded
+                step_size = float(q(torch.tensor(group["lr"] / factor / (1 - b1 ** t), dtype=torch.float64))) * factor
                 p.add_(m / (vq + group["eps"]), alpha=-step_size * scale)
         return loss

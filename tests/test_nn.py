@@ -175,8 +175,15 @@ def test_shift_bn_close_to_exact_and_powers_of_two():
     y, yb = sbn(x), bn(x)
     ratio = (y / yb)[yb.abs() > 1e-3]
     assert (ratio > 2 ** -0.76).all() and (ratio < 2 ** 0.76).all()
-    a, _ = sbn.eval().fold()
-    assert torch.equal(quant.ap2(a), a)  # eval scale is a power of two (gamma = 1)
+    with torch.no_grad():
+        sbn.weight.copy_(torch.tensor([0.3, 0.7, 1.0, 1.4, 1.5, 2.9, 3.0, 5.0]))  # not powers of two
+        sbn.bias.uniform_(-1, 1)
+    sbn.eval()
+    a, b = sbn.fold()
+    # methods.md §1.5: eval is (x - running_mean)·AP2(running_invstd), then AP2(γ)·(.) + β — a shift
+    assert torch.equal(a, quant.ap2(sbn.running_invstd) * quant.ap2(sbn.weight.detach()))
+    assert torch.equal(quant.ap2(a.abs()), a.abs())   # a product of two powers of two is one
+    assert torch.allclose(sbn(x), a * x + b, atol=1e-5)  # the folded form is the eval forward
 
 
 def test_shift_bn_eval_uses_running_stats_and_backprops():

@@ -163,3 +163,41 @@ def test_data_root_is_the_folder_shown_for_mnist(tiny_mnist, capsys):
     assert cli(["data", "--data-root", str(tiny_mnist)]) == 0
     rows = dict(l.split(None, 1) for l in capsys.readouterr().out.splitlines())
     assert rows["mnist"].strip() == str(tiny_mnist)
+
+
+def _stopped_after_one_epoch(root, out):
+    """A 2-epoch run with non-default settings, stopped cleanly after its first epoch."""
+    assert cli(_train_args(root, out, "--epochs", "2", "--seed", "5", "--lr", "0.002", "--limit", "200",
+                           "--set", "model.dropout=0.1", "--max-minutes", "1e-6")) == 0
+    assert load_checkpoint(out / "last.safetensors")[1]["epoch"] == 0
+    return json.loads((out / "recipe.json").read_text())
+
+
+def test_resume_continues_with_the_runs_saved_settings(tiny_mnist, tmp_path):
+    """`onebit train MODEL --resume --out OUT` takes the run's recipe.json: none of the options the
+    run started with (data, epochs, seed, lr, limit, model arguments) need repeating."""
+    out = tmp_path / "run"
+    saved = _stopped_after_one_epoch(tiny_mnist, out)
+    assert cli(["train", "bnn-mlp", "--resume", "--out", str(out), "--data-root", str(tiny_mnist),
+                "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.safetensors")[1]["epoch"] == 1
+    assert [r["epoch"] for r in csv.DictReader(open(out / "metrics.csv"))] == ["0", "1"]
+    assert json.loads((out / "recipe.json").read_text()) == saved
+    # the same options given again agree with the run, so they are accepted too
+    out2 = tmp_path / "run2"
+    _stopped_after_one_epoch(tiny_mnist, out2)
+    assert cli(_train_args(tiny_mnist, out2, "--epochs", "2", "--seed", "5", "--lr", "0.002", "--limit", "200",
+                           "--set", "model.dropout=0.1", "--resume")) == 0
+    assert load_checkpoint(out2 / "last.safetensors")[1]["epoch"] == 1
+
+
+def test_resume_refuses_an_option_that_differs_from_the_run(tiny_mnist, tmp_path, cli_error):
+    out = tmp_path / "run"
+    _stopped_after_one_epoch(tiny_mnist, out)
+    base = ["--resume", "--out", str(out), "--data-root", str(tiny_mnist), "--no-progress"]
+    assert "lr: saved 0.002, requested 0.01" in cli_error(["train", "bnn-mlp", "--lr", "0.01", *base])
+    err = cli_error(["train", "bnn-mlp-2048", *base])
+    assert "trains bnn-mlp, not bnn-mlp-2048" in err
+    (out / "recipe.json").write_text("{not json")
+    assert "recipe.json is not a readable recipe" in cli_error(["train", "bnn-mlp", *base])
+    assert load_checkpoint(out / "last.safetensors")[1]["epoch"] == 0  # nothing ran

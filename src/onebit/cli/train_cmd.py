@@ -28,7 +28,8 @@ def train(
     seed: Optional[int] = typer.Option(None, help="random seed"),
     set_: list[str] = typer.Option([], "--set", help="recipe field or model argument, KEY=VALUE (model.KEY: always the model; repeatable)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<model>-<data>-s<seed>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out with its saved settings "
+                                "(OUT/recipe.json); options given again must agree with them"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the data set"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="stop after this wall-clock budget"),
@@ -112,9 +113,11 @@ def train(
                 over.update(stage_over if st.init == "init_from_real" else {})
                 over.update(init_from=str(done[st.init_from] / "best.safetensors"),
                             init="real" if st.init == "init_from_real" else "bn_retrain")
-            r = r.replace(**_merge(over, extra), model_kwargs={**r.model_kwargs, **model_extra})
             stage_out = out / st.name
             stage_resume = resume and stage_out.is_dir()
+            if stage_resume:
+                r = resume_base(r, stage_out)
+            r = r.replace(**_merge(over, extra), model_kwargs={**r.model_kwargs, **model_extra})
             if rank == 0:
                 typer.echo(f"stage {st.name}: {st.recipe} ({r.model}) for {r.epochs} epochs → {stage_out}")
             _report(run_train(r, stage_out, resume=stage_resume, **run_opts), stage_out, rank)
@@ -134,13 +137,41 @@ def train(
         over["init_from"] = str(init_from)
     if init is not None:
         over["init"] = init
-    r = r.replace(**_merge(over, extra), model_kwargs={**r.model_kwargs, **model_extra})
+    over = _merge(over, extra)
+    r = r.replace(**over, model_kwargs={**r.model_kwargs, **model_extra})
     if (init is not None or "init" in extra) and not r.init_from:
         raise ValueError("--init says how the --init-from checkpoint is used; add --init-from CHECKPOINT")
     out = out or Path("runs") / f"{r.model}-{r.data}-s{r.seed}"
+    if resume:
+        base = resume_base(r, out)
+        r = base.replace(**over, model_kwargs={**base.model_kwargs, **model_extra})
     if rank == 0:
         typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
     _report(run_train(r, out, resume=resume, **run_opts), out, rank)
+
+
+def resume_base(requested, out: Path):
+    """The recipe ``--resume`` continues from: the run's own ``OUT/recipe.json`` when there is one
+    (so ``onebit train MODEL --resume --out OUT`` needs none of the options the run started with),
+    else ``requested`` (the registered recipe with the options; the trainer then checks it against
+    the checkpoint). Options given with ``--resume`` are applied on top by the caller, and a value
+    that differs from the run's is refused by the trainer, naming the field."""
+    import json
+
+    from ..methods.recipe import Recipe
+
+    path = Path(out) / "recipe.json"
+    if not path.is_file():
+        return requested
+    try:
+        saved = Recipe.from_dict(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"--resume: {path} is not a readable recipe ({type(e).__name__}: {e}); restore it, or "
+                         "give every option the run started with and delete the file") from None
+    if saved.model != requested.model:
+        raise ValueError(f"--resume: the run in {out} trains {saved.model}, not {requested.model}; "
+                         f"run `onebit train {saved.model} --resume --out {out}`")
+    return saved
 
 
 def _merge(flags: dict, sets: dict) -> dict:

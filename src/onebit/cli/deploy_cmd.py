@@ -42,7 +42,8 @@ def run(
     data_root: Optional[str] = typer.Option(None, "--data-root"),
     threads: Optional[int] = typer.Option(None, help="kernel threads (default: all cores)"),
     batch_size: int = typer.Option(256, "--batch-size"),
-    limit: Optional[int] = typer.Option(None, help="score only the first N test images"),
+    limit: Optional[int] = typer.Option(None, help="score only the first N test images (an image folder: N "
+                                        "evenly spaced ones, so every class stays in)"),
     input_: Optional[Path] = typer.Option(None, "--input", help="run on this .npy array instead of a data set, "
                                           "(N, C, H, W): uint8 pixels 0..255 (models trained with the 'pm1' "
                                           "preprocessing), or float32 already preprocessed as in training "
@@ -89,18 +90,32 @@ def run(
     name = data or pre.get("data")
     if not name:
         raise ValueError("the model file does not say which data set it was trained on; pass --data")
-    arrays = load_arrays(name, data_root)
-    x, y = arrays["test"]
-    if limit:
-        x, y = x[:limit], y[:limit]
+    if info(name).name == "imagefolder":  # decoded a batch at a time, never all in memory
+        from ..data.arrays import decode_images, image_folder_split
+
+        size = engine.input_shape[-1]
+        test_samples, _ = image_folder_split("test", data_root, limit)
+        batches = ((decode_images(test_samples[i:i + batch_size], size))
+                   for i in range(0, len(test_samples), batch_size))
+        n_test = len(test_samples)
+        x_shape = (3, size, size)
+        calib_images = lambda: decode_images(image_folder_split("train", data_root, calib)[0], size)[0]  # noqa: E731
+    else:
+        arrays = load_arrays(name, data_root)
+        x, y = arrays["test"]
+        if limit:
+            x, y = x[:limit], y[:limit]
+        batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size))
+        n_test, x_shape = len(x), tuple(x.shape[1:])
+        calib_images = lambda: arrays["train"][0][:calib]  # noqa: E731
     norm = pre.get("normalize")
     if norm is None:  # a file written by export() without preprocess: the BNN default, said aloud
         import warnings
 
         warnings.warn(f"{model_file} records no preprocessing; assuming 'pm1' (x/127.5 - 1, the BNN default) "
                       "for the data set's pixels: `onebit export` records the training recipe's", stacklevel=2)
-    if tuple(x.shape[1:]) != engine.input_shape:
-        raise ValueError(f"data set {name} has images of shape {tuple(x.shape[1:])}; {model_file} takes "
+    if x_shape != engine.input_shape:
+        raise ValueError(f"data set {name} has images of shape {x_shape}; {model_file} takes "
                          f"{engine.input_shape}")
 
     def prepare(xb: np.ndarray) -> np.ndarray:
@@ -118,16 +133,21 @@ def run(
         return (xf - np.asarray(ds.mean, np.float32).reshape(1, -1, 1, 1)) / np.asarray(ds.std, np.float32).reshape(1, -1, 1, 1)
 
     if int8:
-        train_x = arrays["train"][0][:calib]
+        train_x = calib_images()
         scales = engine.quantize_int8(prepare(train_x))
         typer.echo(f"int8: {len(scales)} binary-weight layers calibrated on {len(train_x)} training images")
-    correct, t0 = 0, time.perf_counter()
-    for i in range(0, len(x), batch_size):
-        correct += int((engine.run(prepare(x[i:i + batch_size])).argmax(1) == y[i:i + batch_size]).sum())
+    correct, t0, t_engine = 0, time.perf_counter(), 0.0
+    for xb, yb in batches:
+        xp = prepare(xb)
+        t1 = time.perf_counter()
+        correct += int((engine.run(xp).argmax(1) == yb).sum())
+        t_engine += time.perf_counter() - t1
     dt = time.perf_counter() - t0
-    typer.echo(f"{model_file} on {name} test: accuracy {100 * correct / len(x):.2f}% "
-               f"(error {100 * (1 - correct / len(x)):.2f}%), {len(x)} images in {dt:.2f} s "
-               f"({1e3 * dt / len(x):.3f} ms/image, {engine.threads} thread{'' if engine.threads == 1 else 's'}{', int8' if int8 else ''})")
+    n = n_test
+    threads_s = f"{engine.threads} thread{'' if engine.threads == 1 else 's'}{', int8' if int8 else ''}"
+    typer.echo(f"{model_file} on {name} test: accuracy {100 * correct / n:.2f}% "
+               f"(error {100 * (1 - correct / n):.2f}%), {n} images in {dt:.2f} s "
+               f"(engine {1e3 * t_engine / n:.3f} ms/image, {threads_s})")
 
 
 def check_output(output: Path, force: bool, inputs: list) -> None:

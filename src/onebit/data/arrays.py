@@ -11,7 +11,7 @@ from . import formats
 from .errors import CorruptDataError, DataError
 from .registry import DatasetInfo, info, names, resolve
 
-__all__ = ["load_arrays"]
+__all__ = ["load_arrays", "spread_indices", "image_folder_split", "decode_images"]
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -109,3 +109,34 @@ def _check_identity(out: Arrays, ds: DatasetInfo, folder: Path) -> None:
     raise CorruptDataError(f"{folder}: the files named like {ds.name} are not {ds.name}: their mean pixel is ({got}), "
                            f"{ds.name}'s is ({want})" + (f"; they look like {like[0]}" if like else "") +
                            " (is --data-root or $ONEBIT_DATA the folder of another data set?)")
+
+
+def spread_indices(n: int, k: int | None) -> np.ndarray:
+    """``k`` evenly spaced indices out of ``n`` (all of them if k is None or >= n): a subset of an
+    image folder, sorted by class, that keeps every class represented."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max(k, 1)).round().astype(np.int64))
+
+
+def image_folder_split(split: str, root: str | os.PathLike[str] | None = None, limit: int | None = None,
+                       download: bool = False) -> tuple[list[tuple[Path, int]], list[str]]:
+    """The ``(path, class)`` samples of one split (``"train"`` or ``"test"``) of the ``imagefolder``
+    data set, classes numbered as in its training split (the classes a model trained on it
+    predicts); ``limit`` keeps that many evenly spaced samples (:func:`spread_indices`). No PyTorch:
+    the engine (``onebit run``) decodes them with :func:`decode_images`."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    _folder, _fs, dirs = resolve("imagefolder", root, download)
+    train, classes = formats.list_image_folder(dirs["train"])
+    samples = train if split == "train" else formats.list_image_folder(dirs["test"], classes)[0]
+    return [samples[i] for i in spread_indices(len(samples), limit)], classes
+
+
+def decode_images(samples, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``(path, class)`` samples with the evaluation transform (shorter side resized to
+    ``image_size``·256/224, centre square): uint8 ``(N, 3, S, S)`` and int64 labels ``(N,)``."""
+    x = np.stack([formats.load_image(p, image_size) for p, _ in samples]) if samples else \
+        np.zeros((0, 3, image_size, image_size), np.uint8)
+    return x, np.array([c for _, c in samples], dtype=np.int64)
+

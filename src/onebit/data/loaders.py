@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import formats
-from .arrays import load_arrays
+from .arrays import load_arrays, spread_indices as _spread
 from .errors import DataError
 from .registry import DatasetInfo, info, resolve
 from .transforms import NORMALIZE_MODES, epoch_order, generator, mix_seed, normalize, random_crop_flip
@@ -295,13 +295,6 @@ def _stratified_tail(labels: np.ndarray, k: int) -> np.ndarray:
     for s, c, t in zip(starts, counts, q):
         mask[s + c - t: s + c] = True
     return mask
-
-
-def _spread(n: int, k: int | None) -> np.ndarray:
-    """``k`` evenly spaced indices out of ``n`` (all of them if k is None or >= n)."""
-    if k is None or k >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, max(k, 1)).round().astype(np.int64))
 
 
 def make_loaders(

@@ -215,11 +215,26 @@ def _verify(model: nn.Module, graph: dict, tensors: dict[str, np.ndarray], examp
             if err <= tol * scale + 1e-6:
                 return
             first = first or (err, scale)
+    fresh = _fresh_batchnorms(model)
+    why = (f"its BatchNorm layers {', '.join(fresh[:3])}{' …' if len(fresh) > 3 else ''} still hold their initial "
+           "statistics (mean 0, variance 1: an untrained model), which puts many binary-conv outputs exactly on a "
+           "sign's tie, where float rounding decides (PyTorch fp32 and fp64 disagree there too): export a trained "
+           "model" if fresh else
+           "its forward() likely does something its layers do not say (a functional op, an add, another order)")
     raise DeployError(
         f"the exported graph does not reproduce the model: max |engine − PyTorch| = {first[0]:.3g} (outputs up to "
-        f"{first[1]:.3g}) on each of {VERIFY_PROBES} random inputs; its forward() likely does something its layers "
-        "do not say (a functional op, an add, another order). Nothing was written (verify=False / --no-verify "
-        "writes it anyway)")
+        f"{first[1]:.3g}) on each of {VERIFY_PROBES} random inputs; {why}. Nothing was written (verify=False / "
+        "--no-verify writes it anyway)")
+
+
+def _fresh_batchnorms(model: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers that never saw a batch: running mean 0, variance 1, no batch counted."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None \
+                and int(m.num_batches_tracked) == 0 and not m.running_mean.any() and bool((m.running_var == 1).all()):
+            out.append(name or type(m).__name__)
+    return out
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

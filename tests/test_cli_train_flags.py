@@ -201,3 +201,26 @@ def test_resume_refuses_an_option_that_differs_from_the_run(tiny_mnist, tmp_path
     (out / "recipe.json").write_text("{not json")
     assert "recipe.json is not a readable recipe" in cli_error(["train", "bnn-mlp", *base])
     assert load_checkpoint(out / "last.safetensors")[1]["epoch"] == 0  # nothing ran
+
+
+def test_eval_limit_scores_the_first_n_test_images(trained, tiny_mnist, capsys):
+    """`onebit eval --limit N` scores the first N test images: the count says N, and the accuracy is
+    that of the model on exactly those images."""
+    import re
+
+    import numpy as np
+
+    from onebit.data import load_arrays
+
+    ckpt = trained / "best.safetensors"
+    assert cli(["eval", str(ckpt), "--data-root", str(tiny_mnist), "--limit", "7", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"accuracy ([0-9.]+)% .* (\d+) images", out)
+    assert m and int(m.group(2)) == 7, out
+    model, _ = load_for_eval(ckpt)
+    x, y = load_arrays("mnist", tiny_mnist)["test"]
+    xf = torch.from_numpy(x[:7].astype(np.float32) / 127.5 - 1)
+    with torch.no_grad():
+        want = 100 * float((model(xf).argmax(1).numpy() == y[:7]).mean())
+    assert float(m.group(1)) == pytest.approx(round(want, 2), abs=1e-9)
+    assert cli(["eval", str(ckpt), "--data-root", str(tiny_mnist), "--limit", "0"]) == 2

@@ -171,6 +171,37 @@ def test_truncated_checkpoint(tiny_mnist, tmp_path):
         load_checkpoint(cut)
 
 
+def test_a_changed_bit_in_a_checkpoint_is_detected(tmp_path):
+    """The header's SHA-256 of the state and the tensors: one flipped weight bit is a CheckpointError
+    naming the file (before, the damaged weights loaded silently); an older checkpoint without the
+    checksum still loads."""
+    import hashlib
+
+    from safetensors.torch import save as st_save
+
+    from onebit.train.checkpoint import CHECKSUM_KEY, read_header, save_checkpoint
+
+    model = torch.nn.Linear(5, 3)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, {"epoch": 0})
+    raw = path.read_bytes()
+    header = read_header(raw)
+    md = header["__metadata__"]
+    n = int.from_bytes(raw[:8], "little")
+    assert md[CHECKSUM_KEY] == hashlib.sha256(md["onebit"].encode() + raw[8 + n:]).hexdigest()
+    tensors, _ = load_checkpoint(path)
+    assert torch.equal(tensors["model.weight"], model.weight.detach())
+    off = header["model.weight"]["data_offsets"][0]
+    bad = bytearray(raw)
+    bad[8 + n + off] ^= 1  # the lowest bit of the first weight: a plausible, silently wrong value
+    (tmp_path / "bad.safetensors").write_bytes(bytes(bad))
+    with pytest.raises(CheckpointError, match="bad.safetensors is damaged"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+    old = st_save(dict(tensors), metadata={"onebit": md["onebit"]})  # as written before the checksum
+    (tmp_path / "old.safetensors").write_bytes(old)
+    assert torch.equal(load_checkpoint(tmp_path / "old.safetensors")[0]["model.weight"], model.weight.detach())
+
+
 def test_recipes_are_data():
     r = get_recipe("bnn-mlp")
     assert r.loss == "sqhinge" and r.batch_size == 100 and r.glorot_lr_scale

@@ -14,6 +14,8 @@ def eval_(
     data_root: Optional[str] = typer.Option(None, "--data-root"),
     batch_size: int = typer.Option(500, "--batch-size"),
     threads: Optional[int] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None, help="score only the first N test images (an image folder: N "
+                                        "evenly spaced ones, so every class stays in), as `onebit run --limit`"),
 ) -> None:
     """Evaluate CHECKPOINT on the test split."""
     import torch
@@ -28,13 +30,16 @@ def eval_(
         raise ValueError(f"--threads must be >= 1, got {threads}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_for_eval(checkpoint)
     recipe = Recipe.from_dict(meta["recipe"])
     check_data_fits(meta, data, str(checkpoint))
+    # make_loaders' limit L keeps L training and L // 5 test images: 5·N gives the N test images asked for
     loaders = onebit_data.make_loaders(data or recipe.data, batch_size=batch_size, root=data_root, val_size=0,
-                                       normalize=recipe.normalize)
+                                       normalize=recipe.normalize, limit=None if limit is None else 5 * limit)
     loss, acc = evaluate(model, loaders.test, losses.get(recipe.loss))
     typer.echo(f"{checkpoint}: {recipe.model} on {data or recipe.data} test: accuracy {100 * acc:.2f}% "
                f"(error {100 * (1 - acc):.2f}%), loss {loss:.4f}, {loaders.test.num_samples} images")

@@ -512,7 +512,7 @@ def check_batch(shape: tuple[int, ...], is_uint8: bool, input_shape: tuple[int, 
     if shape[1:] != tuple(input_shape) or len(shape) != len(input_shape) + 1:
         raise ValueError(f"input of shape {shape}; this model takes (N, {', '.join(map(str, input_shape))})")
     if shape[0] == 0:
-        raise ValueError("empty batch")
+        raise ValueError(f"empty batch: the input of shape {shape} holds no samples (its first dimension, N, is 0)")
     if is_uint8:
         norm = (graph.get("preprocess") or {}).get("normalize")
         if norm is None:

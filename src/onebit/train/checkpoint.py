@@ -10,6 +10,11 @@ the optimizer's param groups and scalar state, the scheduler state and the Pytho
 Files are written atomically: temp file in the same folder → fsync → rename, so a crash never
 leaves a half-written checkpoint in place of a good one.
 
+The header also holds ``__metadata__["onebit_sha256"]``, the SHA-256 of the JSON state followed by
+the tensor bytes (twenty-third session; an older checkpoint without it still loads): a bit changed on
+disk or in transfer is a :class:`CheckpointError` naming the file, and ``--resume`` then falls back
+to the checkpoint before it, as for a truncated file.
+
 Reading never trusts the file: :func:`parse_checkpoint` checks the header length, the JSON and the
 metadata before safetensors maps any tensor (safetensors checks every tensor's offsets against the
 file, so a declared shape can never allocate more than the file holds); :func:`restore` checks every
@@ -20,6 +25,7 @@ tensor's shape and dtype against the model; :func:`load_for_eval` builds the dec
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -35,6 +41,19 @@ from ..fileio import atomic_write_bytes
 
 FORMAT = "onebit-checkpoint"
 VERSION = 1
+#: header metadata key of the SHA-256 of the JSON state followed by the tensor bytes
+CHECKSUM_KEY = "onebit_sha256"
+
+
+def _digest(meta_json: str, body) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    h.update(body)
+    return h.hexdigest()
+
+
+def _body(data: bytes) -> memoryview:
+    """The tensor bytes of a safetensors buffer (after the 8-byte length and the JSON header)."""
+    return memoryview(data)[8 + int.from_bytes(data[:8], "little"):]
 MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 # what a hostile file can make the decoders raise (caught and turned into CheckpointError)
@@ -137,7 +156,13 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, *,
     meta.setdefault("rng", rm)
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().cpu().contiguous()
-    data = st_save(tensors, metadata={"onebit": json.dumps(meta)})
+    meta_json = json.dumps(meta)
+    plain = st_save(tensors, metadata={"onebit": meta_json})
+    body = _body(plain)
+    data = st_save(tensors, metadata={"onebit": meta_json, CHECKSUM_KEY: _digest(meta_json, body)})
+    if _body(data) != body:  # the tensor layout does not depend on the metadata
+        raise RuntimeError("safetensors laid the tensors out differently with the checksum in the header")
+    del plain, body
     atomic_write_bytes(path, data)
 
 
@@ -173,6 +198,9 @@ def parse_checkpoint(raw: bytes, source: str = "checkpoint") -> tuple[dict[str, 
     md = header.get("__metadata__")
     if not isinstance(md, dict) or not isinstance(md.get("onebit"), str):
         raise CheckpointError(_no_metadata(md, source))
+    if CHECKSUM_KEY in md and md[CHECKSUM_KEY] != _digest(md["onebit"], _body(raw)):
+        raise CheckpointError(f"{source} is damaged: its state and tensors do not match the checksum written with "
+                              "them (a change on disk or in transfer)")
     try:
         meta = json.loads(md["onebit"])
     except (ValueError, RecursionError):

@@ -95,11 +95,12 @@ def run(
 
         size = engine.input_shape[-1]
         test_samples, _ = image_folder_split("test", data_root, limit)
-        batches = ((decode_images(test_samples[i:i + batch_size], size))
+        batches = (decode_images(test_samples[i:i + batch_size], size)
                    for i in range(0, len(test_samples), batch_size))
-        n_test = len(test_samples)
-        x_shape = (3, size, size)
-        calib_images = lambda: decode_images(image_folder_split("train", data_root, calib)[0], size)[0]  # noqa: E731
+        n_test, x_shape = len(test_samples), (3, size, size)
+
+        def calib_images() -> np.ndarray:
+            return decode_images(image_folder_split("train", data_root, calib)[0], size)[0]
     else:
         arrays = load_arrays(name, data_root)
         x, y = arrays["test"]
@@ -107,7 +108,9 @@ def run(
             x, y = x[:limit], y[:limit]
         batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size))
         n_test, x_shape = len(x), tuple(x.shape[1:])
-        calib_images = lambda: arrays["train"][0][:calib]  # noqa: E731
+
+        def calib_images() -> np.ndarray:
+            return arrays["train"][0][:calib]
     norm = pre.get("normalize")
     if norm is None:  # a file written by export() without preprocess: the BNN default, said aloud
         import warnings

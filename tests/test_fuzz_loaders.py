@@ -452,6 +452,21 @@ def test_deeply_nested_json_is_refused_not_a_recursion_crash():
         parse_checkpoint(join(header, blob))
 
 
+def test_a_lone_surrogate_beside_a_checksum_is_damage_not_a_unicode_crash():
+    """A header whose JSON decodes to a lone surrogate (valid JSON, not encodable UTF-8) next to a
+    checksum key: the checksum comparison must not raise UnicodeEncodeError."""
+    from onebit.deploy.format import parse
+
+    header, blob = split(CKPT_SEED)
+    header["__metadata__"].update(onebit='{"a": "\ud800"}', onebit_sha256="0")
+    with pytest.raises(CheckpointError, match="damaged"):
+        parse_checkpoint(join(header, blob))
+    header, blob = split(ONEBIT_SEEDS[1])
+    header["__metadata__"].update(onebit_graph='{"\ud800": 1}', onebit_sha256="0")
+    with pytest.raises(DeployError, match="damaged"):
+        parse(join(header, blob))
+
+
 def test_huge_declared_shape_is_refused_without_allocating():
     from onebit.deploy.format import parse
 

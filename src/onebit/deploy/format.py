@@ -65,7 +65,8 @@ CHECKSUM_KEY = "onebit_sha256"
 
 
 def _digest(graph_json: str, body: bytes | memoryview) -> str:
-    h = hashlib.sha256(graph_json.encode())
+    # surrogatepass: a hostile header's JSON may decode to a lone surrogate, which plain UTF-8 refuses
+    h = hashlib.sha256(graph_json.encode("utf-8", "surrogatepass"))
     h.update(body)
     return h.hexdigest()
 

@@ -43,17 +43,6 @@ FORMAT = "onebit-checkpoint"
 VERSION = 1
 #: header metadata key of the SHA-256 of the JSON state followed by the tensor bytes
 CHECKSUM_KEY = "onebit_sha256"
-
-
-def _digest(meta_json: str, body) -> str:
-    h = hashlib.sha256(meta_json.encode())
-    h.update(body)
-    return h.hexdigest()
-
-
-def _body(data: bytes) -> memoryview:
-    """The tensor bytes of a safetensors buffer (after the 8-byte length and the JSON header)."""
-    return memoryview(data)[8 + int.from_bytes(data[:8], "little"):]
 MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 # what a hostile file can make the decoders raise (caught and turned into CheckpointError)
@@ -164,6 +153,18 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, *,
         raise RuntimeError("safetensors laid the tensors out differently with the checksum in the header")
     del plain, body
     atomic_write_bytes(path, data)
+
+
+def _digest(meta_json: str, body) -> str:
+    # surrogatepass: a hostile header's JSON may decode to a lone surrogate, which plain UTF-8 refuses
+    h = hashlib.sha256(meta_json.encode("utf-8", "surrogatepass"))
+    h.update(body)
+    return h.hexdigest()
+
+
+def _body(data: bytes) -> memoryview:
+    """The tensor bytes of a safetensors buffer (after the 8-byte length and the JSON header)."""
+    return memoryview(data)[8 + int.from_bytes(data[:8], "little"):]
 
 
 def read_header(raw: bytes, source: str = "checkpoint") -> dict:

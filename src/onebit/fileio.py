@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -79,3 +80,17 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def safetensors_body(data: bytes) -> memoryview:
+    """The tensor bytes of a safetensors buffer (after its 8-byte length and JSON header)."""
+    return memoryview(data)[8 + int.from_bytes(data[:8], "little"):]
+
+
+def json_and_body_sha256(doc_json: str, body: bytes | memoryview) -> str:
+    """SHA-256 of a JSON document followed by tensor bytes: the checksum of ``.onebit`` files and
+    checkpoints (surrogatepass: a hostile header may decode to a lone surrogate, which UTF-8 refuses)."""
+    h = hashlib.sha256(doc_json.encode("utf-8", "surrogatepass"))
+    h.update(body)
+    return h.hexdigest()
+

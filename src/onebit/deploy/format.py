@@ -12,13 +12,13 @@ crash, a huge allocation or code execution (safetensors never runs code; no pick
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, safetensors_body
+from ..fileio import json_and_body_sha256 as _digest
 from .errors import DeployError
 
 FORMAT = "onebit"
@@ -64,13 +64,6 @@ def check_preprocess(pre) -> None:
 CHECKSUM_KEY = "onebit_sha256"
 
 
-def _digest(graph_json: str, body: bytes | memoryview) -> str:
-    # surrogatepass: a hostile header's JSON may decode to a lone surrogate, which plain UTF-8 refuses
-    h = hashlib.sha256(graph_json.encode("utf-8", "surrogatepass"))
-    h.update(body)
-    return h.hexdigest()
-
-
 def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray], *, overwrite: bool = True) -> int:
     """Validate and write atomically (temp file + fsync + rename), with a checksum of the graph
     and the tensor bytes in the header (:data:`CHECKSUM_KEY`). Returns the file size.
@@ -82,9 +75,9 @@ def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray], *, over
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     graph_json = json.dumps(graph)
     plain = save(arrays, metadata={"onebit_graph": graph_json})
-    body = memoryview(plain)[8 + int.from_bytes(plain[:8], "little"):]
+    body = safetensors_body(plain)
     data = save(arrays, metadata={"onebit_graph": graph_json, CHECKSUM_KEY: _digest(graph_json, body)})
-    if memoryview(data)[8 + int.from_bytes(data[:8], "little"):] != body:  # the layout ignores the metadata
+    if safetensors_body(data) != body:  # the layout ignores the metadata
         raise RuntimeError("safetensors laid the tensors out differently with the checksum in the header")
     atomic_write_bytes(path, data, exclusive=not overwrite)
     return len(data)

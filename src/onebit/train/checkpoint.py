@@ -25,7 +25,6 @@ tensor's shape and dtype against the model; :func:`load_for_eval` builds the dec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -37,7 +36,7 @@ from safetensors import SafetensorError as SafetensorsError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, json_and_body_sha256 as _digest, safetensors_body as _body
 
 FORMAT = "onebit-checkpoint"
 VERSION = 1
@@ -153,18 +152,6 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, *,
         raise RuntimeError("safetensors laid the tensors out differently with the checksum in the header")
     del plain, body
     atomic_write_bytes(path, data)
-
-
-def _digest(meta_json: str, body) -> str:
-    # surrogatepass: a hostile header's JSON may decode to a lone surrogate, which plain UTF-8 refuses
-    h = hashlib.sha256(meta_json.encode("utf-8", "surrogatepass"))
-    h.update(body)
-    return h.hexdigest()
-
-
-def _body(data: bytes) -> memoryview:
-    """The tensor bytes of a safetensors buffer (after the 8-byte length and the JSON header)."""
-    return memoryview(data)[8 + int.from_bytes(data[:8], "little"):]
 
 
 def read_header(raw: bytes, source: str = "checkpoint") -> dict:

@@ -82,6 +82,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def read_file_bytes(path: str | Path, error: type[Exception], what: str, missing: str,
+                    folder_hint: str = "") -> bytes:
+    """The bytes of the regular file ``path``; a folder, a missing or an unreadable file raises
+    ``error`` naming it: "PATH is a folder, not a {what}{folder_hint}", "{missing} not found: PATH"."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path} is a folder, not a {what}{folder_hint}")
+    if not path.is_file():
+        raise error(f"{missing} not found: {path}")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise error(f"cannot read {path}: {e}") from None
+
+
 def safetensors_body(data: bytes) -> memoryview:
     """The tensor bytes of a safetensors buffer (after its 8-byte length and JSON header)."""
     return memoryview(data)[8 + int.from_bytes(data[:8], "little"):]

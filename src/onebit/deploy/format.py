@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes, safetensors_body
+from ..fileio import atomic_write_bytes, read_file_bytes, safetensors_body
 from ..fileio import json_and_body_sha256 as _digest
 from .errors import DeployError
 
@@ -85,16 +85,7 @@ def write(path: str | Path, graph: dict, tensors: dict[str, np.ndarray], *, over
 
 def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and validate a ``.onebit`` file → (graph, tensors)."""
-    path = Path(path)
-    if path.is_dir():
-        raise DeployError(f"{path} is a folder, not a .onebit model file")
-    if not path.is_file():
-        raise DeployError(f"model file not found: {path}")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DeployError(f"cannot read {path}: {e}") from None
-    return parse(raw, str(path))
+    return parse(read_file_bytes(path, DeployError, ".onebit model file", "model file"), str(path))
 
 
 def parse(raw: bytes, source: str = "model") -> tuple[dict, dict[str, np.ndarray]]:

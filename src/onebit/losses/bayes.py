@@ -154,6 +154,15 @@ def _loss_only(module: nn.Module, name: str) -> nn.Parameter:
     return tag(module, name, loss_only=True)
 
 
+def _add_sigma(module: nn.Module, n: int, sigma_param: str, sigma_min: float) -> None:
+    """Give ``module`` the loss-only parameter ``sigma_raw`` of ``n`` σ's, all 1 at start; the
+    "direct" parameterisation is kept ≥ ``sigma_min`` by a clip after every step."""
+    module.sigma_raw = nn.Parameter(_raw_from_sigma(torch.ones(n), sigma_param))
+    _loss_only(module, "sigma_raw")
+    if sigma_param == "direct":
+        constrain(module, "sigma_raw", Clip(float(sigma_min), math.inf))
+
+
 class _ScaleGrad(torch.autograd.Function):
     """Identity forward; backward multiplies the gradient by ``s`` (rescales one input's gradient only)."""
 
@@ -192,11 +201,7 @@ class KernelPrior(nn.Module):
         self.mu = nn.Parameter(torch.ones(channels))
         _loss_only(self, "mu")
         constrain(self, "mu", Clip(float(mu_min), math.inf))
-        raw = _raw_from_sigma(torch.ones(channels), sigma_param)
-        self.sigma_raw = nn.Parameter(raw)
-        _loss_only(self, "sigma_raw")
-        if sigma_param == "direct":
-            constrain(self, "sigma_raw", Clip(float(sigma_min), math.inf))
+        _add_sigma(self, channels, sigma_param, sigma_min)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -249,11 +254,7 @@ class FeaturePrior(nn.Module):
         _check_sigma_param(sigma_param)
         self.num_classes, self.dim, self.sigma_param = int(num_classes), int(dim), sigma_param
         self.register_buffer("centers", torch.zeros(self.num_classes, self.dim))
-        raw = _raw_from_sigma(torch.ones(self.num_classes * self.dim), sigma_param)
-        self.sigma_raw = nn.Parameter(raw)
-        _loss_only(self, "sigma_raw")
-        if sigma_param == "direct":
-            constrain(self, "sigma_raw", Clip(float(sigma_min), math.inf))
+        _add_sigma(self, self.num_classes * self.dim, sigma_param, sigma_min)
 
     @property
     def sigma(self) -> torch.Tensor:

@@ -36,7 +36,8 @@ from safetensors import SafetensorError as SafetensorsError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..fileio import atomic_write_bytes, json_and_body_sha256 as _digest, safetensors_body as _body
+from ..fileio import atomic_write_bytes, json_and_body_sha256 as _digest, read_file_bytes
+from ..fileio import safetensors_body as _body
 
 FORMAT = "onebit-checkpoint"
 VERSION = 1
@@ -210,17 +211,9 @@ def parse_checkpoint(raw: bytes, source: str = "checkpoint") -> tuple[dict[str, 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read ``path`` → (tensors, meta). Never executes code; clear errors for bad files."""
     path = Path(path)
-    if path.is_dir():
-        hint = next((f" (did you mean {path / n}?)" for n in ("best.safetensors", "last.safetensors")
-                     if (path / n).is_file()), "")
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from None
-    return parse_checkpoint(raw, str(path))
+    hint = next((f" (did you mean {path / n}?)" for n in ("best.safetensors", "last.safetensors")
+                 if path.is_dir() and (path / n).is_file()), "")
+    return parse_checkpoint(read_file_bytes(path, CheckpointError, "checkpoint file", "checkpoint", hint), str(path))
 
 
 def read_meta(path: str | Path) -> dict:

@@ -174,7 +174,7 @@ def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path):
     (["train", "bnn-mlp", "--set", "init=bn_retrain"], "add --init-from CHECKPOINT"),
     (["summary", "bnn-mlp", "--num-classes", "0"], "--num-classes must be from 1 to 1000000"),
     (["summary", "bnn-mlp", "--input-shape", "1,28"], "must be three positive integers"),
-    (["summary", "bnn-mlp", "--input-shape", "1,32,32"], "input shape (1, 32, 32) does not fit bnn-mlp"),
+    (["summary", "bnn-mlp", "--input-shape", "1,28,30"], "input shape (1, 28, 30) does not fit bnn-mlp"),
 ])
 def test_settings_are_checked_before_anything_runs(tmp_path, args, msg, cli_error):
     assert msg in cli_error([*args, "--out", str(tmp_path / "run")] if args[0] == "train" else args)

@@ -131,6 +131,20 @@ def test_summary_num_classes_resizes_the_classifier(capsys):
     assert params(default) % 10 == 0 and params(seven) == params(default) // 10 * 7
 
 
+def test_summary_input_shape_builds_a_registered_model_for_it(capsys):
+    """`--input-shape 1,32,32` sizes bnn-mlp's first layer for 1024 inputs (28×28 gives 784), and a
+    ResNet's first conv for 1 channel; a checkpoint keeps its own shapes (its weights fix them)."""
+    first = lambda out: [l.split() for l in out.splitlines() if "BinaryLinear" in l][0]
+    params = lambda row: int(row[4].replace(",", ""))
+    assert cli(["summary", "bnn-mlp"]) == 0
+    hidden = params(first(capsys.readouterr().out)) // 784
+    assert cli(["summary", "bnn-mlp", "--input-shape", "1,32,32"]) == 0
+    assert params(first(capsys.readouterr().out)) == 32 * 32 * hidden
+    assert cli(["summary", "binary-resnet18-cifar", "--input-shape", "1,32,32"]) == 0
+    conv1 = [l.split() for l in capsys.readouterr().out.splitlines() if l.split()[:1] == ["conv1"]][0]
+    assert params(conv1) == 1 * 9 * 64, conv1
+
+
 def test_summary_num_classes_is_refused_for_a_checkpoint(trained, cli_error):
     assert "a checkpoint has its own classes" in cli_error(
         ["summary", str(trained / "best.safetensors"), "--num-classes", "7"])

@@ -13,7 +13,11 @@ def summary(
     num_classes: Optional[int] = typer.Option(None, "--num-classes",
                                               help="classes of a registered model (default: its data set's)"),
 ) -> None:
-    """Print the accounting table of a model: memory, BOPs, FLOPs and OPs = FLOPs + BOPs/64 (XNOR-Net's and Bi-Real Net's convention)."""
+    """Print the accounting table of a model: memory, BOPs, FLOPs and OPs = FLOPs + BOPs/64 (XNOR-Net's and Bi-Real Net's convention).
+
+    A registered model is built for ``--input-shape`` (its ``in_channels``, and ``image_size`` when
+    H = W), so an MLP or a first conv is sized for it; a checkpoint's weights fix its shapes.
+    """
     from pathlib import Path
 
     from .. import models
@@ -21,6 +25,7 @@ def summary(
 
     from .. import data
 
+    shape = _parse_shape(input_shape) if input_shape else None
     if Path(target).is_file() or Path(target).suffix in (".safetensors", ".onebit"):  # a file name, not a model
         from ..train import load_for_eval
 
@@ -35,21 +40,26 @@ def summary(
             num_classes = d.num_classes
         if not 1 <= num_classes <= 1_000_000:
             raise ValueError(f"--num-classes must be from 1 to 1000000, got {num_classes}")
-        model = models.create(target, num_classes=num_classes)
+        size = {} if shape is None else {"in_channels": shape[0], **({"image_size": shape[1]} if shape[1] == shape[2] else {})}
+        model = models.create(target, num_classes=num_classes, **size)
         c, s = d.in_channels, d.image_size
     cfg = model.onebit_config
     c, s = cfg.get("in_channels", c), cfg.get("image_size", s)
-    if input_shape:
-        try:
-            shape = tuple(int(v) for v in input_shape.split(","))
-        except ValueError:
-            shape = ()
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"--input-shape must be three positive integers C,H,W like 3,32,32, got {input_shape!r}")
-    else:
+    if shape is None:
         shape = (c, s, s)
     try:
         table = account(model, shape)
     except (RuntimeError, ValueError) as e:  # the model (its input check) or a layer rejects the shape
         raise ValueError(f"input shape {shape} does not fit {target}: {str(e).splitlines()[0]}") from None
     typer.echo(str(table))
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    """``"C,H,W"`` → (C, H, W), all positive; anything else is a ValueError quoting ``text``."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"--input-shape must be three positive integers C,H,W like 3,32,32, got {text!r}")
+    return shape  # type: ignore[return-value]

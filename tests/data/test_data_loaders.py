@@ -67,7 +67,7 @@ def test_val_size_fraction_zero_and_too_big(mnist_root):
     assert all_ids(L.val) == list(range(75, 100))
     L0 = data.make_loaders("mnist", root=mnist_root, batch_size=10, val_size=0)
     assert L0.val is None and L0.train.num_samples == 100
-    with pytest.raises(DataError, match="val_size"):
+    with pytest.raises(DataError, match=r"val_size=100 takes 100 of the 100 .*--val-size N"):
         data.make_loaders("mnist", root=mnist_root, batch_size=10, val_size=100)
     with pytest.raises(ValueError):
         data.make_loaders("mnist", root=mnist_root, batch_size=10, val_size=-1)

@@ -279,7 +279,7 @@ def split_count(val_size: int | float, n: int, name: str) -> int:
     if k < 0:
         raise ValueError(f"val_size must be >= 0, got {val_size}")
     if k >= n:
-        raise DataError(f"{name}: val_size={val_size} takes {k} of the {n} training images and leaves none to train on; use a smaller val_size.")
+        raise DataError(f"{name}: val_size={val_size} takes {k} of the {n} training images and leaves none to train on; use a smaller one (`--val-size N` images, or a fraction like 0.1).")
     return k
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes shared by checkpoints and ``.onebit`` files (no torch import)."""
+"""File handling shared by checkpoints and ``.onebit`` files: atomic writes, reads with clear errors,
+the safetensors body and the SHA-256 checksum (no torch import)."""
 
 from __future__ import annotations
 
@@ -108,4 +109,3 @@ def json_and_body_sha256(doc_json: str, body: bytes | memoryview) -> str:
     h = hashlib.sha256(doc_json.encode("utf-8", "surrogatepass"))
     h.update(body)
     return h.hexdigest()
-

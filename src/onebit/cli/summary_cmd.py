@@ -40,7 +40,11 @@ def summary(
             num_classes = d.num_classes
         if not 1 <= num_classes <= 1_000_000:
             raise ValueError(f"--num-classes must be from 1 to 1000000, got {num_classes}")
-        size = {} if shape is None else {"in_channels": shape[0], **({"image_size": shape[1]} if shape[1] == shape[2] else {})}
+        size = {}
+        if shape is not None:  # build for the shape; builders take square images only
+            size["in_channels"] = shape[0]
+            if shape[1] == shape[2]:
+                size["image_size"] = shape[1]
         model = models.create(target, num_classes=num_classes, **size)
         c, s = d.in_channels, d.image_size
     cfg = model.onebit_config

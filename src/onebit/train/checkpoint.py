@@ -211,8 +211,10 @@ def parse_checkpoint(raw: bytes, source: str = "checkpoint") -> tuple[dict[str, 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read ``path`` → (tensors, meta). Never executes code; clear errors for bad files."""
     path = Path(path)
-    hint = next((f" (did you mean {path / n}?)" for n in ("best.safetensors", "last.safetensors")
-                 if path.is_dir() and (path / n).is_file()), "")
+    hint = ""
+    if path.is_dir():  # a run folder: point at its checkpoints
+        hint = next((f" (did you mean {path / n}?)" for n in ("best.safetensors", "last.safetensors")
+                     if (path / n).is_file()), "")
     return parse_checkpoint(read_file_bytes(path, CheckpointError, "checkpoint file", "checkpoint", hint), str(path))
 
 

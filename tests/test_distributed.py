@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    # PYTHONFAULTHANDLER: a rank that aborts prints the Python stack it died in
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1",
+                PYTHONFAULTHANDLER="1")
 
 
 @pytest.fixture
@@ -82,3 +84,35 @@ def test_nproc_argument_handling(monkeypatch):
     assert cli(["train", "bnn-mlp", "--nproc", "0"]) == 2
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert cli(["train", "bnn-mlp", "--nproc", "2"]) == 2  # already inside torchrun
+
+
+def test_teardown_meets_at_a_barrier_only_after_a_finished_run(monkeypatch):
+    """A finished run's ranks shut the group down together (a rank leaving early could abort its
+    peer's gloo threads at exit); after an error no barrier, since the others may never come."""
+    from onebit.train import distributed as distrib
+
+    calls = []
+    monkeypatch.setattr(distrib.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distrib.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distrib.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distrib.teardown(distrib.Dist(0, 2, owns_group=True), finished=True)
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    distrib.teardown(distrib.Dist(0, 2, owns_group=True), finished=False)
+    assert calls == ["destroy"]
+    calls.clear()
+    distrib.teardown(distrib.Dist(0, 2, owns_group=False), finished=True)  # a group the caller made
+    assert calls == []
+
+
+def test_trainer_tells_teardown_whether_the_run_finished(tiny_mnist, tmp_path, monkeypatch):
+    from onebit.train import trainer
+
+    seen = []
+    real = trainer.distrib.teardown
+    monkeypatch.setattr(trainer.distrib, "teardown", lambda d, finished=False: (seen.append(finished), real(d)))
+    args = ["train", "bnn-mlp", "--data", "mnist", "--data-root", str(tiny_mnist), "--epochs", "1",
+            "--set", "model.hidden=16", "--val-size", "50", "--no-progress"]
+    assert cli([*args, "--out", str(tmp_path / "a")]) == 0
+    assert cli([*args, "--out", str(tmp_path / "a")]) == 2  # the folder holds a run: an error
+    assert seen == [True, False]

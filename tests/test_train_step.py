@@ -172,7 +172,7 @@ def test_compile_is_one_process_and_a_cli_flag(tiny_mnist, tmp_path, monkeypatch
     assert rc in (0, None) and isinstance(called["m"], StepModule)
     monkeypatch.setattr(trainer.distrib, "setup", lambda: type("D", (), dict(active=True, rank=0, world_size=2,
                                                                               main=True))())
-    monkeypatch.setattr(trainer.distrib, "teardown", lambda d: None)
+    monkeypatch.setattr(trainer.distrib, "teardown", lambda d, **kw: None)
     with pytest.raises(TrainingError, match="--compile runs in one process"):
         train(_recipe(), tmp_path / "d", data_root=str(tiny_mnist), progress=False, compile=True)
 

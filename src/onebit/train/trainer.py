@@ -284,6 +284,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
     if threads is not None:
         torch.set_num_threads(threads)
     d = distrib.setup()
+    finished = False
     try:
         if d.active and dev.type != "cpu":
             raise TrainingError("data-parallel training runs on CPU processes (gloo); drop --device or --nproc")
@@ -291,11 +292,13 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads:
             raise TrainingError("--fit-schedule runs in one process; drop --nproc or --fit-schedule")
         if d.active and compile:
             raise TrainingError("--compile runs in one process; drop --nproc or --compile")
-        return _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
-                    ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard,
-                    device=dev, fit_schedule=fit_schedule, compile=compile).run(resume, max_minutes, stop_after)
+        result = _Run(recipe, Path(out_dir), d, progress=progress, data_root=data_root,
+                      ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts, tensorboard=tensorboard,
+                      device=dev, fit_schedule=fit_schedule, compile=compile).run(resume, max_minutes, stop_after)
+        finished = True
+        return result
     finally:
-        distrib.teardown(d)
+        distrib.teardown(d, finished=finished)
 
 
 class _Run:

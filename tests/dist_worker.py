@@ -146,8 +146,10 @@ def main() -> None:
         sys.exit("check_consistent missed a planted difference")
     distrib.teardown(d, finished=True)
     if RANK == 0:
-        open(out, "w").write("OK")
+        with open(out, "w") as f:
+            f.write("OK")
 
 
 if __name__ == "__main__":
     main()
+    distrib.end_worker_process(0)  # as `python -m onebit.cli.main` ends a worker

@@ -116,3 +116,28 @@ def test_trainer_tells_teardown_whether_the_run_finished(tiny_mnist, tmp_path, m
     assert cli([*args, "--out", str(tmp_path / "a")]) == 0
     assert cli([*args, "--out", str(tmp_path / "a")]) == 2  # the folder holds a run: an error
     assert seen == [True, False]
+
+
+def test_a_torchrun_worker_ends_without_the_exit_teardown(monkeypatch):
+    """After the group is destroyed a worker leaves by os._exit (gloo could abort a finished rank
+    in the interpreter's exit teardown); one process, or a group still open, exits the usual way."""
+    from onebit.train import distributed as distrib
+
+    ended = []
+    monkeypatch.setattr(distrib.os, "_exit", lambda code: ended.append(code))
+    monkeypatch.setattr(distrib.logging, "shutdown", lambda: None)  # the test process keeps its logging
+    monkeypatch.setattr(distrib.dist, "is_initialized", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    distrib.end_worker_process(0)
+    assert ended == []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rc, code in ((0, 0), (2, 2), (None, 0), ("x", 1)):
+        distrib.end_worker_process(rc)
+        assert ended.pop() == code
+    monkeypatch.setattr(distrib.dist, "is_initialized", lambda: True)
+    distrib.end_worker_process(0)
+    assert ended == []
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    monkeypatch.setattr(distrib.dist, "is_initialized", lambda: False)
+    distrib.end_worker_process(0)
+    assert ended == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -75,4 +76,9 @@ def _is_usage_error(e: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _rc = main()
+    if "WORLD_SIZE" in os.environ:  # started by torchrun (no torch import for other commands)
+        from ..train.distributed import end_worker_process
+
+        end_worker_process(_rc)  # a worker of a multi-process run ends here
+    sys.exit(_rc)

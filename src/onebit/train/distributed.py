@@ -84,9 +84,9 @@ def teardown(d: Dist, *, finished: bool = False) -> None:
     ``finished``: the run ended normally on this rank, so every rank reaches this point; they meet
     at a barrier first and shut the group down together. Without it a rank that finished early
     (rank 1, while rank 0 still writes checkpoints) tore its connections down under a peer still in
-    the group, and now and then the peer's gloo threads aborted the process at exit ("terminate
-    called without an active exception", exit −6). After an error there is no barrier: the other
-    ranks may never arrive.
+    the group, and now and then one of the two aborted at exit inside gloo ("terminate called
+    without an active exception", exit −6; see also :func:`end_worker_process`). After an error
+    there is no barrier: the other ranks may never arrive.
     """
     if d.owns_group and dist.is_initialized():
         if finished:

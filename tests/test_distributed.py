@@ -141,3 +141,23 @@ def test_a_torchrun_worker_ends_without_the_exit_teardown(monkeypatch):
     monkeypatch.setattr(distrib.dist, "is_initialized", lambda: False)
     distrib.end_worker_process(0)
     assert ended == []
+
+
+def test_the_console_entry_point_ends_a_torchrun_worker_early(monkeypatch):
+    """`onebit …` and `python -m onebit.cli.main …` exit with main's code; under torchrun
+    (WORLD_SIZE set) through end_worker_process (so `torchrun --no-python onebit train` is covered)."""
+    from onebit.cli import main as cli_main
+    from onebit.train import distributed as distrib
+
+    ended = []
+    monkeypatch.setattr(distrib, "end_worker_process", lambda rc: ended.append(rc))
+    monkeypatch.setattr(sys, "argv", ["onebit", "models"])
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as e:
+        cli_main.console()
+    assert e.value.code == 0 and ended == []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["onebit", "no-such-command"])
+    with pytest.raises(SystemExit) as e:
+        cli_main.console()
+    assert e.value.code == 2 and ended == [2]

@@ -75,10 +75,20 @@ def _is_usage_error(e: BaseException) -> bool:
     return callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int)
 
 
-if __name__ == "__main__":
-    _rc = main()
-    if "WORLD_SIZE" in os.environ:  # started by torchrun (no torch import for other commands)
+def console() -> None:
+    """The ``onebit`` executable and ``python -m onebit.cli.main``: :func:`main`, then exit with its code.
+
+    A worker that torchrun started (``WORLD_SIZE`` set) ends through
+    :func:`onebit.train.distributed.end_worker_process`, which skips the exit teardown in which gloo
+    could abort a finished rank. (Not in :func:`main` itself: a program that calls it goes on.)
+    """
+    rc = main()
+    if "WORLD_SIZE" in os.environ:  # no torch import for the other commands
         from ..train.distributed import end_worker_process
 
-        end_worker_process(_rc)  # a worker of a multi-process run ends here
-    sys.exit(_rc)
+        end_worker_process(rc)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    console()

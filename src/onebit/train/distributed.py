@@ -97,9 +97,9 @@ def teardown(d: Dist, *, finished: bool = False) -> None:
 def end_worker_process(rc: int | None) -> None:
     """End a torchrun worker at once, skipping the interpreter's and C++ runtime's exit teardown.
 
-    Called by the console entry (``onebit``, ``python -m onebit.cli.main``: :func:`onebit.cli.main.console`)
-    after the command returned, in a process that torchrun
-    started (``WORLD_SIZE`` > 1) and whose process group :func:`teardown` has already destroyed.
+    Called by the console entry (``onebit``, ``python -m onebit.cli.main``:
+    :func:`onebit.cli.main.console`) after the command returned, in a process that torchrun started
+    (``WORLD_SIZE`` > 1) and whose process group :func:`teardown` has already destroyed.
     Every file is closed by then; what is left to tear down is PyTorch's. In that teardown gloo
     now and then aborted a finished rank ("terminate called without an active exception", exit −6,
     no Python frame left on the stack: seen in CI and here), and torchrun then reported the run as

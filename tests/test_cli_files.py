@@ -89,6 +89,57 @@ def test_outputs_below_a_file_name_the_file(files, cli_error):
     assert not (d / "run").exists()
 
 
+def test_an_output_the_user_may_not_write_is_one_line_naming_it(files, tmp_path, monkeypatch, cli_error):
+    """A folder without write permission, a read-only or full disk: one error line with the user's
+    path (not the temp file an atomic write goes through), exit 2."""
+    import errno
+    import tempfile
+
+    from onebit import fileio
+
+    d, ckpt, _ = files
+
+    real = tempfile.mkstemp
+
+    def refuse(*a, dir=None, **kw):  # only in the user's folder (export verifies in a temp folder first)
+        if str(dir) == str(tmp_path):
+            raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/.tmp-name")
+        return real(*a, dir=dir, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(fileio.tempfile, "mkstemp", refuse)
+        err = cli_error(["export", str(ckpt), "-o", str(tmp_path / "x.onebit")])
+    assert err.strip() == f"onebit: error: Permission denied: {tmp_path / 'x.onebit'}"
+
+    def read_only(self, *a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", read_only)
+    err = cli_error(["train", "bnn-mlp", "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert err.strip() == f"onebit: error: Read-only file system: {tmp_path / 'run'}"
+
+
+def test_an_os_error_that_is_no_user_error_still_shows_its_traceback(monkeypatch):
+    """An I/O error is a bug or a broken disk, not a wrong path: it is not hidden behind one line."""
+    import errno
+
+    import typer
+
+    app = typer.Typer()
+
+    @app.command()
+    def boom() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    monkeypatch.setattr("onebit.cli.main.app", app)
+    with pytest.raises(OSError, match="Input/output"):
+        cli(["boom"])
+
+
 def test_plot_never_replaces_a_users_file_without_force(tmp_path, cli_error):
     run = _run_folder(tmp_path / "run", [ROW])
     mine = tmp_path / "notes.pdf"
@@ -238,3 +289,21 @@ def test_bwnh_settings_accept_numpy_integers(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):  # past the settings, at the file
         bwnh_pipeline(tmp_path / "missing.safetensors", None, tmp_path / "out", samples=np.int64(64),
                       per_image=np.int32(4), tol=np.float32(1e-6))
+
+
+def test_ctrl_c_says_interrupted_and_exits_130(monkeypatch, capsys):
+    import typer
+
+    app = typer.Typer()
+
+    @app.command()
+    def wait() -> None:
+        raise KeyboardInterrupt
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    monkeypatch.setattr("onebit.cli.main.app", app)
+    assert cli(["wait"]) == 130
+    assert "onebit: interrupted" in capsys.readouterr().err

@@ -45,7 +45,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a folder")
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file the user asked for, not our temp file
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     try:
         umask = os.umask(0)
         os.umask(umask)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -55,7 +56,15 @@ def _run(argv: list[str] | None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
+        typer.secho("onebit: interrupted", err=True, fg="red")
         return 130
+    except OSError as e:
+        if e.errno not in _USER_OS_ERRORS:
+            raise
+        # a folder the user may not write to, a read-only or full disk: one line naming the path
+        where = f": {e.filename}" if e.filename else ""
+        typer.secho(f"onebit: error: {e.strerror or e}{where}", err=True, fg="red")
+        return 2
     except Exception as e:
         if _is_usage_error(e):
             e.show()
@@ -63,6 +72,11 @@ def _run(argv: list[str] | None) -> int:
         raise
     # standalone_mode=False: click hands back a command's typer.Exit(code) as the return value
     return rv if isinstance(rv, int) else 0
+
+
+# OSErrors that come from where the user pointed a command (not from a bug of ours)
+_USER_OS_ERRORS = frozenset(getattr(errno, n) for n in ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENAMETOOLONG")
+                            if hasattr(errno, n))
 
 
 def _is_usage_error(e: BaseException) -> bool:

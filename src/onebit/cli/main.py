@@ -71,6 +71,8 @@ def _run(argv: list[str] | None) -> int:
             return e.exit_code
         raise
     # standalone_mode=False: click hands back a command's typer.Exit(code) as the return value
+    if rv == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130); no command exits so itself
+        typer.secho("onebit: interrupted", err=True, fg="red")
     return rv if isinstance(rv, int) else 0
 
 

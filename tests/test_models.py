@@ -229,3 +229,16 @@ def test_every_model_names_the_input_it_takes(name):
 
 def test_timm_style_aliases():
     assert models.create_model is models.create and models.list_models() == models.names()
+
+
+def test_scalar_model_arguments_are_type_checked_before_building():
+    """`--set model.binary=no` arrives as the string 'no', which Python would take as true."""
+    with pytest.raises(TypeError, match="binary must be true or false"):
+        models.create("bnn-mlp", hidden=16, binary="no")
+    with pytest.raises(TypeError, match="hidden must be an integer"):
+        models.create("bnn-mlp", hidden=True)
+    m = models.create("bnn-mlp", hidden=16, dropout=0, binary=False)  # an int where a float goes is fine
+    assert m.onebit_config["binary"] is False and m.onebit_config["dropout"] == 0
+    models.create("bnn-convnet", widths=(8, 8, 8), fc=16, last_bn=None)  # `str | None` takes None
+    with pytest.raises(TypeError, match="last_bn must be a string \\(or null\\)"):
+        models.create("bnn-convnet", widths=(8, 8, 8), fc=16, last_bn=3)

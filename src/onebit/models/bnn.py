@@ -76,6 +76,10 @@ def bnn_convnet(num_classes: int = 10, in_channels: int = 3, image_size: int = 3
     """The BNN CIFAR-10 ConvNet (VGG-Small). ``pad_value``: border of binarized inputs (0, +1, -1)."""
     if image_size % 8:
         raise ValueError(f"bnn-convnet needs an image size divisible by 8, got {image_size}")
+    widths = tuple(widths)
+    if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ValueError(f"widths must be 3 positive ints (the three stages of two 3×3 convs, each ending in a "
+                         f"2×2 max-pool), got {widths!r}")
     wq = "identity_ste_sign" if binary else "identity"
     aq = activation if binary else "htanh"
     init = "uniform" if binary else "default"

@@ -51,6 +51,31 @@ def entry(name: str) -> ModelEntry:
 _BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError)
 
 
+# a builder argument annotated with one of these names must hold such a value (``X | None`` also None)
+_SCALAR_TYPES: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+def _check_types(name: str, params, cfg: dict) -> None:
+    """Refuse a scalar argument of the wrong type before building: ``--set model.binary=no`` arrives
+    as the string "no", which Python would take as true (a binary network where a real one was asked
+    for); an int or float that is a bool is refused too."""
+    for k, v in cfg.items():
+        p = params.get(k)
+        if p is None or not isinstance(p.annotation, str):
+            continue
+        ann = p.annotation.replace(" ", "")
+        optional = ann.endswith("|None")
+        kinds = _SCALAR_TYPES.get(ann.removesuffix("|None"))
+        if kinds is None or (optional and v is None):
+            continue
+        ok = isinstance(v, kinds) and (bool in kinds or not isinstance(v, bool))
+        if not ok:
+            want = {"bool": "true or false", "int": "an integer", "float": "a number",
+                    "str": "a string"}[ann.removesuffix("|None")]
+            raise TypeError(f"cannot build model {name} with {k}={v!r}: {k} must be {want}"
+                            f"{' (or null)' if optional else ''}")
+
+
 def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
            image_size: int | None = None, **kwargs) -> nn.Module:
     """Build a registered model.
@@ -73,6 +98,7 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
         if bad:
             raise TypeError(f"model {name} takes no argument(s) {bad} (a --set KEY=VALUE that is not a recipe "
                             f"field goes to the model); its arguments: {', '.join(sorted(params))}")
+    _check_types(name, params, cfg)
     given = "".join(f" {k}={v!r}" for k, v in kwargs.items())
     given = f" with{given}" if given else ""
     try:

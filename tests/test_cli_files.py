@@ -307,3 +307,14 @@ def test_ctrl_c_says_interrupted_and_exits_130(monkeypatch, capsys):
     monkeypatch.setattr("onebit.cli.main.app", app)
     assert cli(["wait"]) == 130
     assert "onebit: interrupted" in capsys.readouterr().err
+
+
+def test_a_run_folder_where_a_checkpoint_belongs_gets_the_hint(files, tmp_path, cli_error):
+    """summary and --init-from name the folder's checkpoint, as eval and export do."""
+    d, ckpt, _ = files
+    err = cli_error(["summary", str(d)])
+    assert f"{d} is a folder, not a checkpoint file (did you mean {ckpt}?)" in err
+    err = cli_error(["train", "bnn-mlp", "--init-from", str(d), "--epochs", "1", "--out", str(tmp_path / "r")])
+    assert f"no checkpoint at {d} ({d} is a run folder; did you mean {ckpt}?)" in err
+    err = cli_error(["train", "bnn-mlp", "--init-from", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "r")])
+    assert err.strip().endswith(f"no checkpoint at {tmp_path} ({tmp_path} is a folder)")

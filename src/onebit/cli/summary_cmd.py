@@ -26,7 +26,8 @@ def summary(
     from .. import data
 
     shape = _parse_shape(input_shape) if input_shape else None
-    if Path(target).is_file() or Path(target).suffix in (".safetensors", ".onebit"):  # a file name, not a model
+    is_run_folder = Path(target).is_dir() and target not in models.names()  # the checkpoint loader hints
+    if Path(target).is_file() or is_run_folder or Path(target).suffix in (".safetensors", ".onebit"):  # not a model
         from ..train import load_for_eval
 
         if num_classes is not None:

@@ -674,7 +674,12 @@ def initialise_from(model: torch.nn.Module, path: str | Path, mode: str = "real"
         raise TrainingError(f"unknown init mode {mode!r}; use one of {INIT_MODES}")
     path = Path(path)
     if not path.is_file():
-        raise TrainingError(f"init_from: no checkpoint at {path}")
+        hint = ""
+        if path.is_dir():  # a run folder: point at its checkpoints
+            hint = next((f" ({path} is a run folder; did you mean {path / n}?)"
+                         for n in ("best.safetensors", "last.safetensors") if (path / n).is_file()),
+                        f" ({path} is a folder)")
+        raise TrainingError(f"init_from: no checkpoint at {path}{hint}")
     source, _ = load_for_eval(path)
     if mode == "bn_retrain":
         absorb_scale(source)

@@ -186,3 +186,34 @@ def test_resume_refuses_when_no_checkpoint_is_readable(tiny_mnist, tmp_path):
 def test_run_options_are_checked(tmp_path, bad, msg):
     with pytest.raises(TrainingError, match=msg):
         train(_recipe(), tmp_path / "x", **bad)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_does_not_block_its_folder(tiny_mnist, tmp_path, monkeypatch,
+                                                                             caplog, capsys, cli_error):
+    """Ctrl-C in the first epoch leaves recipe.json and the CSV headers, no result: the same command
+    starts the run again there, and --resume says so instead of only "no checkpoint"."""
+    out = tmp_path / "run"
+    orig = BatchLoader.__iter__
+
+    def interrupted(self):
+        yield next(orig(self))
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(BatchLoader, "__iter__", interrupted)
+        assert cli(_args(tiny_mnist, out)) == 130
+    assert capsys.readouterr().err.endswith("onebit: interrupted\n")
+    assert sorted(p.name for p in out.iterdir()) == ["layers.csv", "metrics.csv", "recipe.json"]
+    err = cli_error(_args(tiny_mnist, out, "--resume"))
+    assert "stopped before its first checkpoint; the same command without --resume starts it again" in err
+    with caplog.at_level("INFO", logger="onebit"):
+        assert cli(_args(tiny_mnist, out)) == 0
+    assert any("holds a run stopped before its first checkpoint" in r.getMessage() for r in caplog.records)
+    assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["0", "1", "2"]
+    # a folder with a result (an epoch's row, or a checkpoint) still refuses a fresh run
+    err = cli_error(_args(tiny_mnist, out))
+    assert "already holds a run" in err and "nothing was overwritten" in err
+    (out / "last.safetensors").unlink()
+    (out / "best.safetensors").unlink()
+    err = cli_error(_args(tiny_mnist, out))
+    assert "already holds a run (metrics.csv, recipe.json, layers.csv, histograms.json)" in err

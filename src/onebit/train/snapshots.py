@@ -81,6 +81,23 @@ def remove_temp_files(out: Path) -> None:
 RUN_FILES = ("last.safetensors", "best.safetensors", "metrics.csv", "recipe.json", "layers.csv", "histograms.json")
 
 
+def stopped_before_first_checkpoint(out: Path) -> bool:
+    """``out`` holds only the files a run writes when it starts (``recipe.json`` and the CSV
+    headers): it was stopped (Ctrl-C, a crash, a bad input) before its first checkpoint and before
+    any epoch's row, so it holds no result, and a new run may take the folder over."""
+    found = run_files(out)
+    if not found or set(found) & {"last.safetensors", "best.safetensors", f"{STEPS_DIR}/"}:
+        return False
+    metrics = out / "metrics.csv"
+    try:
+        with open(metrics, "rb") as f:
+            return len(f.read(1 << 16).splitlines()) <= 1  # the header alone (or nothing)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def run_files(out: Path) -> list[str]:
     """The files of a run that ``out`` already holds (a fresh run would overwrite them): the run
     files by name, and step checkpoints as ``steps/``. Empty when ``out`` is new or empty of them."""

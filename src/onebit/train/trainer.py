@@ -377,6 +377,10 @@ class _Run:
         except NotADirectoryError as e:
             raise TrainingError(f"--out: {e}") from None
         found = snapshots.run_files(self.out)
+        if found and snapshots.stopped_before_first_checkpoint(self.out):
+            log.info("%s holds a run stopped before its first checkpoint (%s, no results): starting it "
+                     "again there", self.out, ", ".join(found))
+            found = []
         if self.d.active:  # every rank looks before rank 0 writes: none may mistake its files for an old run
             distrib.barrier()
         if found:
@@ -395,8 +399,11 @@ class _Run:
         """Restore the newest readable checkpoint → (epoch, step to start at, epoch accumulators)."""
         found = snapshots.candidates(self.out) if self.out.is_dir() else []
         if not found:
+            why = (": the run there stopped before its first checkpoint; the same command without --resume "
+                   "starts it again" if self.out.is_dir() and snapshots.stopped_before_first_checkpoint(self.out)
+                   else "")
             raise TrainingError(f"--resume: no checkpoint in {self.out} (looked for last.safetensors "
-                                f"and {snapshots.STEPS_DIR}/)")
+                                f"and {snapshots.STEPS_DIR}/){why}")
         for snap in found:
             try:
                 tensors, meta = load_checkpoint(snap.path)

@@ -161,3 +161,25 @@ def test_the_console_entry_point_ends_a_torchrun_worker_early(monkeypatch):
     with pytest.raises(SystemExit) as e:
         cli_main.console()
     assert e.value.code == 2 and ended == [2]
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--batch-size", "25", "--nproc", "2"], "batch_size 25 (the global batch) must be divisible by the 2 processes"),
+    (["--loss", "foo", "--nproc", "2"], "unknown loss 'foo'"),
+    (["--optimizer", "foo", "--nproc", "2"], "unknown optimizer 'foo'"),
+    (["--set", "model.binary=no", "--nproc", "2"], "binary must be true or false"),
+    (["--resume", "--nproc", "2"], "--resume: no checkpoint in"),
+])
+def test_nproc_checks_the_run_once_before_starting_workers(tiny_mnist, tmp_path, monkeypatch, extra, msg, cli_error):
+    """A bad setting under --nproc is one error line from the launching process, not one per
+    worker followed by torchrun's traceback."""
+    from onebit.train import distributed as distrib
+
+    launched = []
+    monkeypatch.setattr(distrib, "launch", lambda n, argv: launched.append((n, argv)) or 0)
+    args = ["train", "bnn-mlp", "--data", "mnist", "--data-root", str(tiny_mnist), "--epochs", "1",
+            "--out", str(tmp_path / "r")]
+    assert msg in cli_error([*args, *extra])
+    assert launched == [] and not (tmp_path / "r").exists()
+    assert cli([*args, "--nproc", "2"]) == 0  # good settings: the workers are started
+    assert [n for n, _ in launched] == [2]

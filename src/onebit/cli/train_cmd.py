@@ -63,8 +63,8 @@ def train(
     from ..methods import get_recipe
     from ..methods.recipe import recipe_names
     from ..train import train as run_train
-    from ..train.distributed import env_world, launch
-    from ..train.trainer import check_options
+    from ..train.distributed import env_world
+    from ..train.trainer import check_options, preflight
 
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
     if nproc < 1:
@@ -73,12 +73,8 @@ def train(
         raise ValueError("--pretrain-epochs and --skip-bn-retrain shape the stages of --pipeline; add --pipeline")
     if pretrain_epochs is not None and pretrain_epochs < 1:
         raise ValueError(f"--pretrain-epochs must be >= 1, got {pretrain_epochs}")
-    if nproc > 1:
-        from . import current_argv
-
-        rc = launch(nproc, current_argv())
-        if rc:
-            raise typer.Exit(rc)
+    if nproc > 1 and pipeline:  # each stage checks its own settings in the workers
+        _launch(nproc)
         return
     rank = env_world()[0]
 
@@ -145,9 +141,23 @@ def train(
     if resume:
         base = resume_base(r, out)
         r = base.replace(**over, model_kwargs={**base.model_kwargs, **model_extra})
+    if nproc > 1:  # one error line here rather than one per worker and a torchrun traceback
+        preflight(r, out, resume=resume, world_size=nproc)
+        _launch(nproc)
+        return
     if rank == 0:
         typer.echo(f"training {r.model} on {r.data} for {r.epochs} epochs → {out}")
     _report(run_train(r, out, resume=resume, **run_opts), out, rank)
+
+
+def _launch(nproc: int) -> None:
+    """Re-run this command in ``nproc`` processes under torchrun; its exit code is ours."""
+    from ..train.distributed import launch
+    from . import current_argv
+
+    rc = launch(nproc, current_argv())
+    if rc:
+        raise typer.Exit(rc)
 
 
 def resume_base(requested, out: Path):

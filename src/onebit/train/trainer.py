@@ -87,6 +87,9 @@ def build_model(recipe: Recipe, info) -> torch.nn.Module:
                          image_size=info.image_size, **recipe.model_kwargs)
 
 
+OPTIMIZERS = ("adam", "adamax", "shift_adamax", "sgd")
+
+
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The recipe's optimizer over :func:`onebit.optim.param_groups` (Glorot scales, lr tags, weight
     decay on real weight tensors only); the caller attaches the declared constraints."""
@@ -103,7 +106,7 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     if opt == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
                                nesterov=recipe.nesterov and recipe.momentum > 0)
-    raise TrainingError(f"unknown optimizer {opt!r}; use adam, adamax, shift_adamax or sgd")
+    raise TrainingError(f"unknown optimizer {opt!r}; use {', '.join(OPTIMIZERS)}")
 
 
 def evaluate(model: torch.nn.Module, loader, loss_fn, *, bf16: bool = False, reduce=None,
@@ -240,6 +243,52 @@ def check_options(*, threads: int | None = None, ckpt_every_steps: int = 0, keep
                 ("keep_ckpts", keep_ckpts, 1)), TrainingError, required=("ckpt_every_steps", "keep_ckpts"))
 
 
+def fresh_out_error(out: Path) -> TrainingError | None:
+    """Why a fresh run cannot use folder ``out`` (None: it may). A folder whose run stopped before
+    its first checkpoint holds no result and may be taken over (:mod:`onebit.train.snapshots`)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        return TrainingError(f"{out} is a file; --out names the folder of the run")
+    try:
+        check_folder_path(out)
+    except NotADirectoryError as e:
+        return TrainingError(f"--out: {e}")
+    found = snapshots.run_files(out)
+    if not found or snapshots.stopped_before_first_checkpoint(out):
+        return None
+    how = ("pass --resume to continue it or choose another --out"
+           if "last.safetensors" in found or f"{snapshots.STEPS_DIR}/" in found else "choose another --out")
+    return TrainingError(f"{out} already holds a run ({', '.join(found)}); {how} (nothing was overwritten)")
+
+
+def _no_checkpoint_error(out: Path) -> TrainingError:
+    why = (": the run there stopped before its first checkpoint; the same command without --resume starts it "
+           "again" if out.is_dir() and snapshots.stopped_before_first_checkpoint(out) else "")
+    return TrainingError(f"--resume: no checkpoint in {out} (looked for last.safetensors and "
+                         f"{snapshots.STEPS_DIR}/){why}")
+
+
+def preflight(recipe: Recipe, out: str | Path, *, resume: bool, world_size: int) -> None:
+    """The checks a multi-process launch (``--nproc N``) makes once, in the launching process,
+    before it starts the workers: otherwise each of the N workers prints the same error, and
+    torchrun then its own traceback. The trainer makes the same checks again in every worker."""
+    if recipe.batch_size % world_size:
+        raise TrainingError(f"batch_size {recipe.batch_size} (the global batch) must be divisible by "
+                            f"the {world_size} processes")
+    losses.get(recipe.loss)
+    if recipe.optimizer not in OPTIMIZERS:
+        raise TrainingError(f"unknown optimizer {recipe.optimizer!r}; use {', '.join(OPTIMIZERS)}")
+    from .. import data as onebit_data
+
+    build_model(recipe, onebit_data.info(recipe.data))  # the model's arguments (the data set's shape)
+    out = Path(out)
+    if resume:
+        if not (out.is_dir() and snapshots.candidates(out)):
+            raise _no_checkpoint_error(out)
+    elif (err := fresh_out_error(out)) is not None:
+        raise err
+
+
 def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, threads: int | None = None,
           progress: bool = True, data_root: str | None = None, max_minutes: float | None = None,
           stop_after: int | None = None, ckpt_every_steps: int = 0, keep_ckpts: int = 3,
@@ -369,25 +418,16 @@ class _Run:
                 "world_size": self.d.world_size, **extra}
 
     def _start_fresh(self) -> None:
-        last, _, csv_path, layers_path, hist_path = self.paths
-        if self.out.exists() and not self.out.is_dir():
-            raise TrainingError(f"{self.out} is a file; --out names the folder of the run")
-        try:
-            check_folder_path(self.out)
-        except NotADirectoryError as e:
-            raise TrainingError(f"--out: {e}") from None
-        found = snapshots.run_files(self.out)
-        if found and snapshots.stopped_before_first_checkpoint(self.out):
-            log.info("%s holds a run stopped before its first checkpoint (%s, no results): starting it "
-                     "again there", self.out, ", ".join(found))
-            found = []
+        _, _, csv_path, layers_path, hist_path = self.paths
+        err = fresh_out_error(self.out)
+        taken_over = err is None and snapshots.run_files(self.out)
         if self.d.active:  # every rank looks before rank 0 writes: none may mistake its files for an old run
             distrib.barrier()
-        if found:
-            how = ("pass --resume to continue it or choose another --out" if last.name in found
-                   or f"{snapshots.STEPS_DIR}/" in found else "choose another --out")
-            raise TrainingError(f"{self.out} already holds a run ({', '.join(found)}); {how} "
-                                "(nothing was overwritten)")
+        if err is not None:
+            raise err
+        if taken_over:
+            log.info("%s holds a run stopped before its first checkpoint (%s, no results): starting it "
+                     "again there", self.out, ", ".join(taken_over))
         if self.d.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "recipe.json", self.recipe.to_json())
@@ -399,11 +439,7 @@ class _Run:
         """Restore the newest readable checkpoint → (epoch, step to start at, epoch accumulators)."""
         found = snapshots.candidates(self.out) if self.out.is_dir() else []
         if not found:
-            why = (": the run there stopped before its first checkpoint; the same command without --resume "
-                   "starts it again" if self.out.is_dir() and snapshots.stopped_before_first_checkpoint(self.out)
-                   else "")
-            raise TrainingError(f"--resume: no checkpoint in {self.out} (looked for last.safetensors "
-                                f"and {snapshots.STEPS_DIR}/){why}")
+            raise _no_checkpoint_error(self.out)
         for snap in found:
             try:
                 tensors, meta = load_checkpoint(snap.path)

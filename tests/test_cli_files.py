@@ -318,3 +318,17 @@ def test_a_run_folder_where_a_checkpoint_belongs_gets_the_hint(files, tmp_path, 
     assert f"no checkpoint at {d} ({d} is a run folder; did you mean {ckpt}?)" in err
     err = cli_error(["train", "bnn-mlp", "--init-from", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "r")])
     assert err.strip().endswith(f"no checkpoint at {tmp_path} ({tmp_path} is a folder)")
+
+
+def test_init_from_a_checkpoint_of_another_model_names_both(files, tmp_path, make_tiny_mnist, cli_error):
+    """The checkpoint holds bnn-mlp, the run trains another model (or bnn-mlp of another width): the
+    error says which model each side is, with the labels the right way round."""
+    d, ckpt, _ = files
+    args = ["--data", "mnist", "--data-root", str(make_tiny_mnist(300, 60)), "--val-size", "50",
+            "--init-from", str(ckpt), "--epochs", "1", "--out", str(tmp_path / "r")]
+    err = cli_error(["train", "bonn-wrn22", *args, "--set", "model.widths=[4,4,4,4]"])
+    assert f"init_from: {ckpt} holds bnn-mlp, this run trains bonn-wrn22; " in err
+    assert "missing in the checkpoint's model: " in err and "not in the trained model: " in err
+    err = cli_error(["train", "bnn-mlp", *args, "--set", "model.hidden=32"])
+    assert f"{ckpt} holds bnn-mlp of other settings; " in err
+    assert "(trained) vs (16, 784) (checkpoint's)" in err

@@ -165,25 +165,28 @@ class InitMismatchError(ValueError):
     """The real-valued network does not have the binary network's tensors (names and shapes)."""
 
 
-def init_from_real(binary_model: nn.Module, real_model: nn.Module, *, strict: bool = True) -> list[str]:
+def init_from_real(binary_model: nn.Module, real_model: nn.Module, *, strict: bool = True,
+                   labels: tuple[str, str] = ("binary", "real")) -> list[str]:
     """Clip pre-training initialisation (§2.5): copy every same-name, same-shape tensor of ``real_model``.
 
     Parameters *and* buffers (BN running statistics) are copied; the real weights become the
     binary net's latent weights. With ``strict`` (default) nothing is copied unless every tensor of
-    either model has a same-name, same-shape counterpart, and the error lists what does not match.
+    either model has a same-name, same-shape counterpart, and the error lists what does not match
+    (``labels`` name the two models in it: the one copied into, the one copied from).
     Returns the names copied, in ``binary_model.state_dict()`` order.
     """
     dst, src = binary_model.state_dict(), real_model.state_dict()
+    to, frm = labels
     missing = [k for k in dst if k not in src]
     extra = [k for k in src if k not in dst]
-    shapes = [f"{k}: {tuple(dst[k].shape)} (binary) vs {tuple(src[k].shape)} (real)"
+    shapes = [f"{k}: {tuple(dst[k].shape)} ({to}) vs {tuple(src[k].shape)} ({frm})"
               for k in dst if k in src and dst[k].shape != src[k].shape]
     if strict and (missing or extra or shapes):
         parts = []
         if missing:
-            parts.append(f"missing in the real model: {', '.join(missing)}")
+            parts.append(f"missing in the {frm} model: {', '.join(missing)}")
         if extra:
-            parts.append(f"not in the binary model: {', '.join(extra)}")
+            parts.append(f"not in the {to} model: {', '.join(extra)}")
         if shapes:
             parts.append(f"shape mismatch: {'; '.join(shapes)}")
         raise InitMismatchError("init_from_real: the two networks do not match (build the real twin with the "

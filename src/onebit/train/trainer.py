@@ -711,7 +711,7 @@ def initialise_from(model: torch.nn.Module, path: str | Path, mode: str = "real"
       α-scaled weights; α is folded into its BNs (:func:`~onebit.methods.bireal.absorb_scale`), the
       result copied into ``model`` (built with unscaled sign weights) and all but BN frozen.
     """
-    from ..methods.bireal import absorb_scale, init_from_real, prepare_bn_retraining
+    from ..methods.bireal import InitMismatchError, absorb_scale, init_from_real, prepare_bn_retraining
 
     if mode not in INIT_MODES:
         raise TrainingError(f"unknown init mode {mode!r}; use one of {INIT_MODES}")
@@ -726,7 +726,13 @@ def initialise_from(model: torch.nn.Module, path: str | Path, mode: str = "real"
     source, _ = load_for_eval(path)
     if mode == "bn_retrain":
         absorb_scale(source)
-    copied = init_from_real(model, source)
+    mine, theirs = (getattr(m, "onebit_config", {}).get("name", "?") for m in (model, source))
+    try:
+        copied = init_from_real(model, source, labels=("trained", "checkpoint's"))
+    except InitMismatchError as e:
+        which = (f"{path} holds {theirs}, this run trains {mine}" if mine != theirs
+                 else f"{path} holds {theirs} of other settings")
+        raise InitMismatchError(f"init_from: {which}; {e}") from None
     if mode == "bn_retrain":
         prepare_bn_retraining(model)
     log.info("initialised %d tensors from %s (%s)", len(copied), path, mode)

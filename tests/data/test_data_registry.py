@@ -80,9 +80,11 @@ def test_lookup_order(tmp_path, monkeypatch):
     monkeypatch.delenv("ONEBIT_DATA")
     assert data.locate("mnist") == system
     assert data.load_arrays("mnist")["train"][0][0].max() == 3
-    # explicit root that lacks the files falls through to the next place
+    # explicit root that lacks the files falls through to the next place, and says so
     (tmp_path / "nothing-here").mkdir()
-    assert data.locate("mnist", root=tmp_path / "nothing-here") == system
+    with pytest.warns(UserWarning, match=r"'mnist' is not \(complete\) in the data root .*nothing-here; reading the "
+                      r"copy in .*sys/MNIST/raw \(system\)"):
+        assert data.locate("mnist", root=tmp_path / "nothing-here") == system
     # a root that does not exist at all is a mistake (a typo), not a reason to train on another copy
     with pytest.raises(data.DataError, match="data root .*no-such-folder.* does not exist"):
         data.locate("mnist", root=tmp_path / "no-such-folder")

@@ -17,6 +17,7 @@ Lookup order of :func:`locate` (first folder holding a complete set of files win
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,6 +322,9 @@ def resolve(
     for folder, why in candidate_dirs(ds.name, root):
         hit = find_files(folder, ds)
         if hit is not None:
+            if root is not None and why != "root":  # the user named a folder: say that another copy is read
+                warnings.warn(f"data set {ds.name!r} is not (complete) in the data root {root}; reading the "
+                              f"copy in {folder} ({why})", stacklevel=2)
             return folder, hit[0], hit[1]
         looked.append(f"  - {folder} ({why}): {_describe(folder, ds)}")
     if not ds.downloads:

@@ -418,7 +418,7 @@ def tiny_cifar(tmp_path_factory):
     return root.parent
 
 
-def test_pipeline_hashes_evaluates_and_finetunes(tiny_cifar, tmp_path):
+def test_pipeline_hashes_evaluates_and_finetunes(tiny_cifar, tmp_path, caplog):
     from onebit.methods import Recipe
     from onebit.train import load_for_eval, train
 
@@ -426,9 +426,13 @@ def test_pipeline_hashes_evaluates_and_finetunes(tiny_cifar, tmp_path):
                           optimizer="adam", lr=3e-3, lr_schedule="const", epochs=1, batch_size=40, val_size=40,
                           normalize="meanstd")
     train(float_recipe, tmp_path / "float", data_root=str(tiny_cifar), progress=False)
-    rep = bwnh.bwnh_pipeline(tmp_path / "float" / "best.safetensors", None, tmp_path / "bwnh", samples=64,
-                             iters=2, protocol="a", finetune_epochs=1, data_root=str(tiny_cifar), batch_size=40,
-                             progress=False)
+    with caplog.at_level("INFO", logger="onebit"):
+        rep = bwnh.bwnh_pipeline(tmp_path / "float" / "best.safetensors", None, tmp_path / "bwnh", samples=64,
+                                 iters=2, protocol="a", finetune_epochs=1, data_root=str(tiny_cifar),
+                                 batch_size=40, progress=False)
+    said = [r.getMessage() for r in caplog.records]
+    assert f"starting {tmp_path / 'bwnh' / 'finetune'} from the BWNH weights in last.safetensors" in said
+    assert not any(m.startswith("resumed ") for m in said)  # a fresh fine-tuning is no resume
     assert [r["name"] for r in rep["layers"]] == ["3", "7", "10", "14", "17", "22", "25"]
     assert all(r["objective"] <= r["objective_bwn"] for r in rep["layers"])
     assert set(rep["accuracy"]) == {"float", "bwn", "bwnh"} and rep["finetune"]["epochs"] == 1

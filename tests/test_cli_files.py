@@ -219,6 +219,8 @@ def test_data_with_a_missing_root_is_an_error(tmp_path, cli_error):
     (["--tol", "-0.1"], "tol must be a number >= 0, got -0.1"),
     (["--tol", "nan"], "tol must be a number >= 0, got nan"),
     (["--protocol", "c"], "unknown fine-tuning protocol 'c'"),
+    (["--source", "nope"], "unknown source 'nope'"),
+    (["--target", "nope"], "unknown target 'nope'"),
 ])
 def test_bwnh_settings_are_checked_before_the_checkpoint_is_read(tmp_path, opts, msg, cli_error):
     out = tmp_path / "out"

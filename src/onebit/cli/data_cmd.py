@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import typer
@@ -15,7 +16,9 @@ def data(data_root: Optional[str] = typer.Option(None, "--data-root", help="look
     check_root(data_root)  # as the loaders check it
     for n in onebit_data.names():
         try:
-            where = str(onebit_data.locate(n, root=data_root, download=False))
+            with warnings.catch_warnings():  # the listing itself says where each copy is
+                warnings.simplefilter("ignore")
+                where = str(onebit_data.locate(n, root=data_root, download=False))
         except onebit_data.DataError as e:
             first = str(e).splitlines()[0]
             where = "not found" if first.endswith("Looked in:") else f"not found: {first}"

@@ -706,6 +706,10 @@ def bwnh_pipeline(checkpoint: str | Path, data: str | None = None, out_dir: str 
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown fine-tuning protocol {protocol!r}; use one of {sorted(PROTOCOLS)}")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; use one of {SOURCES}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; use one of {TARGETS}")
     dev = resolve_device(device)
     out = Path(out_dir)
     taken = [n for n in ("hashed.safetensors", "report.json", "finetune") if (out / n).exists()]

@@ -482,8 +482,11 @@ class _Run:
             observe.truncate_rows(layers_path, observe.LAYER_FIELDS, epoch)
             if hist_path.exists():
                 observe.add_histograms(hist_path, {}, next_epoch=epoch)
-        log.info("resumed %s at epoch %d%s (from %s)", self.out, epoch + 1,
-                 f", step {step}" if step else "", snap.path.name)
+        if epoch == 0 and not step and meta.get("init"):  # a warm start (BWNH's hashed weights), not a resume
+            log.info("starting %s from the %s weights in %s", self.out, meta["init"].upper(), snap.path.name)
+        else:
+            log.info("resumed %s at epoch %d%s (from %s)", self.out, epoch + 1,
+                     f", step {step}" if step else "", snap.path.name)
         return epoch, step, accum
 
     def _check_recipe(self, meta: dict, path: Path) -> None:

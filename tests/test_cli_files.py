@@ -334,3 +334,16 @@ def test_init_from_a_checkpoint_of_another_model_names_both(files, tmp_path, mak
     err = cli_error(["train", "bnn-mlp", *args, "--set", "model.hidden=32"])
     assert f"{ckpt} holds bnn-mlp of other settings; " in err
     assert "(trained) vs (16, 784) (checkpoint's)" in err
+
+
+def test_export_reports_the_size_honestly_for_a_float_network(tmp_path, capsys):
+    """A binary network packs ~32× smaller; a float one does not, and the line must not say it does."""
+    torch.manual_seed(0)
+    model = models.create("bnn-mlp-float", hidden=16, in_channels=1, image_size=28, num_classes=10)
+    meta = {"recipe": get_recipe("bnn-mlp-float").replace(data="mnist").to_dict(), "model_config": model.onebit_config,
+            "data_info": {"name": "mnist", "num_classes": 10, "in_channels": 1, "image_size": 28},
+            "epoch": 0, "best_val_acc": 0.1, "best_epoch": 0, "test_acc_at_best": 0.1}
+    save_checkpoint(tmp_path / "f.safetensors", model, meta)
+    assert cli(["export", str(tmp_path / "f.safetensors"), "-o", str(tmp_path / "f.onebit")]) == 0
+    line = capsys.readouterr().out
+    assert "% against the fp32 state_dict" in line and "smaller" not in line

@@ -105,7 +105,7 @@ def test_run_input_predicts_and_saves_logits(model_file, tmp_path, capsys):
     (["bench", "--repeats", "0"], "--repeats must be >= 1"),
     (["bench", "--batches", "0,8"], "--batches must be from 1 to 1024"),
     (["bench", "--batches", "100000000"], "--batches must be from 1 to 1024"),
-    (["bench", "--layers", "--model", "bireal-resnet18"], "--layers times its own fixed shapes; --model apply only"),
+    (["bench", "--layers", "--model", "bireal-resnet18"], "--layers times its own fixed shapes; --model applies only"),
     (["bench", "--layers", "--batches", "8", "--bf16"], "--batches, --bf16 apply only to the end-to-end"),
 ])
 def test_other_commands_check_their_numbers(args, msg, cli_error):
@@ -154,7 +154,8 @@ def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path):
     (["train", "bnn-mlp", "--epochs", "0"], "recipe field epochs must be >= 1, got 0"),
     (["train", "bnn-mlp", "--set", "epochs=1.5"], "recipe field epochs must be an integer, got 1.5"),
     (["train", "bnn-mlp", "--set", "augment=maybe"], "recipe field augment must be true or false, got 'maybe'"),
-    (["train", "bnn-mlp", "--set", "lr=abc"], "recipe field lr must be a number, got 'abc'"),
+    (["train", "bnn-mlp", "--set", "lr=abc"], "recipe field lr must be a finite number, got 'abc'"),
+    (["train", "bnn-mlp", "--lr", "nan"], "recipe field lr must be a finite number, got nan"),
     (["train", "bnn-mlp", "--set", "seed=abc"], "recipe field seed must be an integer, got 'abc'"),
     (["train", "bnn-mlp", "--init", "bogus"], "recipe field init must be one of real, bn_retrain"),
     (["train", "bnn-mlp", "--set", "momentum=1.5"], "recipe field momentum must be in [0, 1)"),

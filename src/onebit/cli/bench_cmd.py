@@ -35,8 +35,9 @@ def bench(
         ignored = [flag for flag, used in (("--model", model != _DEFAULT_MODELS), ("--batches", batches != "1,8"),
                                            ("--repeats", repeats != 5), ("--bf16", bf16), ("--bf16x3", bf16x3)) if used]
         if ignored:
-            raise ValueError(f"--layers times its own fixed shapes; {', '.join(ignored)} apply only to the end-to-end "
-                             "benchmark (run it without --layers)")
+            raise ValueError(f"--layers times its own fixed shapes; {', '.join(ignored)} "
+                             f"{'applies' if len(ignored) == 1 else 'apply'} only to the end-to-end benchmark "
+                             "(run it without --layers)")
         from ..analysis.kernel_bench import main as kernel_main
 
         kernel_main(["--threads", str(threads)])

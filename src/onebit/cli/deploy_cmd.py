@@ -32,16 +32,19 @@ def export_(
     rep = export(model, output, torch.zeros(1, c, s, s), verify=not no_verify, overwrite=force,
                  preprocess={"normalize": meta["recipe"].get("normalize", "pm1"), "data": meta["recipe"]["data"]})
     fp32 = sum(t.numel() * 4 for t in model.state_dict().values())
-    typer.echo(f"wrote {output}: {rep['bytes']:,} bytes ({fp32 / rep['bytes']:.1f}× smaller than the fp32 "
-               f"state_dict of {fp32:,} bytes), {rep['ops']} ops")
+    ratio = fp32 / rep["bytes"]
+    size = (f"{ratio:.1f}× smaller than" if ratio >= 1.05 else  # a float network packs nothing: say so
+            f"{100 * (rep['bytes'] / fp32 - 1):+.1f}% against")
+    typer.echo(f"wrote {output}: {rep['bytes']:,} bytes ({size} the fp32 state_dict of {fp32:,} bytes), "
+               f"{rep['ops']} ops")
 
 
 def run(
     model_file: Path = typer.Argument(..., help="a .onebit file"),
     data: Optional[str] = typer.Option(None, help="data set to score (default: the one it was trained on)"),
-    data_root: Optional[str] = typer.Option(None, "--data-root"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the data set"),
     threads: Optional[int] = typer.Option(None, help="kernel threads (default: all cores)"),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    batch_size: int = typer.Option(256, "--batch-size", help="images per engine call"),
     limit: Optional[int] = typer.Option(None, help="score only the first N test images (an image folder: N "
                                         "evenly spaced ones, so every class stays in)"),
     input_: Optional[Path] = typer.Option(None, "--input", help="run on this .npy array instead of a data set, "

@@ -11,9 +11,9 @@ import typer
 def eval_(
     checkpoint: Path = typer.Argument(..., help="a .safetensors checkpoint written by `onebit train`"),
     data: Optional[str] = typer.Option(None, help="data set (default: the one it was trained on)"),
-    data_root: Optional[str] = typer.Option(None, "--data-root"),
-    batch_size: int = typer.Option(500, "--batch-size"),
-    threads: Optional[int] = typer.Option(None),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the data set"),
+    batch_size: int = typer.Option(500, "--batch-size", help="images per forward pass"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch (default: PyTorch's)"),
     limit: Optional[int] = typer.Option(None, help="score only the first N test images (an image folder: N "
                                         "evenly spaced ones, so every class stays in), as `onebit run --limit`"),
 ) -> None:

@@ -120,6 +120,9 @@ def test_not_found_message(tmp_path):
     assert "download=False" in str(e.value)
     with pytest.raises(DataNotFoundError, match="ossci-datasets"):
         data.load_arrays("mnist")
+    with pytest.raises(DataNotFoundError) as e:  # no download exists: none is suggested
+        data.locate("imagefolder")
+    assert "no download is available" in str(e.value) and "ONEBIT_NO_DOWNLOAD" not in str(e.value)
 
 
 def test_network_failure_falls_through(monkeypatch):

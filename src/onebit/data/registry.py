@@ -116,8 +116,8 @@ def _idx_downloads(mirrors: tuple[str, ...], md5s: dict[str, str]) -> tuple[Remo
 
 
 _CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-_ENV_HINT = ("Then pass the folder with --data-root DIR (root=DIR in Python) or set ONEBIT_DATA=DIR; "
-             "or allow onebit to download it (unset ONEBIT_NO_DOWNLOAD, needs network access).")
+_ENV_HINT = "Then pass the folder with --data-root DIR (root=DIR in Python) or set ONEBIT_DATA=DIR"
+_DOWNLOAD_HINT = "; or allow onebit to download it (unset ONEBIT_NO_DOWNLOAD, needs network access)"
 
 _TABLE: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
@@ -346,7 +346,7 @@ def resolve(
     raise DataNotFoundError(
         f"data set {ds.name!r} not found. Looked in:\n" + "\n".join(looked)
         + f"\n  - {cache_dir() / ds.name} (download): {dl}"
-        + f"\nHow to get it: {ds.how_to_get}\n{_ENV_HINT}"
+        + f"\nHow to get it: {ds.how_to_get}\n{_ENV_HINT}{_DOWNLOAD_HINT if ds.downloads else ''}."
     )
 
 

@@ -42,3 +42,18 @@ def test_exclusive_write_refuses_a_file_that_appears_meanwhile(tmp_path, monkeyp
     with pytest.raises(FileExistsError):
         fileio.atomic_write_bytes(p, b"mine", exclusive=True)
     assert p.read_bytes() == b"theirs" and [q.name for q in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_device_or_pipe_is_not_read_as_a_file(tmp_path):
+    """/dev/zero would never end; a FIFO would block: both are named as what they are."""
+    from pathlib import Path
+
+    from onebit.fileio import read_file_bytes
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for p in (fifo, Path("/dev/null")):
+        with pytest.raises(ValueError, match=f"{p} is not a regular file, not a checkpoint file"):
+            read_file_bytes(p, ValueError, "checkpoint file", "checkpoint")
+    with pytest.raises(ValueError, match="checkpoint not found: "):
+        read_file_bytes(tmp_path / "absent", ValueError, "checkpoint file", "checkpoint")

@@ -94,6 +94,8 @@ def read_file_bytes(path: str | Path, error: type[Exception], what: str, missing
     if path.is_dir():
         raise error(f"{path} is a folder, not a {what}{folder_hint}")
     if not path.is_file():
+        if path.exists():  # a device, a pipe, a socket: reading could block or never end
+            raise error(f"{path} is not a regular file, not a {what}")
         raise error(f"{missing} not found: {path}")
     try:
         return path.read_bytes()

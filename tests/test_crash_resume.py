@@ -217,3 +217,15 @@ def test_a_run_stopped_before_its_first_checkpoint_does_not_block_its_folder(tin
     (out / "best.safetensors").unlink()
     err = cli_error(_args(tiny_mnist, out))
     assert "already holds a run (metrics.csv, recipe.json, layers.csv, histograms.json)" in err
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left(tiny_mnist, tmp_path, caplog):
+    args = [a if a != "3" else "1" for a in _args(tiny_mnist, tmp_path / "r")]  # a 1-epoch run
+    assert cli(args) == 0
+    with caplog.at_level("INFO", logger="onebit"):
+        assert cli([*args, "--resume"]) == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert f"{tmp_path / 'r'} has finished all 1 epochs: nothing left to train (a longer run is a new run; " \
+           "--init-from its checkpoint)" in said
+    assert not any(m.startswith("resumed ") for m in said)
+    assert [r["epoch"] for r in _rows(tmp_path / "r" / "metrics.csv")] == ["0"]

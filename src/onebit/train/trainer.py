@@ -482,7 +482,10 @@ class _Run:
             observe.truncate_rows(layers_path, observe.LAYER_FIELDS, epoch)
             if hist_path.exists():
                 observe.add_histograms(hist_path, {}, next_epoch=epoch)
-        if epoch == 0 and not step and meta.get("init"):  # a warm start (BWNH's hashed weights), not a resume
+        if epoch >= self.recipe.epochs:
+            log.info("%s has finished all %d epochs: nothing left to train (a longer run is a new run; "
+                     "--init-from its checkpoint)", self.out, self.recipe.epochs)
+        elif epoch == 0 and not step and meta.get("init"):  # a warm start (BWNH's hashed weights), not a resume
             log.info("starting %s from the %s weights in %s", self.out, meta["init"].upper(), snap.path.name)
         else:
             log.info("resumed %s at epoch %d%s (from %s)", self.out, epoch + 1,

@@ -347,3 +347,18 @@ def test_export_reports_the_size_honestly_for_a_float_network(tmp_path, capsys):
     assert cli(["export", str(tmp_path / "f.safetensors"), "-o", str(tmp_path / "f.onebit")]) == 0
     line = capsys.readouterr().out
     assert "% against the fp32 state_dict" in line and "smaller" not in line
+
+
+def test_plot_warns_about_a_damaged_companion_file_and_keeps_the_curves(tmp_path, capsys):
+    """A garbage layers.csv or histograms.json costs its own figure (with a warning naming it), not
+    the curves, and is never silently skipped."""
+    run = _run_folder(tmp_path / "run", [ROW])
+    (run / "layers.csv").write_text("garbage\n1\n")
+    (run / "histograms.json").write_text("{bad")
+    with pytest.warns(UserWarning) as warned:
+        assert cli(["plot", str(run)]) == 0
+    said = [str(w.message) for w in warned]
+    assert any(f"no layers figure: {run / 'layers.csv'} is not an onebit layer-statistics file" in m for m in said)
+    assert any(f"no histograms figure: {run / 'histograms.json'} is not an onebit histogram file" in m for m in said)
+    assert (run / "curves.png").is_file() and not (run / "curves-layers.png").exists()
+    assert f"wrote {run / 'curves.png'}" in capsys.readouterr().out

@@ -77,16 +77,26 @@ def read_layers(run_dir: str | Path) -> dict[str, dict[str, list[float]]]:
     if not path.is_file():
         return {}
     out: dict[str, dict[str, list[float]]] = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            cols = out.setdefault(r["layer"], {})
-            for k, v in r.items():
-                if k == "layer":
-                    continue
-                try:
-                    cols.setdefault(k, []).append(float(v))
-                except (TypeError, ValueError):
-                    cols.setdefault(k, []).append(float("nan"))
+    need = {"layer", "epoch", "flip_ratio", "saturated"}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = set(reader.fieldnames or ())
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} is not a readable CSV file ({e})") from None
+    if header and not need <= header:  # an empty file is a run that has not written it yet
+        raise ValueError(f"{path} is not an onebit layer-statistics file (no column(s) "
+                         f"{', '.join(sorted(need - header))})")
+    for r in rows:
+        cols = out.setdefault(r["layer"], {})
+        for k, v in r.items():
+            if k == "layer":
+                continue
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(float("nan"))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -52,7 +53,11 @@ def plot(
     if len(runs) == 1:
         stem, ext = out.with_suffix(""), out.suffix or ".png"
         for fn, suffix in ((plot_layers, "-layers"), (plot_histograms, "-histograms")):
-            written = fn(runs[0], stem.parent / (stem.name + suffix + ext))
+            try:
+                written = fn(runs[0], stem.parent / (stem.name + suffix + ext))
+            except ValueError as e:  # a damaged companion file costs its own figure, not the curves
+                warnings.warn(f"no {suffix[1:]} figure: {e}", stacklevel=1)
+                continue
             if written is not None:
                 typer.echo(f"wrote {written}")
 

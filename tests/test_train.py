@@ -25,7 +25,7 @@ def _recipe(**kw):
 
 
 @pytest.mark.parametrize("field, value, msg", [("epochs", -5, "epochs must be >= 1"),
-                                              ("lr", float("nan"), "lr must be a number"),
+                                              ("lr", float("nan"), "lr must be a finite number"),
                                               ("optimizer", "adamw", "unknown optimizer 'adamw'")])
 def test_a_recipe_changed_after_it_was_built_is_checked_again(tiny_mnist, tmp_path, field, value, msg):
     """Recipe fields are plain attributes: train() validates again, before anything is written

@@ -208,13 +208,18 @@ def parse_checkpoint(raw: bytes, source: str = "checkpoint") -> tuple[dict[str, 
     return tensors, meta
 
 
+def run_folder_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint a user most likely meant when naming run folder ``path`` (best, else last)."""
+    path = Path(path)
+    return next((path / n for n in ("best.safetensors", "last.safetensors") if (path / n).is_file()), None)
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read ``path`` → (tensors, meta). Never executes code; clear errors for bad files."""
     path = Path(path)
     hint = ""
-    if path.is_dir():  # a run folder: point at its checkpoints
-        hint = next((f" (did you mean {path / n}?)" for n in ("best.safetensors", "last.safetensors")
-                     if (path / n).is_file()), "")
+    if path.is_dir() and (meant := run_folder_checkpoint(path)) is not None:  # a run folder
+        hint = f" (did you mean {meant}?)"
     return parse_checkpoint(read_file_bytes(path, CheckpointError, "checkpoint file", "checkpoint", hint), str(path))
 
 

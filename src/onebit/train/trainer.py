@@ -40,7 +40,8 @@ from ..nn import constraints
 from ..optim import ShiftAdaMax, make_scheduler, param_groups
 from . import distributed as distrib
 from . import observe, snapshots
-from .checkpoint import CheckpointError, load_checkpoint, model_from_meta, restore, save_checkpoint
+from .checkpoint import (CheckpointError, load_checkpoint, model_from_meta, restore, run_folder_checkpoint,
+                         save_checkpoint)
 
 log = logging.getLogger("onebit.train")
 
@@ -724,10 +725,9 @@ def initialise_from(model: torch.nn.Module, path: str | Path, mode: str = "real"
     path = Path(path)
     if not path.is_file():
         hint = ""
-        if path.is_dir():  # a run folder: point at its checkpoints
-            hint = next((f" ({path} is a run folder; did you mean {path / n}?)"
-                         for n in ("best.safetensors", "last.safetensors") if (path / n).is_file()),
-                        f" ({path} is a folder)")
+        if path.is_dir():  # a run folder: point at its checkpoint
+            meant = run_folder_checkpoint(path)
+            hint = f" ({path} is a folder)" if meant is None else f" ({path} is a run folder; did you mean {meant}?)"
         raise TrainingError(f"init_from: no checkpoint at {path}{hint}")
     source, _ = load_for_eval(path)
     if mode == "bn_retrain":

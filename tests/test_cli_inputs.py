@@ -171,7 +171,7 @@ def test_run_warns_on_float_pixels_for_a_pm1_model(model_file, tmp_path):
     (["train", "bnn-mlp", "--set", "model.hidden=abc"], "cannot build model bnn-mlp with hidden='abc': hidden must be an integer"),
     (["train", "bnn-mlp", "--set", "model.hidden=16.0"], "with hidden=16.0: hidden must be an integer"),
     (["train", "bnn-mlp", "--set", "model.binary=no"], "with binary='no': binary must be true or false"),
-    (["train", "bnn-mlp", "--set", "model.binary=1"], "with binary=1: binary must be true or false"),
+    (["train", "bnn-mlp", "--set", "model.binary=2"], "with binary=2: binary must be true or false"),
     (["train", "bnn-mlp", "--set", "model.dropout=true"], "with dropout=True: dropout must be a number"),
     (["train", "bnn-convnet", "--set", "model.widths=[8,16]"], "widths must be 3 positive ints"),
     (["train", "bnn-convnet", "--set", "model.widths=[8,8,16,16,32,32]"], "widths must be 3 positive ints"),

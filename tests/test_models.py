@@ -240,5 +240,13 @@ def test_scalar_model_arguments_are_type_checked_before_building():
     m = models.create("bnn-mlp", hidden=16, dropout=0, binary=False)  # an int where a float goes is fine
     assert m.onebit_config["binary"] is False and m.onebit_config["dropout"] == 0
     models.create("bnn-convnet", widths=(8, 8, 8), fc=16, last_bn=None)  # `str | None` takes None
+    # NumPy scalars are numbers; a bool stored as 0/1 (older runs' `--set model.binary=1`) still loads
+    import numpy as np
+
+    m = models.create("bnn-mlp", hidden=np.int64(16), dropout=np.float32(0.1), binary=1)
+    assert m.onebit_config["binary"] is True
+    assert models.create("bnn-mlp", hidden=16, binary=np.bool_(False)).onebit_config["binary"] is False
+    with pytest.raises(TypeError, match="binary must be true or false"):
+        models.create("bnn-mlp", hidden=16, binary=2)
     with pytest.raises(TypeError, match="last_bn must be a string \\(or null\\)"):
         models.create("bnn-convnet", widths=(8, 8, 8), fc=16, last_bn=3)

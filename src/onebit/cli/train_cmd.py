@@ -89,6 +89,7 @@ def train(
 
     if pipeline:
         from ..methods.bireal import PIPELINES
+        from ..train.snapshots import stopped_before_first_checkpoint
 
         if model not in PIPELINES:
             raise ValueError(f"--pipeline: {model!r} has no registered multi-stage procedure; models with one: "
@@ -110,7 +111,8 @@ def train(
                 over.update(init_from=str(done[st.init_from] / "best.safetensors"),
                             init="real" if st.init == "init_from_real" else "bn_retrain")
             stage_out = out / st.name
-            stage_resume = resume and stage_out.is_dir()
+            # a stage stopped before its first checkpoint starts again (nothing to resume from)
+            stage_resume = resume and stage_out.is_dir() and not stopped_before_first_checkpoint(stage_out)
             if stage_resume:
                 r = resume_base(r, stage_out)
             r = r.replace(**_merge(over, extra), model_kwargs={**r.model_kwargs, **model_extra})
@@ -142,6 +144,8 @@ def train(
         base = resume_base(r, out)
         r = base.replace(**over, model_kwargs={**base.model_kwargs, **model_extra})
     if nproc > 1:  # one error line here rather than one per worker and a torchrun traceback
+        if env_world()[1] > 1:
+            raise ValueError("--nproc inside a torchrun launch: drop --nproc (torchrun already started the workers)")
         preflight(r, out, resume=resume, world_size=nproc)
         _launch(nproc)
         return

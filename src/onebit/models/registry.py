@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -51,29 +52,40 @@ def entry(name: str) -> ModelEntry:
 _BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError)
 
 
-# a builder argument annotated with one of these names must hold such a value (``X | None`` also None)
-_SCALAR_TYPES: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+def _is_bool(v) -> bool:
+    return isinstance(v, bool) or getattr(getattr(v, "dtype", None), "kind", None) == "b"  # NumPy's bool too
+
+
+# a builder argument annotated with one of these names must hold such a value (``X | None`` also None);
+# numbers.Integral / Real take NumPy's scalars as well, and a bool is never taken for a number
+_SCALAR_CHECKS = {
+    "bool": (lambda v: _is_bool(v) or (isinstance(v, numbers.Integral) and v in (0, 1)), "true or false"),
+    "int": (lambda v: isinstance(v, numbers.Integral) and not _is_bool(v), "an integer"),
+    "float": (lambda v: isinstance(v, numbers.Real) and not _is_bool(v), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
 
 
 def _check_types(name: str, params, cfg: dict) -> None:
     """Refuse a scalar argument of the wrong type before building: ``--set model.binary=no`` arrives
     as the string "no", which Python would take as true (a binary network where a real one was asked
-    for); an int or float that is a bool is refused too."""
+    for); a number that is a bool is refused too. A bool given as 0 or 1 (as older runs stored
+    ``--set model.binary=1``) is taken, and becomes False / True in ``cfg``."""
     for k, v in cfg.items():
         p = params.get(k)
         if p is None or not isinstance(p.annotation, str):
             continue
         ann = p.annotation.replace(" ", "")
         optional = ann.endswith("|None")
-        kinds = _SCALAR_TYPES.get(ann.removesuffix("|None"))
-        if kinds is None or (optional and v is None):
+        kind = ann.removesuffix("|None")
+        if kind not in _SCALAR_CHECKS or (optional and v is None):
             continue
-        ok = isinstance(v, kinds) and (bool in kinds or not isinstance(v, bool))
-        if not ok:
-            want = {"bool": "true or false", "int": "an integer", "float": "a number",
-                    "str": "a string"}[ann.removesuffix("|None")]
+        ok, want = _SCALAR_CHECKS[kind]
+        if not ok(v):
             raise TypeError(f"cannot build model {name} with {k}={v!r}: {k} must be {want}"
                             f"{' (or null)' if optional else ''}")
+        if kind == "bool":
+            cfg[k] = bool(v)
 
 
 def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,

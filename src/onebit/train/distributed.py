@@ -89,9 +89,11 @@ def teardown(d: Dist, *, finished: bool = False) -> None:
     there is no barrier: the other ranks may never arrive.
     """
     if d.owns_group and dist.is_initialized():
-        if finished:
-            dist.barrier()
-        dist.destroy_process_group()
+        try:
+            if finished:
+                dist.barrier()
+        finally:  # a barrier that failed (a peer died after the last collective) still leaves the group
+            dist.destroy_process_group()
 
 
 def end_worker_process(rc: int | None) -> None:

@@ -17,7 +17,7 @@ import torch
 from onebit.cli.main import main as cli
 from onebit.data.loaders import BatchLoader
 from onebit.train import TrainingError, load_checkpoint, train
-from onebit.train.snapshots import candidates
+from onebit.train.snapshots import RunLock, candidates, stopped_before_first_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -203,9 +203,18 @@ def test_a_run_stopped_before_its_first_checkpoint_does_not_block_its_folder(tin
         m.setattr(BatchLoader, "__iter__", interrupted)
         assert cli(_args(tiny_mnist, out)) == 130
     assert capsys.readouterr().err.endswith("onebit: interrupted\n")
-    assert sorted(p.name for p in out.iterdir()) == ["layers.csv", "metrics.csv", "recipe.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".onebit-run.lock", "layers.csv", "metrics.csv", "recipe.json"]
     err = cli_error(_args(tiny_mnist, out, "--resume"))
     assert "stopped before its first checkpoint; the same command without --resume starts it again" in err
+    # a run still in its first epoch looks the same, but holds the folder's lock: not taken over
+    live = RunLock(out)
+    live.acquire()
+    try:
+        err = cli_error(_args(tiny_mnist, out))
+        assert f"{out} is in use by another running `onebit train`" in err
+    finally:
+        live.release()
+    assert (out / "metrics.csv").read_text().count("\n") == 1  # untouched
     with caplog.at_level("INFO", logger="onebit"):
         assert cli(_args(tiny_mnist, out)) == 0
     assert any("holds a run stopped before its first checkpoint" in r.getMessage() for r in caplog.records)
@@ -229,3 +238,34 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(tiny_mnist, tmp_path
            "--init-from its checkpoint)" in said
     assert not any(m.startswith("resumed ") for m in said)
     assert [r["epoch"] for r in _rows(tmp_path / "r" / "metrics.csv")] == ["0"]
+
+
+def test_only_a_folder_with_exactly_a_run_start_counts_as_stopped_before_its_first_checkpoint(tmp_path):
+    (tmp_path / "recipe.json").write_text('{"model": "bnn-mlp"}')
+    (tmp_path / "metrics.csv").write_text("epoch,lr\n")
+    assert stopped_before_first_checkpoint(tmp_path)
+    (tmp_path / "layers.csv").write_text("epoch,layer\n0,a\n")  # a row of results
+    assert not stopped_before_first_checkpoint(tmp_path)
+    (tmp_path / "layers.csv").unlink()
+    (tmp_path / "histograms.json").write_text("{}")
+    assert not stopped_before_first_checkpoint(tmp_path)
+    (tmp_path / "histograms.json").unlink()
+    (tmp_path / "recipe.json").write_text("a user's notes")  # not a recipe
+    assert not stopped_before_first_checkpoint(tmp_path)
+    (tmp_path / "recipe.json").write_text('{"model": "bnn-mlp"}')
+    (tmp_path / "metrics.csv").unlink()  # a lone recipe.json is no run start
+    assert not stopped_before_first_checkpoint(tmp_path)
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tiny_mnist, tmp_path, cli_error):
+    """The folder's lock refuses a --resume (or a fresh run) while another process trains there."""
+    out = tmp_path / "r"
+    args = [a if a != "3" else "1" for a in _args(tiny_mnist, out)]
+    assert cli(args) == 0
+    live = RunLock(out)
+    live.acquire()
+    try:
+        assert f"{out} is in use by another running `onebit train`" in cli_error([*args, "--resume"])
+    finally:
+        live.release()
+    assert cli([*args, "--resume"]) == 0  # released: the lock is free again

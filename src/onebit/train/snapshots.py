@@ -10,11 +10,18 @@ file reads cleanly; a damaged newest file falls back to the one before it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import CheckpointError, read_meta
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 log = logging.getLogger("onebit.train")
 
@@ -82,20 +89,59 @@ RUN_FILES = ("last.safetensors", "best.safetensors", "metrics.csv", "recipe.json
 
 
 def stopped_before_first_checkpoint(out: Path) -> bool:
-    """``out`` holds only the files a run writes when it starts (``recipe.json`` and the CSV
-    headers): it was stopped (Ctrl-C, a crash, a bad input) before its first checkpoint and before
-    any epoch's row, so it holds no result, and a new run may take the folder over."""
-    found = run_files(out)
-    if not found or set(found) & {"last.safetensors", "best.safetensors", f"{STEPS_DIR}/"}:
+    """``out`` holds exactly what a run writes when it starts — a readable ``recipe.json``, the
+    header of ``metrics.csv``, perhaps the header of ``layers.csv`` — and nothing else of a run: it
+    stopped (Ctrl-C, a crash, a bad input) before its first checkpoint and its first epoch's row, so
+    it holds no result. A run still in its first epoch looks the same: the trainer's :class:`RunLock`
+    tells the two apart."""
+    found = set(run_files(out))
+    if not {"recipe.json", "metrics.csv"} <= found or not found <= {"recipe.json", "metrics.csv", "layers.csv"}:
         return False
-    metrics = out / "metrics.csv"
     try:
-        with open(metrics, "rb") as f:
-            return len(f.read(1 << 16).splitlines()) <= 1  # the header alone (or nothing)
-    except FileNotFoundError:
-        return True
-    except OSError:
+        for name in ("metrics.csv", "layers.csv"):
+            if name in found:
+                with open(out / name, "rb") as f:
+                    if len(f.read(1 << 16).splitlines()) > 1:  # a row: a result
+                        return False
+        recipe = json.loads((out / "recipe.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
         return False
+    return isinstance(recipe, dict) and "model" in recipe
+
+
+class RunFolderBusy(Exception):
+    """Another process holds the run folder's :class:`RunLock`."""
+
+
+class RunLock:
+    """An advisory lock (``flock``) on run folder ``out``, held while a process trains into it, so
+    a second ``onebit train`` into the same folder — a fresh one or a ``--resume`` — is refused
+    while the first runs. The kernel drops it when the process ends, however it ends. The file
+    ``.onebit-run.lock`` stays in the folder (removing it would race with the next taker).
+    Where ``fcntl`` is missing (Windows) it locks nothing."""
+
+    NAME = ".onebit-run.lock"
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None or fcntl is None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunFolderBusy(f"{self.path.parent} is in use by another running `onebit train` "
+                                f"(it holds {self.path}); wait for it or choose another --out") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
 
 
 def run_files(out: Path) -> list[str]:

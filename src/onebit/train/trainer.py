@@ -402,6 +402,7 @@ class _Run:
         self.best_val, self.best_epoch, self.test_at_best, self.wall0 = -1.0, -1, float("nan"), 0.0
         self.global_step = 0
         self.last_test = math.nan
+        self.lock = snapshots.RunLock(out)  # taken when the run starts writing (rank 0)
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -426,11 +427,13 @@ class _Run:
             distrib.barrier()
         if err is not None:
             raise err
+        if self.d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._hold_folder()  # a run in its first epoch looks like one that stopped there: not taken over
         if taken_over:
             log.info("%s holds a run stopped before its first checkpoint (%s, no results): starting it "
                      "again there", self.out, ", ".join(taken_over))
         if self.d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "recipe.json", self.recipe.to_json())
             atomic_write_text(csv_path, ",".join(CSV_FIELDS) + "\n")
             atomic_write_text(layers_path, ",".join(observe.LAYER_FIELDS) + "\n")
@@ -441,6 +444,7 @@ class _Run:
         found = snapshots.candidates(self.out) if self.out.is_dir() else []
         if not found:
             raise _no_checkpoint_error(self.out)
+        self._hold_folder()
         for snap in found:
             try:
                 tensors, meta = load_checkpoint(snap.path)
@@ -557,6 +561,20 @@ class _Run:
     # ---- the loop ----------------------------------------------------------------------------
 
     def run(self, resume: bool, max_minutes: float | None, stop_after: int | None) -> RunResult:
+        try:
+            return self._run(resume, max_minutes, stop_after)
+        finally:
+            self.lock.release()
+
+    def _hold_folder(self) -> None:
+        """Rank 0 takes the run folder's lock (refused while another process trains into it)."""
+        if self.d.main:
+            try:
+                self.lock.acquire()
+            except snapshots.RunFolderBusy as e:
+                raise TrainingError(str(e)) from None
+
+    def _run(self, resume: bool, max_minutes: float | None, stop_after: int | None) -> RunResult:
         start_epoch, start_step, accum = 0, 0, {"loss_sum": 0.0, "correct": 0, "n": 0, "elapsed": 0.0}
         if resume:
             start_epoch, start_step, accum = self._resume()

@@ -362,3 +362,14 @@ def test_plot_warns_about_a_damaged_companion_file_and_keeps_the_curves(tmp_path
     assert any(f"no histograms figure: {run / 'histograms.json'} is not an onebit histogram file" in m for m in said)
     assert (run / "curves.png").is_file() and not (run / "curves-layers.png").exists()
     assert f"wrote {run / 'curves.png'}" in capsys.readouterr().out
+
+
+
+@pytest.mark.parametrize("doc", ['{"layers": {"a": [{"epoch": 0}]}}', '{"layers": ["a"]}',
+                                 '{"layers": {"a": [{"epoch": 0, "lo": 1, "hi": 0, "counts": [1]}]}}'])
+def test_plot_a_histogram_file_of_the_wrong_structure_is_a_warning(tmp_path, doc):
+    run = _run_folder(tmp_path / "run", [ROW])
+    (run / "histograms.json").write_text(doc)
+    with pytest.warns(UserWarning, match="no histograms figure: .* is not an onebit histogram file"):
+        assert cli(["plot", str(run)]) == 0
+    assert (run / "curves.png").is_file() and not (run / "curves-histograms.png").exists()

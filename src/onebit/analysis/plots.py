@@ -5,6 +5,7 @@ flip ratio / saturation from ``layers.csv`` and the latent-weight histograms ove
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 
@@ -151,6 +152,14 @@ def plot_layers(run_dir: str | Path, out: str | Path) -> Path | None:
     return _save(fig, out)
 
 
+def _histogram(h) -> dict:
+    """One epoch's histogram entry, checked: ``epoch``, ``lo`` < ``hi`` and a non-empty list of counts."""
+    e, lo, hi, counts = int(h["epoch"]), float(h["lo"]), float(h["hi"]), [float(c) for c in h["counts"]]
+    if not (counts and math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"a histogram of epoch {e} has no counts or no range")
+    return {"epoch": e, "lo": lo, "hi": hi, "counts": counts}
+
+
 def plot_histograms(run_dir: str | Path, out: str | Path) -> Path | None:
     """Per binary layer, the latent-weight histogram of every epoch (colour = epoch) → one PNG;
     None when the run has no ``histograms.json``."""
@@ -161,9 +170,9 @@ def plot_histograms(run_dir: str | Path, out: str | Path) -> Path | None:
         return None
     try:
         layers = json.loads(path.read_text())["layers"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not an onebit histogram file ({e})") from None
-    layers = {n: h for n, h in layers.items() if h}
+        layers = {str(n): [_histogram(h) for h in hs] for n, hs in layers.items() if hs}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is not an onebit histogram file ({type(e).__name__}: {e})") from None
     if not layers:
         return None
     plt = _pyplot()

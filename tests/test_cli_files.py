@@ -132,12 +132,18 @@ def test_an_os_error_that_is_no_user_error_still_shows_its_traceback(monkeypatch
         raise OSError(errno.EIO, "Input/output error")
 
     @app.command()
+    def denied() -> None:  # a permission error about no path of the user's (a socket, an affinity call)
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    @app.command()
     def other() -> None:
         pass
 
     monkeypatch.setattr("onebit.cli.main.app", app)
     with pytest.raises(OSError, match="Input/output"):
         cli(["boom"])
+    with pytest.raises(PermissionError, match="Operation not permitted"):
+        cli(["denied"])
 
 
 def test_plot_never_replaces_a_users_file_without_force(tmp_path, cli_error):

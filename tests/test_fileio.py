@@ -57,3 +57,16 @@ def test_a_device_or_pipe_is_not_read_as_a_file(tmp_path):
             read_file_bytes(p, ValueError, "checkpoint file", "checkpoint")
     with pytest.raises(ValueError, match="checkpoint not found: "):
         read_file_bytes(tmp_path / "absent", ValueError, "checkpoint file", "checkpoint")
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        fileio.atomic_write_bytes(tmp_path / "f.bin", b"data")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "f.bin")
+    assert list(tmp_path.iterdir()) == []

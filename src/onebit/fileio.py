@@ -69,6 +69,11 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False
                     raise FileExistsError(f"{path} exists; it was not replaced") from None
                 os.replace(tmp, path)
             Path(tmp).unlink(missing_ok=True)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, FileExistsError) or e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from None  # a full disk: name the user's file
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -59,7 +59,7 @@ def _run(argv: list[str] | None) -> int:
         typer.secho("onebit: interrupted", err=True, fg="red")
         return 130
     except OSError as e:
-        if e.errno not in _USER_OS_ERRORS:
+        if e.errno not in _USER_OS_ERRORS or not e.filename:  # not about a path the user gave: a bug
             raise
         # a folder the user may not write to, a read-only or full disk: one line naming the path
         where = f": {e.filename}" if e.filename else ""

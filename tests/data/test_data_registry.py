@@ -7,6 +7,7 @@ import hashlib
 import io
 import pickle
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,11 @@ def test_lookup_order(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"'mnist' is not \(complete\) in the data root .*nothing-here; reading the "
                       r"copy in .*sys/MNIST/raw \(system\)"):
         assert data.locate("mnist", root=tmp_path / "nothing-here") == system
+    monkeypatch.setenv("RANK", "1")  # the other processes of a multi-process run stay quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert data.locate("mnist", root=tmp_path / "nothing-here") == system
+    monkeypatch.delenv("RANK")
     # a root that does not exist at all is a mistake (a typo), not a reason to train on another copy
     with pytest.raises(data.DataError, match="data root .*no-such-folder.* does not exist"):
         data.locate("mnist", root=tmp_path / "no-such-folder")
@@ -154,7 +160,10 @@ def test_download_verified_and_cached(tmp_path, monkeypatch):
     remotes = tuple(dataclasses.replace(r, md5=hashlib.md5(blobs[r.filename]).hexdigest()) for r in ds.downloads)
     monkeypatch.setitem(registry._TABLE, "mnist", dataclasses.replace(ds, downloads=remotes))
     calls = _fake_server(monkeypatch, blobs)
-    where = data.locate("mnist")
+    (tmp_path / "empty-root").mkdir()
+    with pytest.warns(UserWarning, match=r"not \(complete\) in the data root .*empty-root; reading the copy in "
+                      r".*cache/mnist \(download\)"):  # a named root without the data: the download says so
+        where = data.locate("mnist", root=tmp_path / "empty-root")
     assert where == tmp_path / "cache" / "mnist"
     assert len(calls) == 4 and all(c.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for c in calls)
     assert not list(where.glob("*.part"))

@@ -312,6 +312,14 @@ def check_root(root: str | os.PathLike[str] | None) -> None:
         raise DataNotFoundError(f"the data root {root} (--data-root) does not exist or is not a folder")
 
 
+def _warn_fell_through(name: str, root, folder: Path, why: str) -> None:
+    """The user named a data root that lacks the data set: say which copy is read instead (once per
+    run: only the first process of a multi-process run, ``RANK`` 0, warns)."""
+    if os.environ.get("RANK", "0") == "0":
+        warnings.warn(f"data set {name!r} is not (complete) in the data root {root}; reading the copy in "
+                      f"{folder} ({why})", stacklevel=3)
+
+
 def resolve(
     name: str, root: str | os.PathLike[str] | None = None, download: bool = True
 ) -> tuple[Path, FileSet, dict[str, Path]]:
@@ -322,9 +330,8 @@ def resolve(
     for folder, why in candidate_dirs(ds.name, root):
         hit = find_files(folder, ds)
         if hit is not None:
-            if root is not None and why != "root":  # the user named a folder: say that another copy is read
-                warnings.warn(f"data set {ds.name!r} is not (complete) in the data root {root}; reading the "
-                              f"copy in {folder} ({why})", stacklevel=2)
+            if root is not None and why != "root":
+                _warn_fell_through(ds.name, root, folder, why)
             return folder, hit[0], hit[1]
         looked.append(f"  - {folder} ({why}): {_describe(folder, ds)}")
     if not ds.downloads:
@@ -341,6 +348,8 @@ def resolve(
         else:
             hit = find_files(folder, ds)
             if hit is not None:
+                if root is not None:
+                    _warn_fell_through(ds.name, root, folder, "download")
                 return folder, hit[0], hit[1]
             dl = f"downloaded into {folder}, but it is {_describe(folder, ds)}"
     raise DataNotFoundError(

@@ -63,7 +63,7 @@ def train(
     from ..methods import get_recipe
     from ..methods.recipe import recipe_names
     from ..train import train as run_train
-    from ..train.distributed import env_world
+    from ..train.distributed import check_can_launch, env_world
     from ..train.trainer import check_options, preflight
 
     check_options(threads=threads, ckpt_every_steps=ckpt_every_steps, keep_ckpts=keep_ckpts)
@@ -144,8 +144,7 @@ def train(
         base = resume_base(r, out)
         r = base.replace(**over, model_kwargs={**base.model_kwargs, **model_extra})
     if nproc > 1:  # one error line here rather than one per worker and a torchrun traceback
-        if env_world()[1] > 1:
-            raise ValueError("--nproc inside a torchrun launch: drop --nproc (torchrun already started the workers)")
+        check_can_launch()  # before the preflight: the real mistake, not a check's
         preflight(r, out, resume=resume, world_size=nproc)
         _launch(nproc)
         return

@@ -309,12 +309,17 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def check_can_launch() -> None:
+    """``--nproc`` is for a command a person typed, not for a worker torchrun already started."""
+    if env_world()[1] > 1:
+        raise ValueError("--nproc inside a torchrun launch: drop --nproc (torchrun already started the workers)")
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``onebit <argv>`` in ``nproc`` processes under torchrun (standalone, this machine); exit code."""
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
-    if env_world()[1] > 1:
-        raise ValueError("--nproc inside a torchrun launch: drop --nproc (torchrun already started the workers)")
+    check_can_launch()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "onebit.cli.main", *strip_nproc(argv)]
     env = dict(os.environ)

@@ -32,6 +32,11 @@ def ensure_dir(path: str | Path) -> Path:
     return path
 
 
+def _about(path: Path, e: OSError) -> OSError:
+    """``e`` naming ``path``, the file the user asked for (not our temp file, or no file at all)."""
+    return type(e)(e.errno, e.strerror, str(path))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder → fsync → rename.
 
@@ -47,8 +52,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False
     ensure_dir(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:  # name the file the user asked for, not our temp file
-        raise type(e)(e.errno, e.strerror, str(path)) from None
+    except OSError as e:
+        raise _about(path, e) from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -73,7 +78,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, exclusive: bool = False
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, FileExistsError) or e.errno is None:
             raise
-        raise type(e)(e.errno, e.strerror, str(path)) from None  # a full disk: name the user's file
+        raise _about(path, e) from None  # a full disk, say
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -62,8 +62,7 @@ def _run(argv: list[str] | None) -> int:
         if e.errno not in _USER_OS_ERRORS or not e.filename:  # not about a path the user gave: a bug
             raise
         # a folder the user may not write to, a read-only or full disk: one line naming the path
-        where = f": {e.filename}" if e.filename else ""
-        typer.secho(f"onebit: error: {e.strerror or e}{where}", err=True, fg="red")
+        typer.secho(f"onebit: error: {e.strerror or e}: {e.filename}", err=True, fg="red")
         return 2
     except Exception as e:
         if _is_usage_error(e):
